@@ -1,0 +1,91 @@
+import type { DType } from "../core/index.js";
+
+/** A named tensor in a model signature. `-1` marks a variable dimension (the batch axis first). */
+export interface TensorSpec {
+  name: string;
+  dtype: DType;
+  shape: number[];
+}
+
+/** One named column of tabular input; columns feed one input tensor in order. */
+export interface ColumnSpec {
+  name: string;
+  /** The column's own type in the data, if declared (values are cast to the tensor dtype anyway). */
+  dtype?: DType;
+}
+
+export interface Signature {
+  inputs: TensorSpec[];
+  outputs: TensorSpec[];
+  /** Tabular models: the ordered columns that make up the trailing dimensions of `columnsInput`. */
+  columns?: ColumnSpec[];
+  /** Which input the columns feed; defaults to inputs[0]. */
+  columnsInput?: string;
+}
+
+export type ResizeKernel = "nearest" | "area" | "linear" | "cubic" | "lanczos3";
+
+/** Pre-processing runs on request records/tensors before the model. */
+export type PreprocessStep =
+  /** Keep and order these columns (names), dropping the rest. */
+  | { type: "select_columns"; columns: string[] }
+  /** Cast these columns (all when omitted) to a dtype before they are packed into the tensor. */
+  | { type: "cast"; dtype: DType; columns?: string[] }
+  /**
+   * Decode an encoded image (PNG/JPEG/WebP bytes, V2 BYTES or base64) with sharp, resize, scale and normalise:
+   * value = (pixel * scale - mean[c]) / std[c], laid out as NCHW or NHWC into `input`.
+   */
+  | {
+      type: "image";
+      input: string;
+      width: number;
+      height: number;
+      channels: 1 | 3;
+      resize: ResizeKernel;
+      scale: number;
+      mean?: number[];
+      std?: number[];
+      layout: "NCHW" | "NHWC";
+    };
+
+/** Post-processing runs on the model's named outputs; each step adds (or replaces) an output named `as`. */
+export type PostprocessStep =
+  | { type: "softmax"; output: string; as?: string }
+  | { type: "argmax"; output: string; as?: string }
+  | { type: "labels"; output: string; labels: string[]; as?: string }
+  | { type: "top_k"; output: string; k: number; labels?: string[]; as?: string };
+
+export interface PackageMetadata {
+  framework?: string;
+  created_at?: string;
+  params?: Record<string, string | number | boolean>;
+  metrics?: Record<string, number>;
+  tags?: Record<string, string>;
+  /** Where the model came from: e.g. an MLflow run id and URI. */
+  source_run?: { id?: string; uri?: string; system?: string };
+  /** sha256 of the training data file(s), for lineage. */
+  training_data_fingerprint?: string;
+  /** Class labels in output order, when known. */
+  class_labels?: string[];
+  description?: string;
+}
+
+/** The `mlship.yaml` manifest at a package root (spec: docs/model-package.md). */
+export interface Manifest {
+  format_version: 1;
+  flavor: "onnx";
+  /** Paths relative to the package root. `model` is the artifact the runtime loads. */
+  files: { model: string } & Record<string, string>;
+  signature: Signature;
+  /** Path (relative) of a JSON file holding an example request in MLflow `dataframe_split` or `inputs` form. */
+  input_example?: string;
+  preprocess: PreprocessStep[];
+  postprocess: PostprocessStep[];
+  metadata: PackageMetadata;
+}
+
+/** A package on disk: a folder with `mlship.yaml` and the files it names. */
+export interface ModelPackage {
+  root: string;
+  manifest: Manifest;
+}
