@@ -133,7 +133,7 @@ export const ERROR_CODES = {
     http: 503, grpc: GrpcStatus.UNAVAILABLE, mlflow: "TEMPORARILY_UNAVAILABLE",
     description: "The metadata store (SQLite file or PostgreSQL server) cannot be reached.",
   },
-  MLSHIP_ERR_INTERNAL: {
+  MLSHIP_ERR_CORE_INTERNAL: {
     http: 500, grpc: GrpcStatus.INTERNAL, mlflow: "INTERNAL_ERROR",
     description: "An unexpected error; the server log has the details.",
   },
@@ -183,7 +183,7 @@ export function isMlshipError(value: unknown): value is MlshipError {
   return value instanceof MlshipError;
 }
 
-/** Turns any thrown value into a platform error; unknown errors become MLSHIP_ERR_INTERNAL with the cause kept. */
+/** Turns any thrown value into a platform error; unknown errors become MLSHIP_ERR_CORE_INTERNAL with the cause kept. */
 export function toMlshipError(value: unknown): MlshipError {
   if (value instanceof MlshipError) return value;
   if (isErrorLike(value) && typeof value.code === "string" && value.code in ERROR_CODES) {
@@ -193,7 +193,7 @@ export function toMlshipError(value: unknown): MlshipError {
     });
   }
   const message = value instanceof Error ? value.message : String(value);
-  return new MlshipError("MLSHIP_ERR_INTERNAL", message, { cause: value });
+  return new MlshipError("MLSHIP_ERR_CORE_INTERNAL", message, { cause: value });
 }
 
 interface ErrorLike {
