@@ -129,6 +129,10 @@ export const ERROR_CODES = {
     http: 400, grpc: GrpcStatus.INVALID_ARGUMENT, mlflow: "INVALID_PARAMETER_VALUE",
     description: "A configuration value (file, MLSHIP_* variable or flag) is not valid; the message names it.",
   },
+  MLSHIP_ERR_CLI_USAGE: {
+    http: 400, grpc: GrpcStatus.INVALID_ARGUMENT, mlflow: "INVALID_PARAMETER_VALUE",
+    description: "A command-line argument or option is missing, unknown or malformed (the CLI exits with 2).",
+  },
   MLSHIP_ERR_STORE_UNAVAILABLE: {
     http: 503, grpc: GrpcStatus.UNAVAILABLE, mlflow: "TEMPORARILY_UNAVAILABLE",
     description: "The metadata store (SQLite file or PostgreSQL server) cannot be reached.",

@@ -1,1 +1,24 @@
 export type * from "./types.js";
+export {
+  checkPackageFiles,
+  defaultAs,
+  EXAMPLE_KEYS,
+  loadPackage,
+  MANIFEST_FILE,
+  parseManifest,
+  RESIZE_KERNELS,
+  stringifyManifest,
+  SUPPORTED_FLAVORS,
+  trailingWidth,
+  validateManifest,
+  writePackage,
+} from "./manifest.js";
+export type { LoadPackageOptions } from "./manifest.js";
+export { inspectOnnx, readOnnxHeader } from "./onnx.js";
+export type { OnnxHeader } from "./onnx.js";
+export { checkSignatureAgainstGraph, columnsFromCsv, detectSource, importModel, sha256File } from "./import.js";
+export type { SourceKind } from "./import.js";
+export { MLMODEL_FILE, mlflowTime } from "./mlflow.js";
+export { applyPostprocess } from "./postprocess.js";
+export { areaResize, decodeImage } from "./image.js";
+export { applyTabularPreprocess } from "./tabular.js";

@@ -33,11 +33,14 @@ export type PreprocessStep =
   | { type: "cast"; dtype: DType; columns?: string[] }
   /**
    * Decode an encoded image (PNG/JPEG/WebP bytes, V2 BYTES or base64) with sharp, resize, scale and normalise:
-   * value = (pixel * scale - mean[c]) / std[c], laid out as NCHW or NHWC into `input`.
+   * value = (pixel * scale - mean[c]) / std[c], laid out as NCHW or NHWC. The request carries the encoded images
+   * in an input named `input` (BYTES, shape [-1]); the decoded tensor feeds the model input `target`.
    */
   | {
       type: "image";
       input: string;
+      /** The model input the decoded tensor feeds; defaults to signature.inputs[0]. */
+      target?: string;
       width: number;
       height: number;
       channels: 1 | 3;
@@ -89,3 +92,37 @@ export interface ModelPackage {
   root: string;
   manifest: Manifest;
 }
+
+/** What `inspectOnnx` reads from an ONNX file. */
+export interface OnnxGraphInfo {
+  inputs: TensorSpec[];
+  outputs: TensorSpec[];
+  /** Default-domain (ai.onnx) opset version, when the file declares one. */
+  opset?: number;
+  /** `producer_name producer_version` from the ModelProto, when set. */
+  producer?: string;
+  irVersion?: number;
+}
+
+/** Options of `importModel`; every override is applied on top of what the source itself says. */
+export interface ImportOptions {
+  /** A folder to write the package into; created if missing, must be empty if present. */
+  stagingDir: string;
+  /** Ordered column names feeding the columns input (`--columns a,b,c`). */
+  columns?: string[];
+  /** A CSV file whose header gives the columns (`--columns-from train.csv`), minus `labelColumn`. */
+  columnsFromCsv?: string;
+  labelColumn?: string;
+  description?: string;
+  tags?: Record<string, string>;
+  metrics?: Record<string, number>;
+  params?: Record<string, string | number | boolean>;
+  /** A JSON file with an example request (MLflow `dataframe_split`/`inputs`/... form). */
+  inputExample?: string;
+  classLabels?: string[];
+  /** A training data file; its sha256 becomes `metadata.training_data_fingerprint`. */
+  trainingData?: string;
+}
+
+/** The image pre-processing step (see `PreprocessStep`). */
+export type ImageStep = Extract<PreprocessStep, { type: "image" }>;

@@ -1,0 +1,700 @@
+import { readFile, stat, writeFile } from "node:fs/promises";
+import path from "node:path";
+import YAML from "yaml";
+import { DTYPES, isDType } from "../core/index.js";
+import type { MlshipError } from "../core/index.js";
+import type { DType } from "../core/index.js";
+import type {
+  ColumnSpec,
+  Manifest,
+  ModelPackage,
+  PackageMetadata,
+  PostprocessStep,
+  PreprocessStep,
+  ResizeKernel,
+  Signature,
+  TensorSpec,
+} from "./types.js";
+import { describe, invalid, isRecord, notFound, resolveInside, unsupported, yamlReason } from "./util.js";
+
+export const MANIFEST_FILE = "mlship.yaml";
+export const SUPPORTED_FLAVORS = ["onnx"] as const;
+export const RESIZE_KERNELS: readonly ResizeKernel[] = ["nearest", "area", "linear", "cubic", "lanczos3"];
+/** The request keys an input example may hold (MLflow scoring protocol). */
+export const EXAMPLE_KEYS = ["dataframe_split", "dataframe_records", "instances", "inputs"] as const;
+
+const FLOAT_DTYPES: readonly DType[] = ["float16", "float32", "float64"];
+const INDEX_DTYPES: readonly DType[] = [
+  "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "bool",
+];
+
+/**
+ * Validates a parsed manifest object (everything that does not need the file system) and returns it in canonical
+ * form: defaults filled in, columns given as plain names turned into `{name}`. `file` names the manifest in errors.
+ */
+export function validateManifest(raw: unknown, file: string = MANIFEST_FILE): Manifest {
+  return new ManifestChecker(file).manifest(raw);
+}
+
+/** Parses the YAML text of a manifest and validates it (see `validateManifest`). */
+export function parseManifest(text: string, file: string = MANIFEST_FILE): Manifest {
+  const doc = YAML.parseDocument(text, { uniqueKeys: true, prettyErrors: true });
+  const first = doc.errors[0];
+  if (first !== undefined) {
+    const where = first.linePos?.[0];
+    const at = where === undefined ? "(document)" : `line ${where.line}, column ${where.col}`;
+    throw invalid(file, `malformed YAML (${yamlReason(first.message, first.code)})`, at);
+  }
+  return validateManifest(doc.toJS({ maxAliasCount: 100 }) as unknown, file);
+}
+
+/** Renders a manifest as the YAML text of `mlship.yaml`: fixed key order, short lists of scalars in flow style. */
+export function stringifyManifest(manifest: Manifest): string {
+  const doc = new YAML.Document(toPlain(manifest));
+  YAML.visit(doc, {
+    Seq(_key, node) {
+      // Shapes and short label lists read best on one line; long lists (columns) stay one item per line.
+      const scalars = node.items.every((item) => YAML.isScalar(item) && typeof item.value !== "object");
+      const length = node.items.reduce<number>((n, item) => n + String(YAML.isScalar(item) ? item.value : "").length + 2, 0);
+      if (scalars && node.items.length > 0 && length <= 60) node.flow = true;
+    },
+  });
+  return doc.toString({ lineWidth: 0 });
+}
+
+/** Plain data in the documented key order, without undefined members; columns without a dtype as bare names. */
+function toPlain(manifest: Manifest): Record<string, unknown> {
+  const sig = manifest.signature;
+  const signature: Record<string, unknown> = { inputs: sig.inputs.map(specPlain), outputs: sig.outputs.map(specPlain) };
+  if (sig.columns !== undefined) {
+    signature.columns = sig.columns.map((c) => (c.dtype === undefined ? c.name : { name: c.name, dtype: c.dtype }));
+  }
+  if (sig.columnsInput !== undefined) signature.columnsInput = sig.columnsInput;
+  const plain: Record<string, unknown> = {
+    format_version: manifest.format_version,
+    flavor: manifest.flavor,
+    files: { ...manifest.files },
+    signature,
+  };
+  if (manifest.input_example !== undefined) plain.input_example = manifest.input_example;
+  plain.preprocess = manifest.preprocess.map(dropUndefined);
+  plain.postprocess = manifest.postprocess.map(dropUndefined);
+  plain.metadata = dropUndefined(manifest.metadata);
+  return plain;
+}
+
+/** Drops members whose value is undefined, so canonical manifests compare and serialise cleanly. */
+function compact<T extends object>(value: T): T {
+  for (const key of Object.keys(value) as (keyof T)[]) if (value[key] === undefined) delete value[key];
+  return value;
+}
+
+function specPlain(spec: TensorSpec): Record<string, unknown> {
+  return { name: spec.name, dtype: spec.dtype, shape: [...spec.shape] };
+}
+
+function dropUndefined<T extends object>(value: T): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(value)) {
+    if (v === undefined) continue;
+    out[k] = isRecord(v) ? dropUndefined(v) : v;
+  }
+  return out;
+}
+
+export interface LoadPackageOptions {
+  /** Skip the checks that read the package's files (used when only the manifest text matters). */
+  skipFileChecks?: boolean;
+}
+
+/**
+ * Reads `<dir>/mlship.yaml`, validates every field and checks that every file it names exists inside `dir`.
+ * `dir` may also be the path of the mlship.yaml file itself.
+ */
+export async function loadPackage(dir: string, options: LoadPackageOptions = {}): Promise<ModelPackage> {
+  let root = path.resolve(dir);
+  let info;
+  try {
+    info = await stat(root);
+  } catch {
+    throw notFound(dir, "no such file or folder");
+  }
+  if (info.isFile()) {
+    if (path.basename(root) !== MANIFEST_FILE) {
+      throw invalid(dir, `a model package is a folder with ${MANIFEST_FILE}, not a single file`, "(package)");
+    }
+    root = path.dirname(root);
+  }
+  const file = path.join(root, MANIFEST_FILE);
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch {
+    throw notFound(file, `no ${MANIFEST_FILE} in the folder (not an mlship package)`);
+  }
+  const manifest = parseManifest(text, file);
+  if (options.skipFileChecks !== true) await checkPackageFiles(root, manifest, file);
+  return { root, manifest };
+}
+
+/** Checks that the files a manifest names exist inside `root`, and that the input example is a usable request. */
+export async function checkPackageFiles(root: string, manifest: Manifest, file: string): Promise<void> {
+  for (const [key, rel] of Object.entries(manifest.files)) {
+    const found = await resolveInside(root, rel);
+    if ("problem" in found) throw invalid(file, found.problem, `files.${key}`);
+  }
+  if (manifest.input_example !== undefined) {
+    const found = await resolveInside(root, manifest.input_example);
+    if ("problem" in found) throw invalid(file, found.problem, "input_example");
+    await checkInputExample(found.abs, file);
+  }
+}
+
+/** An input example must be a JSON object with exactly one of the MLflow request keys. */
+export async function checkInputExample(abs: string, manifestFile: string): Promise<void> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(await readFile(abs, "utf8")) as unknown;
+  } catch (error) {
+    const reason = error instanceof Error ? error.message : String(error);
+    throw invalid(abs, `not valid JSON (${reason}); named by ${manifestFile}`, "input_example", error);
+  }
+  const keys = isRecord(parsed) ? EXAMPLE_KEYS.filter((k) => k in parsed) : [];
+  if (keys.length !== 1) {
+    throw invalid(
+      abs,
+      `an input example must be a JSON object with exactly one of ${EXAMPLE_KEYS.join(", ")}; named by ${manifestFile}`,
+      "input_example",
+    );
+  }
+}
+
+/** Writes `<dir>/mlship.yaml` after validating the manifest (the files it names are not checked here). */
+export async function writePackage(dir: string, manifest: Manifest): Promise<ModelPackage> {
+  const root = path.resolve(dir);
+  const file = path.join(root, MANIFEST_FILE);
+  const canonical = validateManifest(manifest, file);
+  try {
+    await writeFile(file, stringifyManifest(canonical), "utf8");
+  } catch (error) {
+    if (isErrno(error) && error.code === "ENOENT") throw notFound(dir, "the package folder does not exist");
+    throw error;
+  }
+  return { root, manifest: canonical };
+}
+
+function isErrno(error: unknown): error is NodeJS.ErrnoException {
+  return error instanceof Error && typeof (error as NodeJS.ErrnoException).code === "string";
+}
+
+/** Width (values per row) fed by the columns: the product of an input's dims after the batch axis. */
+export function trailingWidth(spec: TensorSpec): number | undefined {
+  let width = 1;
+  for (const d of spec.shape.slice(1)) {
+    if (d < 0) return undefined;
+    width *= d;
+  }
+  return width;
+}
+
+interface OutputFacts {
+  dtype: DType;
+  shape: number[];
+  /** Number of classes an index output ranges over, when known (argmax of a known-width output). */
+  classes?: number;
+}
+
+class ManifestChecker {
+  constructor(private readonly file: string) {}
+
+  private fail(what: string, at: string): MlshipError {
+    return invalid(this.file, what, at);
+  }
+
+  private keys(obj: Record<string, unknown>, allowed: readonly string[], at: string): void {
+    for (const key of Object.keys(obj)) {
+      if (!allowed.includes(key)) {
+        throw this.fail(`unknown field ${JSON.stringify(key)} (allowed: ${allowed.join(", ")})`, at ? `${at}.${key}` : key);
+      }
+    }
+  }
+
+  private record(value: unknown, at: string): Record<string, unknown> {
+    if (!isRecord(value)) throw this.fail(`expected a mapping, got ${describe(value)}`, at);
+    return value;
+  }
+
+  private list(value: unknown, at: string): unknown[] {
+    if (!Array.isArray(value)) throw this.fail(`expected a list, got ${describe(value)}`, at);
+    return value;
+  }
+
+  private str(value: unknown, at: string): string {
+    if (typeof value !== "string" || value.length === 0) {
+      throw this.fail(`expected a non-empty string, got ${describe(value)}`, at);
+    }
+    return value;
+  }
+
+  private optStr(value: unknown, at: string): string | undefined {
+    return value === undefined ? undefined : this.str(value, at);
+  }
+
+  private num(value: unknown, at: string): number {
+    if (typeof value !== "number" || !Number.isFinite(value)) {
+      throw this.fail(`expected a finite number, got ${describe(value)}`, at);
+    }
+    return value;
+  }
+
+  private posInt(value: unknown, at: string): number {
+    if (typeof value !== "number" || !Number.isInteger(value) || value < 1) {
+      throw this.fail(`expected a positive integer, got ${describe(value)}`, at);
+    }
+    return value;
+  }
+
+  private dtype(value: unknown, at: string): DType {
+    if (!isDType(value)) throw this.fail(`unknown dtype ${typeof value === "string" ? JSON.stringify(value) : describe(value)} (one of ${DTYPES.join(", ")})`, at);
+    return value;
+  }
+
+  private strList(value: unknown, at: string, unique = true): string[] {
+    const items = this.list(value, at).map((v, i) => this.str(v, `${at}[${i}]`));
+    if (items.length === 0) throw this.fail("the list is empty", at);
+    if (unique) {
+      const seen = new Set<string>();
+      items.forEach((item, i) => {
+        if (seen.has(item)) throw this.fail(`duplicate name ${JSON.stringify(item)}`, `${at}[${i}]`);
+        seen.add(item);
+      });
+    }
+    return items;
+  }
+
+  manifest(raw: unknown): Manifest {
+    const top = this.record(raw, "(root)");
+    this.keys(top, ["format_version", "flavor", "files", "signature", "input_example", "preprocess", "postprocess",
+      "metadata"], "");
+    if (top.format_version === undefined) throw this.fail("format_version is required", "format_version");
+    if (typeof top.format_version !== "number" || !Number.isInteger(top.format_version)) {
+      throw this.fail(`format_version must be the integer 1, got ${describe(top.format_version)}`, "format_version");
+    }
+    if (top.format_version !== 1) {
+      throw unsupported(this.file, `format_version ${top.format_version} is newer than this mlship reads (1)`,
+        "format_version");
+    }
+    if (top.flavor === undefined) throw this.fail("flavor is required", "flavor");
+    const flavor = this.str(top.flavor, "flavor");
+    if (!(SUPPORTED_FLAVORS as readonly string[]).includes(flavor)) {
+      throw unsupported(this.file, `flavor ${JSON.stringify(flavor)} is not supported (supported: ${
+        SUPPORTED_FLAVORS.join(", ")})`, "flavor");
+    }
+    if (top.files === undefined) throw this.fail("files is required", "files");
+    const files = this.files(top.files);
+    if (top.signature === undefined) throw this.fail("signature is required", "signature");
+    const signature = this.signature(top.signature);
+    const input_example = this.optStr(top.input_example, "input_example");
+    const metadata = this.metadata(top.metadata ?? {});
+    const preprocess = this.list(top.preprocess ?? [], "preprocess").map((s, i) =>
+      this.preStep(s, `preprocess[${i}]`, signature));
+    this.checkImageTargets(preprocess, signature);
+    const postprocess = this.postSteps(top.postprocess ?? [], signature, metadata);
+    this.checkClassLabels(metadata, signature);
+    const manifest: Manifest = { format_version: 1, flavor: "onnx", files, signature, preprocess, postprocess, metadata };
+    if (input_example !== undefined) manifest.input_example = input_example;
+    return manifest;
+  }
+
+  private files(value: unknown): Manifest["files"] {
+    const obj = this.record(value, "files");
+    if (obj.model === undefined) throw this.fail("files.model (the model artifact) is required", "files.model");
+    const out: Record<string, string> = {};
+    for (const [key, rel] of Object.entries(obj)) out[key] = this.str(rel, `files.${key}`);
+    return out as Manifest["files"];
+  }
+
+  private tensorSpecs(value: unknown, at: string): TensorSpec[] {
+    const items = this.list(value, at);
+    if (items.length === 0) throw this.fail("at least one tensor is required", at);
+    const seen = new Set<string>();
+    return items.map((item, i) => {
+      const where = `${at}[${i}]`;
+      const obj = this.record(item, where);
+      this.keys(obj, ["name", "dtype", "shape"], where);
+      const name = this.str(obj.name, `${where}.name`);
+      if (seen.has(name)) throw this.fail(`duplicate tensor name ${JSON.stringify(name)}`, `${where}.name`);
+      seen.add(name);
+      const dtype = this.dtype(obj.dtype, `${where}.dtype`);
+      const shape = this.list(obj.shape, `${where}.shape`).map((d, j) => {
+        if (typeof d !== "number" || !Number.isInteger(d) || d < -1) {
+          throw this.fail(`a dimension must be an integer >= -1 (-1 = variable), got ${describe(d)}`,
+            `${where}.shape[${j}]`);
+        }
+        return d;
+      });
+      return { name, dtype, shape };
+    });
+  }
+
+  private signature(value: unknown): Signature {
+    const obj = this.record(value, "signature");
+    this.keys(obj, ["inputs", "outputs", "columns", "columnsInput"], "signature");
+    const signature: Signature = {
+      inputs: this.tensorSpecs(obj.inputs, "signature.inputs"),
+      outputs: this.tensorSpecs(obj.outputs, "signature.outputs"),
+    };
+    if (obj.columnsInput !== undefined && obj.columns === undefined) {
+      throw this.fail("columnsInput needs columns", "signature.columnsInput");
+    }
+    if (obj.columns !== undefined) {
+      const columns = this.columns(obj.columns);
+      const target = obj.columnsInput === undefined ? signature.inputs[0] : (() => {
+        const name = this.str(obj.columnsInput, "signature.columnsInput");
+        const found = signature.inputs.find((s) => s.name === name);
+        if (found === undefined) {
+          throw this.fail(`columnsInput ${JSON.stringify(name)} is not a signature input (inputs: ${
+            signature.inputs.map((s) => s.name).join(", ")})`, "signature.columnsInput");
+        }
+        return found;
+      })();
+      // inputs is non-empty (checked above), so target is defined.
+      const input = target as TensorSpec;
+      if (input.shape.length === 0) {
+        throw this.fail(`columns need an input with a batch axis; ${JSON.stringify(input.name)} is a scalar`,
+          "signature.columns");
+      }
+      const width = trailingWidth(input);
+      if (width !== undefined && width !== columns.length) {
+        throw this.fail(`${columns.length} columns declared but input ${JSON.stringify(input.name)} (shape [${
+          input.shape.join(", ")}]) takes ${width} values per row`, "signature.columns");
+      }
+      signature.columns = columns;
+      if (obj.columnsInput !== undefined) signature.columnsInput = input.name;
+    }
+    return signature;
+  }
+
+  private columns(value: unknown): ColumnSpec[] {
+    const items = this.list(value, "signature.columns");
+    if (items.length === 0) throw this.fail("the list is empty", "signature.columns");
+    const seen = new Set<string>();
+    return items.map((item, i) => {
+      const where = `signature.columns[${i}]`;
+      let spec: ColumnSpec;
+      if (typeof item === "string") {
+        spec = { name: this.str(item, where) };
+      } else {
+        const obj = this.record(item, where);
+        this.keys(obj, ["name", "dtype"], where);
+        spec = { name: this.str(obj.name, `${where}.name`) };
+        if (obj.dtype !== undefined) spec.dtype = this.dtype(obj.dtype, `${where}.dtype`);
+      }
+      if (seen.has(spec.name)) throw this.fail(`duplicate column ${JSON.stringify(spec.name)}`, where);
+      seen.add(spec.name);
+      return spec;
+    });
+  }
+
+  private checkColumnsKnown(names: string[], signature: Signature, at: string): void {
+    if (signature.columns === undefined) return;
+    const known = new Set(signature.columns.map((c) => c.name));
+    names.forEach((name, i) => {
+      if (!known.has(name)) throw this.fail(`column ${JSON.stringify(name)} is not in signature.columns`, `${at}[${i}]`);
+    });
+  }
+
+  private preStep(value: unknown, at: string, signature: Signature): PreprocessStep {
+    const obj = this.record(value, at);
+    const type = this.str(obj.type, `${at}.type`);
+    switch (type) {
+      case "select_columns": {
+        this.keys(obj, ["type", "columns"], at);
+        const columns = this.strList(obj.columns, `${at}.columns`);
+        this.checkColumnsKnown(columns, signature, `${at}.columns`);
+        return { type, columns };
+      }
+      case "cast": {
+        this.keys(obj, ["type", "dtype", "columns"], at);
+        const step: PreprocessStep = { type, dtype: this.dtype(obj.dtype, `${at}.dtype`) };
+        if (obj.columns !== undefined) {
+          step.columns = this.strList(obj.columns, `${at}.columns`);
+          this.checkColumnsKnown(step.columns, signature, `${at}.columns`);
+        }
+        return step;
+      }
+      case "image":
+        return this.imageStep(obj, at, signature);
+      default:
+        throw this.fail(`unknown pre-processing step type ${JSON.stringify(type)} (select_columns, cast, image)`,
+          `${at}.type`);
+    }
+  }
+
+  private imageStep(obj: Record<string, unknown>, at: string, signature: Signature): PreprocessStep {
+    this.keys(obj, ["type", "input", "target", "width", "height", "channels", "resize", "scale", "mean", "std",
+      "layout"], at);
+    const input = this.str(obj.input, `${at}.input`);
+    if (signature.inputs.some((s) => s.name === input)) {
+      throw this.fail(`the image input ${JSON.stringify(input)} has the name of a model input; give the encoded ` +
+        "images their own name and point target at the model input", `${at}.input`);
+    }
+    const targetName = obj.target === undefined ? (signature.inputs[0] as TensorSpec).name : this.str(obj.target,
+      `${at}.target`);
+    const target = signature.inputs.find((s) => s.name === targetName);
+    if (target === undefined) {
+      throw this.fail(`target ${JSON.stringify(targetName)} is not a signature input`, `${at}.target`);
+    }
+    const width = this.posInt(obj.width, `${at}.width`);
+    const height = this.posInt(obj.height, `${at}.height`);
+    if (obj.channels !== 1 && obj.channels !== 3) {
+      throw this.fail(`channels must be 1 or 3, got ${describe(obj.channels)}`, `${at}.channels`);
+    }
+    const channels = obj.channels;
+    const resize = obj.resize ?? "area";
+    if (!RESIZE_KERNELS.includes(resize as ResizeKernel)) {
+      throw this.fail(`unknown resize kernel ${describe(resize)} (${RESIZE_KERNELS.join(", ")})`, `${at}.resize`);
+    }
+    const scale = this.num(obj.scale ?? 1, `${at}.scale`);
+    const layout = obj.layout ?? "NCHW";
+    if (layout !== "NCHW" && layout !== "NHWC") {
+      throw this.fail(`layout must be NCHW or NHWC, got ${describe(layout)}`, `${at}.layout`);
+    }
+    const perChannel = (v: unknown, name: "mean" | "std"): number[] | undefined => {
+      if (v === undefined) return undefined;
+      const values = this.list(v, `${at}.${name}`).map((x, i) => this.num(x, `${at}.${name}[${i}]`));
+      if (values.length !== channels) {
+        throw this.fail(`${name} needs ${channels} value(s), one per channel, got ${values.length}`, `${at}.${name}`);
+      }
+      if (name === "std") {
+        values.forEach((x, i) => {
+          if (x === 0) throw this.fail("std must not be 0", `${at}.std[${i}]`);
+        });
+      }
+      return values;
+    };
+    const mean = perChannel(obj.mean, "mean");
+    const std = perChannel(obj.std, "std");
+    if (target.dtype !== "float32") {
+      throw this.fail(`an image step feeds a float32 input; ${JSON.stringify(target.name)} is ${target.dtype}`,
+        `${at}.target`);
+    }
+    if (target.shape.length !== 4) {
+      throw this.fail(`an image step feeds a rank-4 input ([batch, C, H, W] or [batch, H, W, C]); ${
+        JSON.stringify(target.name)} has shape [${target.shape.join(", ")}]`, `${at}.target`);
+    }
+    const expected = layout === "NCHW" ? [channels, height, width] : [height, width, channels];
+    const fields = layout === "NCHW" ? ["channels", "height", "width"] : ["height", "width", "channels"];
+    target.shape.slice(1).forEach((d, i) => {
+      if (d !== -1 && d !== expected[i]) {
+        throw this.fail(`the step makes [batch, ${expected.join(", ")}] (${layout}) but input ${
+          JSON.stringify(target.name)} has shape [${target.shape.join(", ")}]`, `${at}.${fields[i] ?? "layout"}`);
+      }
+    });
+    return compact({
+      type: "image", input, target: obj.target === undefined ? undefined : target.name, width, height, channels,
+      resize: resize as ResizeKernel, scale, mean, std, layout,
+    });
+  }
+
+  private checkImageTargets(steps: PreprocessStep[], signature: Signature): void {
+    const targets = new Map<string, number>();
+    const inputs = new Map<string, number>();
+    steps.forEach((step, i) => {
+      if (step.type !== "image") return;
+      const target = step.target ?? (signature.inputs[0] as TensorSpec).name;
+      if (targets.has(target)) {
+        throw this.fail(`two image steps feed input ${JSON.stringify(target)} (also preprocess[${targets.get(target)}])`,
+          `preprocess[${i}].target`);
+      }
+      if (inputs.has(step.input)) {
+        throw this.fail(`two image steps read ${JSON.stringify(step.input)}`, `preprocess[${i}].input`);
+      }
+      targets.set(target, i);
+      inputs.set(step.input, i);
+    });
+  }
+
+  private postSteps(value: unknown, signature: Signature, metadata: PackageMetadata): PostprocessStep[] {
+    const facts = new Map<string, OutputFacts>(signature.outputs.map((o) => [o.name, { dtype: o.dtype, shape: o.shape }]));
+    return this.list(value, "postprocess").map((item, i) => {
+      const at = `postprocess[${i}]`;
+      const obj = this.record(item, at);
+      const type = this.str(obj.type, `${at}.type`);
+      if (!["softmax", "argmax", "labels", "top_k"].includes(type)) {
+        throw this.fail(`unknown post-processing step type ${JSON.stringify(type)} (softmax, argmax, labels, top_k)`,
+          `${at}.type`);
+      }
+      const output = this.str(obj.output, `${at}.output`);
+      const src = facts.get(output);
+      if (src === undefined) {
+        throw this.fail(`output ${JSON.stringify(output)} is not a model output or an earlier step's result (known: ${
+          [...facts.keys()].join(", ")})`, `${at}.output`);
+      }
+      const as = this.optStr(obj.as, `${at}.as`);
+      const last = src.shape.length > 0 ? src.shape[src.shape.length - 1] as number : undefined;
+      const lastKnown = last !== undefined && last >= 0 ? last : undefined;
+      const needRank = (what: string): void => {
+        if (src.shape.length === 0) throw this.fail(`${what} needs an output with at least one axis`, `${at}.output`);
+      };
+      switch (type) {
+        case "softmax": {
+          this.keys(obj, ["type", "output", "as"], at);
+          if (!FLOAT_DTYPES.includes(src.dtype) || src.dtype === "float16") {
+            throw this.fail(`softmax needs a float32/float64 output; ${JSON.stringify(output)} is ${src.dtype}`,
+              `${at}.output`);
+          }
+          needRank("softmax");
+          facts.set(as ?? output, { dtype: src.dtype, shape: src.shape });
+          return as === undefined ? { type, output } : { type, output, as };
+        }
+        case "argmax": {
+          this.keys(obj, ["type", "output", "as"], at);
+          if (src.dtype === "string" || src.dtype === "bool" || src.dtype === "float16") {
+            throw this.fail(`argmax needs a numeric output; ${JSON.stringify(output)} is ${src.dtype}`, `${at}.output`);
+          }
+          needRank("argmax");
+          const f: OutputFacts = { dtype: "int64", shape: src.shape.slice(0, -1) };
+          if (lastKnown !== undefined) f.classes = lastKnown;
+          facts.set(as ?? defaultAs(type, output), f);
+          return as === undefined ? { type, output } : { type, output, as };
+        }
+        case "labels": {
+          this.keys(obj, ["type", "output", "labels", "as"], at);
+          const labels = this.strList(obj.labels, `${at}.labels`, false);
+          let classes: number | undefined;
+          let shape: number[];
+          if (INDEX_DTYPES.includes(src.dtype)) {
+            classes = src.dtype === "bool" ? 2 : src.classes ?? metadata.class_labels?.length;
+            shape = src.shape;
+          } else if (FLOAT_DTYPES.includes(src.dtype) && src.dtype !== "float16" && src.shape.length >= 2) {
+            classes = lastKnown;
+            shape = src.shape.slice(0, -1);
+          } else {
+            throw this.fail(`labels needs an integer class index or a [batch, classes] score output; ${
+              JSON.stringify(output)} is ${src.dtype} [${src.shape.join(", ")}]`, `${at}.output`);
+          }
+          if (classes !== undefined && labels.length !== classes) {
+            throw this.fail(`${labels.length} labels given but output ${JSON.stringify(output)} has ${classes} classes`,
+              `${at}.labels`);
+          }
+          facts.set(as ?? defaultAs(type, output), { dtype: "string", shape });
+          return as === undefined ? { type, output, labels } : { type, output, labels, as };
+        }
+        default: {
+          this.keys(obj, ["type", "output", "k", "labels", "as"], at);
+          if (src.dtype === "string" || src.dtype === "bool" || src.dtype === "float16") {
+            throw this.fail(`top_k needs a numeric output; ${JSON.stringify(output)} is ${src.dtype}`, `${at}.output`);
+          }
+          needRank("top_k");
+          const k = this.posInt(obj.k, `${at}.k`);
+          if (lastKnown !== undefined && k > lastKnown) {
+            throw this.fail(`k = ${k} is larger than the ${lastKnown} values of output ${JSON.stringify(output)}`,
+              `${at}.k`);
+          }
+          const step: PostprocessStep = { type: "top_k", output, k };
+          if (obj.labels !== undefined) {
+            step.labels = this.strList(obj.labels, `${at}.labels`, false);
+            if (lastKnown !== undefined && step.labels.length !== lastKnown) {
+              throw this.fail(`${step.labels.length} labels given but output ${JSON.stringify(output)} has ${
+                lastKnown} classes`, `${at}.labels`);
+            }
+          }
+          if (as !== undefined) step.as = as;
+          const base = as ?? defaultAs("top_k", output, k);
+          const shape = [...src.shape.slice(0, -1), k];
+          facts.set(`${base}_indices`, { dtype: "int64", shape });
+          facts.set(`${base}_scores`, { dtype: src.dtype, shape });
+          if (step.labels !== undefined) facts.set(`${base}_labels`, { dtype: "string", shape });
+          return step;
+        }
+      }
+    });
+  }
+
+  private metadata(value: unknown): PackageMetadata {
+    const obj = this.record(value, "metadata");
+    this.keys(obj, ["framework", "created_at", "params", "metrics", "tags", "source_run",
+      "training_data_fingerprint", "class_labels", "description"], "metadata");
+    const meta: PackageMetadata = {};
+    if (obj.framework !== undefined) meta.framework = this.str(obj.framework, "metadata.framework");
+    if (obj.created_at !== undefined) {
+      // YAML turns an unquoted timestamp into a string only with the core schema; accept a Date too.
+      const v = obj.created_at instanceof Date ? obj.created_at.toISOString() : this.str(obj.created_at,
+        "metadata.created_at");
+      if (Number.isNaN(Date.parse(v))) throw this.fail(`not an ISO-8601 date/time: ${JSON.stringify(v)}`,
+        "metadata.created_at");
+      meta.created_at = v;
+    }
+    if (obj.description !== undefined) {
+      if (typeof obj.description !== "string") {
+        throw this.fail(`expected a string, got ${describe(obj.description)}`, "metadata.description");
+      }
+      meta.description = obj.description;
+    }
+    if (obj.params !== undefined) {
+      const params = this.record(obj.params, "metadata.params");
+      const out: Record<string, string | number | boolean> = {};
+      for (const [k, v] of Object.entries(params)) {
+        if (typeof v === "string" || typeof v === "boolean" || (typeof v === "number" && Number.isFinite(v))) out[k] = v;
+        else throw this.fail(`a param is a string, number or boolean, got ${describe(v)}`, `metadata.params.${k}`);
+      }
+      meta.params = out;
+    }
+    if (obj.metrics !== undefined) {
+      const metrics = this.record(obj.metrics, "metadata.metrics");
+      meta.metrics = Object.fromEntries(Object.entries(metrics).map(([k, v]) => [k, this.num(v, `metadata.metrics.${k}`)]));
+    }
+    if (obj.tags !== undefined) {
+      const tags = this.record(obj.tags, "metadata.tags");
+      meta.tags = Object.fromEntries(Object.entries(tags).map(([k, v]) => {
+        if (typeof v !== "string") throw this.fail(`a tag value is a string, got ${describe(v)}`, `metadata.tags.${k}`);
+        return [k, v];
+      }));
+    }
+    if (obj.source_run !== undefined) {
+      const run = this.record(obj.source_run, "metadata.source_run");
+      this.keys(run, ["id", "uri", "system"], "metadata.source_run");
+      const out: NonNullable<PackageMetadata["source_run"]> = {};
+      for (const key of ["id", "uri", "system"] as const) {
+        const v = this.optStr(run[key], `metadata.source_run.${key}`);
+        if (v !== undefined) out[key] = v;
+      }
+      meta.source_run = out;
+    }
+    if (obj.training_data_fingerprint !== undefined) {
+      const fp = this.str(obj.training_data_fingerprint, "metadata.training_data_fingerprint");
+      if (!/^[0-9a-f]{64}$/.test(fp)) {
+        throw this.fail("expected a sha256 digest (64 lowercase hex digits)", "metadata.training_data_fingerprint");
+      }
+      meta.training_data_fingerprint = fp;
+    }
+    if (obj.class_labels !== undefined) {
+      meta.class_labels = this.strList(obj.class_labels, "metadata.class_labels", false);
+    }
+    return meta;
+  }
+
+  /** Class labels must fit at least one [batch, classes] output when the model has any with a known width. */
+  private checkClassLabels(metadata: PackageMetadata, signature: Signature): void {
+    const labels = metadata.class_labels;
+    if (labels === undefined) return;
+    const widths = signature.outputs
+      .filter((o) => o.shape.length === 2 && (o.shape[1] as number) > 1 && o.dtype !== "string")
+      .map((o) => o.shape[1] as number);
+    if (widths.length > 0 && !widths.includes(labels.length)) {
+      throw this.fail(`${labels.length} class labels but the model's class outputs have ${widths.join(" or ")} columns`,
+        "metadata.class_labels");
+    }
+  }
+}
+
+/** The output name a step writes when `as` is not given (documented in docs/model-package.md). */
+export function defaultAs(type: PostprocessStep["type"], output: string, k?: number): string {
+  switch (type) {
+    case "softmax": return output;
+    case "argmax": return `${output}_argmax`;
+    case "labels": return `${output}_labels`;
+    case "top_k": return `${output}_top${k ?? ""}`;
+  }
+}
