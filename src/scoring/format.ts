@@ -1,0 +1,100 @@
+import { elementCount, nest, V2_DATATYPE } from "../core/index.js";
+import type { Tensor } from "../core/index.js";
+import type { TensorSpec } from "../package/index.js";
+import type { ScoreResult, V2TensorMetadata } from "./types.js";
+
+/** IEEE 754 half bits -> number. */
+export function fromFloat16Bits(h: number): number {
+  const sign = h & 0x8000 ? -1 : 1;
+  const exp = (h >>> 10) & 0x1f;
+  const mant = h & 0x3ff;
+  if (exp === 0) return sign * mant * 2 ** -24;
+  if (exp === 0x1f) return mant === 0 ? sign * Number.POSITIVE_INFINITY : Number.NaN;
+  return sign * (1 + mant / 1024) * 2 ** (exp - 15);
+}
+
+export type JsonScalar = number | boolean | string;
+
+/**
+ * Plain JSON values of a tensor, flat row-major: int64 (BigInt) becomes a Number (conventions.md: convert
+ * explicitly before JSON), BOOL a boolean, FP16 its value.
+ */
+export function tensorValues(tensor: Tensor): JsonScalar[] {
+  const { data, dtype } = tensor;
+  if (Array.isArray(data)) return data;
+  const n = data.length;
+  const out = new Array<JsonScalar>(n);
+  if (data instanceof BigInt64Array || data instanceof BigUint64Array) {
+    for (let i = 0; i < n; i++) out[i] = Number(data[i]);
+  } else if (dtype === "bool") {
+    for (let i = 0; i < n; i++) out[i] = data[i] !== 0;
+  } else if (dtype === "float16") {
+    for (let i = 0; i < n; i++) out[i] = fromFloat16Bits(data[i] as number);
+  } else {
+    const nums = data as ArrayLike<number>;
+    for (let i = 0; i < n; i++) out[i] = nums[i] as number;
+  }
+  return out;
+}
+
+export function v2TensorMetadata(spec: TensorSpec): V2TensorMetadata {
+  return { name: spec.name, datatype: V2_DATATYPE[spec.dtype], shape: spec.shape.slice() };
+}
+
+export interface V2OutputTensor {
+  name: string;
+  shape: number[];
+  datatype: string;
+  data: JsonScalar[];
+}
+
+export interface V2InferResponse {
+  model_name: string;
+  model_version: string;
+  id?: string;
+  parameters?: Record<string, unknown>;
+  outputs: V2OutputTensor[];
+}
+
+/** Open Inference Protocol V2 response body: flat `data`, V2 datatypes, the version that answered. */
+export function formatV2Response(result: ScoreResult): V2InferResponse {
+  const outputs: V2OutputTensor[] = [];
+  for (const [name, t] of Object.entries(result.outputs)) {
+    outputs.push({ name, shape: t.shape.slice(), datatype: V2_DATATYPE[t.dtype], data: tensorValues(t) });
+  }
+  return result.id === undefined
+    ? { model_name: result.model, model_version: String(result.version), outputs }
+    : { model_name: result.model, model_version: String(result.version), id: result.id, outputs };
+}
+
+/**
+ * MLflow response (conventions.md "Outputs"): dataframe/CSV input gives one record per row (a value per output;
+ * a [batch,1] or [batch] output becomes a scalar); instances/inputs give one nested array per output.
+ */
+export function formatMlflowResponse(result: ScoreResult): { predictions: unknown } {
+  const entries = Object.entries(result.outputs);
+  if (result.orientation === "columnar") {
+    const predictions: Record<string, unknown> = {};
+    for (const [name, t] of entries) predictions[name] = nest(tensorValues(t), t.shape);
+    return { predictions };
+  }
+  const n = result.rows;
+  const lists = entries.map(([name, t]) => {
+    const values = tensorValues(t);
+    const batched = t.shape.length > 0 && t.shape[0] === n;
+    const inner = batched ? t.shape.slice(1) : t.shape;
+    const step = batched ? elementCount(inner) : values.length;
+    return { name, values, batched, inner, step, whole: batched ? undefined : nest(values, t.shape) };
+  });
+  const predictions = new Array<Record<string, unknown>>(n);
+  for (let r = 0; r < n; r++) {
+    const row: Record<string, unknown> = {};
+    for (const o of lists) {
+      if (!o.batched) row[o.name] = o.whole;
+      else if (o.step === 1) row[o.name] = o.values[r];
+      else row[o.name] = nest(o.values.slice(r * o.step, (r + 1) * o.step), o.inner);
+    }
+    predictions[r] = row;
+  }
+  return { predictions };
+}

@@ -1,0 +1,178 @@
+import type { ErrorCode, Logger, Tensor } from "../core/index.js";
+import type { Manifest, TensorSpec } from "../package/index.js";
+import type { ModelRef, Registry, ResolvedVersion } from "../registry/index.js";
+import type { LoadedModel, ModelRuntime } from "../runtime/index.js";
+
+/** Turns a model reference into a concrete version. The registry-backed one is the default; rollout wraps it. */
+export interface ModelResolver {
+  resolve(ref: string | ModelRef): Promise<ResolvedVersion>;
+}
+
+export interface ScoringServiceOptions {
+  registry: Registry;
+  /** One runtime per flavor (`onnx`, ...), built by the composition root. */
+  runtimes: Record<string, ModelRuntime>;
+  logger?: Logger;
+  /** How often (at most) the registry's change token is polled; cached resolutions live until it changes. Default 500 ms. */
+  refreshMs?: number;
+  /** How long a request waits for a version that is still loading before MLSHIP_ERR_MODEL_NOT_READY. Default 10000 ms. */
+  loadWaitMs?: number;
+  /** Retry-After (seconds) sent with MLSHIP_ERR_MODEL_NOT_READY. Default 1. */
+  retryAfterSeconds?: number;
+  /**
+   * Requests for one version that arrive in the same event-loop turn run as one batch of up to this many rows
+   * (models whose inputs and outputs all have a variable batch axis only). 0 or 1 turns it off. Default 128.
+   */
+  maxBatchRows?: number;
+  /**
+   * Poll the change token on a timer as well as on requests, so archived versions are unloaded even without
+   * traffic. The timer is unref'd (it never keeps a process alive). Default true.
+   */
+  backgroundRefresh?: boolean;
+}
+
+/** A resolved version whose model is loaded in its runtime. */
+export interface ActiveModel {
+  readonly name: string;
+  readonly version: number;
+  /** The alias that was followed, if any. */
+  readonly alias: string | undefined;
+  /** Runtime key: `name@version#digest`. */
+  readonly key: string;
+  readonly resolved: ResolvedVersion;
+  readonly manifest: Manifest;
+  readonly loaded: LoadedModel;
+  /** Seconds the runtime took to load this version. */
+  readonly loadSeconds: number;
+}
+
+/** The tensors a client sends and gets back, after pre-processing is folded in (image inputs are BYTES). */
+export interface PublicSignature {
+  inputs: TensorSpec[];
+  outputs: TensorSpec[];
+}
+
+export interface ModelMetadata {
+  name: string;
+  /** The version this metadata describes. */
+  version: number;
+  alias: string | undefined;
+  /** Non-archived version numbers of the model, ascending. */
+  versions: number[];
+  /** V2 platform name. */
+  platform: string;
+  signature: PublicSignature;
+  /** Declared tabular columns, if any. */
+  columns: string[] | undefined;
+}
+
+/**
+ * A request payload in one of the protocols the pipeline understands. Transports only pick the kind; all
+ * validation happens in scoring and names the field.
+ */
+export type ScoringInput =
+  /** Open Inference Protocol V2 JSON request body. */
+  | { kind: "v2"; body: unknown }
+  /** MLflow scoring JSON body (`dataframe_split`, `dataframe_records`, `instances` or `inputs`, plus `params`). */
+  | { kind: "mlflow"; body: unknown }
+  /** MLflow CSV body (header row = column names). */
+  | { kind: "csv"; text: string }
+  /** Rows as objects keyed by column (or input) name, as the embedded `predict(records)` passes them. */
+  | { kind: "records"; records: readonly unknown[] }
+  /** Tensors already typed (gRPC, library callers); checked against the signature. */
+  | { kind: "tensors"; feeds: Record<string, Tensor> };
+
+/** How MLflow responses lay out predictions: one object per row, or one nested array per output. */
+export type Orientation = "records" | "columnar";
+
+export interface ScoreOptions {
+  /** Only these outputs are returned (V2 `outputs` in the body also restricts). */
+  outputs?: string[];
+  signal?: AbortSignal;
+  /** A label for events and logs: `v2`, `mlflow`, `grpc`, `library`... */
+  protocol?: string;
+  /** Request id, echoed into the scoring event. */
+  requestId?: string;
+}
+
+export interface ScoreResult {
+  model: string;
+  version: number;
+  alias: string | undefined;
+  /** Named outputs after post-processing, in signature order then post-processing order. */
+  outputs: Record<string, Tensor>;
+  /** Batch size (first dimension of the inputs). */
+  rows: number;
+  orientation: Orientation;
+  /** V2 request `id`, to echo. */
+  id: string | undefined;
+  /** V2 request `parameters` or MLflow `params` (accepted; no model uses them yet). */
+  parameters: Record<string, unknown> | undefined;
+  latencyMs: number;
+}
+
+/** One event per scoring request, for monitoring and logs. `inputs`/`outputs` are shared, not copied. */
+export interface ScoringEvent {
+  model: string;
+  version: number | null;
+  alias: string | undefined;
+  protocol: string | undefined;
+  requestId: string | undefined;
+  rows: number;
+  latencyMs: number;
+  ok: boolean;
+  error?: { code: ErrorCode; message: string; field?: string };
+  inputs?: Record<string, Tensor>;
+  outputs?: Record<string, Tensor>;
+  at: Date;
+}
+
+export interface LoadEvent {
+  model: string;
+  version: number;
+  key: string;
+  seconds: number;
+  ok: boolean;
+  error?: { code: ErrorCode; message: string };
+}
+
+export interface LoadedInfo {
+  model: string;
+  version: number;
+  key: string;
+  state: "loading" | "ready";
+  loadSeconds: number | undefined;
+}
+
+export interface ScoringService {
+  /** Resolves a reference (cached; re-checked against the registry's change token every `refreshMs`). */
+  resolve(ref: string | ModelRef): Promise<ResolvedVersion>;
+  /** Resolves and loads (once per version; concurrent callers share the load; bounded wait). */
+  load(ref: string | ModelRef): Promise<ActiveModel>;
+  /** Starts loading if needed and says whether the version is ready now (never waits for the load). */
+  isReady(ref: string | ModelRef): Promise<boolean>;
+  /** Public metadata of the resolved version (V2 model metadata). */
+  metadata(ref: string | ModelRef): Promise<ModelMetadata>;
+  /** Validates the payload against the signature, runs the model and post-processing. */
+  score(ref: string | ModelRef, input: ScoringInput, options?: ScoreOptions): Promise<ScoreResult>;
+  /** Registered model names (cached like resolutions). */
+  modelNames(): Promise<string[]>;
+  /** Whether the registry answers now. */
+  registryReachable(): Promise<boolean>;
+  /** Versions this service has loaded or is loading. */
+  loadedModels(): LoadedInfo[];
+  /** Polls the change token now (ignores `refreshMs`); unloads versions that were archived. */
+  refresh(): Promise<void>;
+  onScored(listener: (event: ScoringEvent) => void): () => void;
+  onLoaded(listener: (event: LoadEvent) => void): () => void;
+  /** Stops the refresh timer. The runtimes belong to the caller and stay open. */
+  close(): Promise<void>;
+}
+
+/** A tensor spec plus its V2 datatype, as the V2 metadata routes print it. */
+export interface V2TensorMetadata {
+  name: string;
+  datatype: string;
+  shape: number[];
+}
+

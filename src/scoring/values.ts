@@ -1,0 +1,239 @@
+import type { DType, TensorData } from "../core/index.js";
+
+/**
+ * Writes one JSON value into tensor storage at an index. Returns undefined on success, or a short reason
+ * (e.g. "expected an integer, got 1.5") that the caller turns into an error naming the field. Returning a
+ * reason instead of throwing keeps the per-element hot loop free of try/catch and allocation.
+ */
+export type ValueWriter = (out: TensorData, index: number, value: unknown) => string | undefined;
+
+const INT_RANGE: Partial<Record<DType, readonly [number, number]>> = {
+  int8: [-128, 127],
+  int16: [-32768, 32767],
+  int32: [-2147483648, 2147483647],
+  uint8: [0, 255],
+  uint16: [0, 65535],
+  uint32: [0, 4294967295],
+};
+
+const INT64_MIN = -(2 ** 63);
+const INT64_LIMIT = 2 ** 63;
+const UINT64_LIMIT = 2 ** 64;
+
+function describe(value: unknown): string {
+  if (value === null) return "null";
+  if (Array.isArray(value)) return "an array";
+  if (typeof value === "string") return `the string ${JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}...` : value)}`;
+  if (typeof value === "object") return "an object";
+  return `${typeof value} ${String(value)}`;
+}
+
+/** float64 -> IEEE 754 half bits (round to nearest even), for FP16 inputs carried as Uint16Array. */
+export function toFloat16Bits(value: number): number {
+  const f32 = new Float32Array(1);
+  const u32 = new Uint32Array(f32.buffer);
+  f32[0] = value;
+  const x = u32[0] ?? 0;
+  const sign = (x >>> 16) & 0x8000;
+  const exp = (x >>> 23) & 0xff;
+  let mant = x & 0x7fffff;
+  if (exp === 0xff) return sign | 0x7c00 | (mant !== 0 ? 0x200 : 0);
+  const e = exp - 127 + 15;
+  if (e >= 0x1f) return sign | 0x7c00;
+  if (e <= 0) {
+    if (e < -10) return sign;
+    mant |= 0x800000;
+    const shift = 14 - e;
+    let half = mant >>> shift;
+    const rem = mant & ((1 << shift) - 1);
+    const mid = 1 << (shift - 1);
+    if (rem > mid || (rem === mid && (half & 1) !== 0)) half++;
+    return sign | half;
+  }
+  let half = (e << 10) | (mant >>> 13);
+  const rem = mant & 0x1fff;
+  if (rem > 0x1000 || (rem === 0x1000 && (half & 1) !== 0)) half++;
+  // A carry out of the mantissa correctly bumps the exponent (up to infinity).
+  return sign | half;
+}
+
+/**
+ * V2 is strict (conventions.md): numbers for numeric datatypes (integers in range for integer types), booleans
+ * for BOOL, strings for BYTES.
+ */
+export function strictWriter(dtype: DType): ValueWriter {
+  switch (dtype) {
+    case "float32":
+    case "float64":
+      return (out, i, v) => {
+        if (typeof v !== "number") return `expected a number, got ${describe(v)}`;
+        (out as Float32Array)[i] = v;
+        return undefined;
+      };
+    case "float16":
+      return (out, i, v) => {
+        if (typeof v !== "number") return `expected a number, got ${describe(v)}`;
+        (out as Uint16Array)[i] = toFloat16Bits(v);
+        return undefined;
+      };
+    case "int64":
+    case "uint64": {
+      const min = dtype === "int64" ? INT64_MIN : 0;
+      const limit = dtype === "int64" ? INT64_LIMIT : UINT64_LIMIT;
+      return (out, i, v) => {
+        if (typeof v !== "number" || !Number.isInteger(v)) return `expected an integer, got ${describe(v)}`;
+        if (v < min || v >= limit) return `${v} is out of range for ${dtype}`;
+        (out as BigInt64Array)[i] = BigInt(v);
+        return undefined;
+      };
+    }
+    case "bool":
+      return (out, i, v) => {
+        if (typeof v !== "boolean") return `expected true or false, got ${describe(v)}`;
+        (out as Uint8Array)[i] = v ? 1 : 0;
+        return undefined;
+      };
+    case "string":
+      return (out, i, v) => {
+        if (typeof v !== "string") return `expected a string, got ${describe(v)}`;
+        (out as string[])[i] = v;
+        return undefined;
+      };
+    default: {
+      const [min, max] = INT_RANGE[dtype] ?? [0, 0];
+      return (out, i, v) => {
+        if (typeof v !== "number" || !Number.isInteger(v)) return `expected an integer, got ${describe(v)}`;
+        if (v < min || v > max) return `${v} is out of range for ${dtype} [${min}, ${max}]`;
+        (out as Int32Array)[i] = v;
+        return undefined;
+      };
+    }
+  }
+}
+
+/** Parses a numeric string as pandas/numpy would when casting a column; undefined if it is not a number. */
+function parseNumber(text: string): number | undefined {
+  const s = text.trim();
+  if (s === "") return undefined;
+  const lower = s.toLowerCase();
+  if (lower === "nan") return Number.NaN;
+  if (lower === "inf" || lower === "+inf" || lower === "infinity" || lower === "+infinity") return Number.POSITIVE_INFINITY;
+  if (lower === "-inf" || lower === "-infinity") return Number.NEGATIVE_INFINITY;
+  const n = Number(s);
+  return Number.isNaN(n) ? undefined : n;
+}
+
+/**
+ * The MLflow path casts as MLflow does: numbers and numeric strings into numeric tensors (booleans as 0/1),
+ * "true"/"false" and 0/1 into BOOL, anything scalar into strings. Integer tensors refuse fractional values
+ * (MLflow refuses unsafe float-to-int casts).
+ */
+export function castWriter(dtype: DType): ValueWriter {
+  const toNumber = (v: unknown): number | undefined => {
+    if (typeof v === "number") return v;
+    if (typeof v === "string") return parseNumber(v);
+    if (typeof v === "boolean") return v ? 1 : 0;
+    return undefined;
+  };
+  switch (dtype) {
+    case "float32":
+    case "float64":
+      return (out, i, v) => {
+        const n = toNumber(v);
+        if (n === undefined) return `${describe(v)} is not a number`;
+        (out as Float32Array)[i] = n;
+        return undefined;
+      };
+    case "float16":
+      return (out, i, v) => {
+        const n = toNumber(v);
+        if (n === undefined) return `${describe(v)} is not a number`;
+        (out as Uint16Array)[i] = toFloat16Bits(n);
+        return undefined;
+      };
+    case "int64":
+    case "uint64": {
+      const min = dtype === "int64" ? INT64_MIN : 0;
+      const limit = dtype === "int64" ? INT64_LIMIT : UINT64_LIMIT;
+      return (out, i, v) => {
+        const n = toNumber(v);
+        if (n === undefined) return `${describe(v)} is not a number`;
+        if (!Number.isInteger(n)) return `${describe(v)} is not an integer (the input is ${dtype})`;
+        if (n < min || n >= limit) return `${n} is out of range for ${dtype}`;
+        (out as BigInt64Array)[i] = BigInt(n);
+        return undefined;
+      };
+    }
+    case "bool":
+      return (out, i, v) => {
+        let b: boolean | undefined;
+        if (typeof v === "boolean") b = v;
+        else if (v === 0 || v === 1) b = v === 1;
+        else if (typeof v === "string") {
+          const s = v.trim().toLowerCase();
+          if (s === "true" || s === "1") b = true;
+          else if (s === "false" || s === "0") b = false;
+        }
+        if (b === undefined) return `${describe(v)} is not a boolean`;
+        (out as Uint8Array)[i] = b ? 1 : 0;
+        return undefined;
+      };
+    case "string":
+      return (out, i, v) => {
+        if (typeof v === "string") (out as string[])[i] = v;
+        else if (typeof v === "number" || typeof v === "boolean") (out as string[])[i] = String(v);
+        else return `${describe(v)} is not a string`;
+        return undefined;
+      };
+    default: {
+      const [min, max] = INT_RANGE[dtype] ?? [0, 0];
+      return (out, i, v) => {
+        const n = toNumber(v);
+        if (n === undefined) return `${describe(v)} is not a number`;
+        if (!Number.isInteger(n)) return `${describe(v)} is not an integer (the input is ${dtype})`;
+        if (n < min || n > max) return `${n} is out of range for ${dtype} [${min}, ${max}]`;
+        (out as Int32Array)[i] = n;
+        return undefined;
+      };
+    }
+  }
+}
+
+/** Formats a shape for messages: [-1,30]. */
+export function shapeText(shape: readonly number[]): string {
+  return `[${shape.join(",")}]`;
+}
+
+/**
+ * Concrete trailing dimensions for `count` elements per row given a spec's trailing dims (-1 = any).
+ * One -1 is inferred from the count; undefined when the count cannot fill them.
+ */
+export function fitTrailing(trailing: readonly number[], count: number): number[] | undefined {
+  let known = 1;
+  let unknown = -1;
+  for (let i = 0; i < trailing.length; i++) {
+    const d = trailing[i] as number;
+    if (d < 0) {
+      if (unknown >= 0) {
+        // Several free axes: only a count that fits with all but the last free axis at 1 is unambiguous.
+        return undefined;
+      }
+      unknown = i;
+    } else known *= d;
+  }
+  if (unknown < 0) return known === count ? trailing.slice() : undefined;
+  if (known === 0 || count % known !== 0) return undefined;
+  const dims = trailing.slice();
+  dims[unknown] = count / known;
+  return dims;
+}
+
+/** Whether concrete `shape` fits a signature shape (same rank, -1 matches any size). */
+export function shapeFits(spec: readonly number[], shape: readonly number[]): boolean {
+  if (spec.length !== shape.length) return false;
+  for (let i = 0; i < spec.length; i++) {
+    const s = spec[i] as number;
+    if (s >= 0 && s !== shape[i]) return false;
+  }
+  return true;
+}

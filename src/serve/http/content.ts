@@ -1,0 +1,79 @@
+import type { FastifyInstance, FastifyRequest } from "fastify";
+import { MlshipError } from "../../core/index.js";
+import { routeProtocol } from "./errors.js";
+
+interface MediaType {
+  type: string;
+  params: Map<string, string>;
+}
+
+export function parseMediaType(header: string | undefined): MediaType | undefined {
+  if (header === undefined) return undefined;
+  const [type = "", ...rest] = header.split(";");
+  const params = new Map<string, string>();
+  for (const part of rest) {
+    const eq = part.indexOf("=");
+    if (eq < 0) {
+      if (part.trim() !== "") params.set(part.trim().toLowerCase(), "");
+      continue;
+    }
+    const key = part.slice(0, eq).trim().toLowerCase();
+    const value = part.slice(eq + 1).trim().replace(/^"(.*)"$/, "$1");
+    params.set(key, value);
+  }
+  return { type: type.trim().toLowerCase(), params };
+}
+
+/**
+ * Content-type parameters as MLflow's scoring server treats them: a charset other than UTF-8 is a 415, and on
+ * the MLflow routes so is any other parameter.
+ */
+function checkParams(request: FastifyRequest): void {
+  const media = parseMediaType(request.headers["content-type"]);
+  if (media === undefined) return;
+  for (const [key, value] of media.params) {
+    if (key === "charset") {
+      const v = value.toLowerCase();
+      if (v !== "utf-8" && v !== "utf8") {
+        throw new MlshipError("MLSHIP_ERR_INPUT_CONTENT_TYPE", `charset '${value}' is not supported: the scoring server only supports UTF-8`, {
+          field: "content-type",
+        });
+      }
+    } else if (routeProtocol(request) === "mlflow") {
+      throw new MlshipError("MLSHIP_ERR_INPUT_CONTENT_TYPE", `unrecognized content type parameter '${key}' in '${request.headers["content-type"]}'`, {
+        field: "content-type",
+      });
+    }
+  }
+}
+
+/** A body that the CSV parser produced (as opposed to parsed JSON). */
+export class CsvBody {
+  constructor(readonly text: string) {}
+}
+
+/**
+ * The only parsers on mlship's routes: JSON (syntax errors become MLSHIP_ERR_INPUT_JSON) and CSV. Anything else
+ * is Fastify's 415, mapped by the error handler. Registered inside the plugin's own context, so a host server's
+ * parsers are untouched.
+ */
+export function registerParsers(app: FastifyInstance, bodyLimit: number): void {
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser("application/json", { parseAs: "string", bodyLimit }, async (request: FastifyRequest, body: string | Buffer) => {
+    checkParams(request);
+    const text = typeof body === "string" ? body : body.toString("utf8");
+    if (text.trim() === "") throw new MlshipError("MLSHIP_ERR_INPUT_JSON", "the request body is empty; send a JSON document", { field: "body" });
+    try {
+      return JSON.parse(text) as unknown;
+    } catch (err) {
+      const reason = err instanceof Error ? err.message : String(err);
+      throw new MlshipError("MLSHIP_ERR_INPUT_JSON", `malformed JSON: ${reason}. Ensure that input is a valid JSON formatted string`, {
+        field: "body",
+      });
+    }
+  });
+  app.addContentTypeParser(["text/csv", "application/csv"], { parseAs: "string", bodyLimit }, async (request: FastifyRequest, body: string | Buffer) => {
+    checkParams(request);
+    return new CsvBody(typeof body === "string" ? body : body.toString("utf8"));
+  });
+}

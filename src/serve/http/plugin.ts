@@ -1,0 +1,30 @@
+import type { FastifyInstance, FastifyPluginAsync } from "fastify";
+import { MlshipError } from "../../core/index.js";
+import { registerParsers } from "./content.js";
+import { sendError } from "./errors.js";
+import { registerMetrics } from "./metrics.js";
+import { registerMlflowRoutes } from "./mlflow.js";
+import type { MlshipPluginOptions } from "./types.js";
+import { registerV2Routes } from "./v2.js";
+
+export const DEFAULT_BODY_LIMIT_BYTES = 32 * 1024 * 1024;
+
+/**
+ * mlship's inference routes (V2, MLflow, metrics) as a Fastify plugin. It stays encapsulated on purpose: its
+ * JSON/CSV parsers and error handler apply to its own routes only, so mounting it inside a user's server (with
+ * or without a `prefix`) leaves their routes alone.
+ */
+export const mlshipPlugin: FastifyPluginAsync<MlshipPluginOptions> = async (app: FastifyInstance, options: MlshipPluginOptions) => {
+  const { scoring } = options;
+  if (scoring === undefined || options.registry === undefined) {
+    throw new MlshipError("MLSHIP_ERR_CONFIG_INVALID", "mlshipPlugin needs the `scoring` and `registry` options", { field: "scoring" });
+  }
+  const bodyLimit = options.bodyLimitBytes ?? DEFAULT_BODY_LIMIT_BYTES;
+  registerParsers(app, bodyLimit);
+  app.setErrorHandler((err, request, reply) => sendError(request, reply, err));
+  if (options.metrics !== false) registerMetrics(app, scoring, options.metricsRegistry);
+  registerV2Routes(app, scoring, bodyLimit);
+  registerMlflowRoutes(app, scoring, bodyLimit, options.defaultModel);
+};
+
+Object.defineProperty(mlshipPlugin, Symbol.for("fastify.display-name"), { value: "mlship" });

@@ -1,0 +1,37 @@
+import type { Registry as PromRegistry } from "prom-client";
+import type { Logger } from "../../core/index.js";
+import type { Registry } from "../../registry/index.js";
+import type { ScoringService } from "../../scoring/index.js";
+
+/** Options of `mlshipPlugin`: the routes mounted inside any Fastify instance (the embedded pattern). */
+export interface MlshipPluginOptions {
+  scoring: ScoringService;
+  registry: Registry;
+  /** Reference `/invocations` serves, resolved per request. Unset: the only registered model, if exactly one. */
+  defaultModel?: string;
+  /** Largest request body for the inference routes, in bytes. Default 32 MiB. */
+  bodyLimitBytes?: number;
+  /** Serve `GET /metrics` and record request metrics. Default true. */
+  metrics?: boolean;
+  /** prom-client registry to record into; default a new one per plugin instance (never the global one). */
+  metricsRegistry?: PromRegistry;
+  /** Path prefix for every route (Fastify's own register option). */
+  prefix?: string;
+}
+
+export interface BuildServerOptions extends Omit<MlshipPluginOptions, "prefix"> {
+  /** pino logger for the server; `false` for none. Default: mlship's stderr logger. */
+  logger?: Logger | false;
+}
+
+/** Which error body a route speaks. */
+export type Protocol = "v2" | "mlflow";
+
+/** Per-route settings, read back from `request.routeOptions.config`. */
+export interface RouteConfig {
+  protocol: Protocol;
+  /** Inference routes are measured (requests, errors, latency, rows). */
+  inference?: boolean;
+  /** The protocol label in metrics: `v2` or `mlflow`. */
+  metricsProtocol?: string;
+}

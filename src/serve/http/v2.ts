@@ -1,0 +1,90 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import { MlshipError } from "../../core/index.js";
+import { parseModelRef } from "../../registry/index.js";
+import { formatV2Response, v2TensorMetadata } from "../../scoring/index.js";
+import type { ScoringService } from "../../scoring/index.js";
+import { CsvBody } from "./content.js";
+import { requestState } from "./state.js";
+import type { RouteConfig } from "./types.js";
+import { mlshipVersion } from "./version.js";
+
+interface ModelParams {
+  name: string;
+  version?: string;
+}
+
+/** `{name}` may itself be a reference (`iris@production`, `iris@3`); `/versions/{v}` pins a version number. */
+export function v2Ref(params: ModelParams): string {
+  const { name, version } = params;
+  if (version === undefined) return name;
+  const parsed = parseModelRef(name);
+  if (parsed.alias !== undefined || parsed.version !== undefined) {
+    throw new MlshipError(
+      "MLSHIP_ERR_MODEL_REF_INVALID",
+      `'${name}' already selects ${parsed.alias !== undefined ? `alias '${parsed.alias}'` : `version ${parsed.version}`}; use either /v2/models/${name} or /v2/models/${parsed.name}/versions/${version}, not both`,
+      { field: "version" },
+    );
+  }
+  if (!/^\d+$/.test(version) || Number(version) < 1) {
+    throw new MlshipError("MLSHIP_ERR_MODEL_REF_INVALID", `version '${version}' is not a version number (1, 2, ...)`, { field: "version" });
+  }
+  return `${parsed.name}@${Number(version)}`;
+}
+
+const V2: RouteConfig = { protocol: "v2" };
+const V2_INFER: RouteConfig = { protocol: "v2", inference: true, metricsProtocol: "v2" };
+
+export function registerV2Routes(app: FastifyInstance, scoring: ScoringService, bodyLimit: number): void {
+  app.get("/v2/health/live", { config: V2 }, async () => ({ live: true }));
+
+  app.get("/v2/health/ready", { config: V2 }, async (_request, reply) => {
+    const ready = await scoring.registryReachable();
+    if (!ready) reply.code(503).header("retry-after", "1");
+    return { ready };
+  });
+
+  app.get("/v2", { config: V2 }, async () => ({ name: "mlship", version: mlshipVersion(), extensions: [] as string[] }));
+
+  const metadata = async (request: FastifyRequest<{ Params: ModelParams }>, reply: FastifyReply) => {
+    const md = await scoring.metadata(v2Ref(request.params));
+    reply.header("mlship-model-version", `${md.name}@${md.version}`);
+    return {
+      name: md.name,
+      versions: md.versions.map(String),
+      platform: md.platform,
+      inputs: md.signature.inputs.map(v2TensorMetadata),
+      outputs: md.signature.outputs.map(v2TensorMetadata),
+    };
+  };
+  app.get("/v2/models/:name", { config: V2 }, metadata);
+  app.get("/v2/models/:name/versions/:version", { config: V2 }, metadata);
+
+  const ready = async (request: FastifyRequest<{ Params: ModelParams }>, reply: FastifyReply) => {
+    const ref = v2Ref(request.params);
+    const resolved = await scoring.resolve(ref);
+    const isReady = await scoring.isReady(ref);
+    reply.header("mlship-model-version", `${resolved.version.name}@${resolved.version.version}`);
+    if (!isReady) reply.code(503).header("retry-after", "1");
+    return { name: resolved.version.name, ready: isReady };
+  };
+  app.get("/v2/models/:name/ready", { config: V2 }, ready);
+  app.get("/v2/models/:name/versions/:version/ready", { config: V2 }, ready);
+
+  const infer = async (request: FastifyRequest<{ Params: ModelParams }>, reply: FastifyReply) => {
+    const ref = v2Ref(request.params);
+    if (request.body instanceof CsvBody) {
+      throw new MlshipError("MLSHIP_ERR_INPUT_CONTENT_TYPE", "the V2 infer route takes application/json; CSV goes to the MLflow routes (/invocations)", {
+        field: "content-type",
+      });
+    }
+    const result = await scoring.score(ref, { kind: "v2", body: request.body }, { protocol: "v2", requestId: String(request.id) });
+    const state = requestState(request);
+    state.model = result.model;
+    state.version = String(result.version);
+    state.rows = result.rows;
+    reply.header("mlship-model-version", `${result.model}@${result.version}`);
+    return formatV2Response(result);
+  };
+  app.post("/v2/models/:name/infer", { config: V2_INFER, bodyLimit }, infer);
+  app.post("/v2/models/:name/versions/:version/infer", { config: V2_INFER, bodyLimit }, infer);
+}
