@@ -1,0 +1,328 @@
+import { Command } from "commander";
+import { isMlshipError } from "../core/index.js";
+import type { Manifest, Signature } from "../package/index.js";
+import { parseModelRef, type AliasEvent, type ModelRecord, type VersionRecord } from "../registry/index.js";
+import { registerModel } from "../app.js";
+import { collect, parseColumns, parseMetrics, parsePairs, parseVersion, usageError } from "./args.js";
+import type { CliContext, GlobalOptions } from "./context.js";
+import { formatKv, formatTable, printJson, printLine } from "./io.js";
+
+interface JsonFlag {
+  json?: boolean;
+}
+
+function globals<T>(cmd: Command): GlobalOptions & T {
+  return cmd.optsWithGlobals<GlobalOptions & T>();
+}
+
+export function modelsCommand(ctx: CliContext): Command {
+  const models = new Command("models").description("register models and manage versions, aliases and tags");
+
+  models
+    .command("register")
+    .description("import a model (mlship package, MLflow model folder or .onnx file) as a new version")
+    .argument("<path>", "package folder, MLflow model folder (with MLmodel) or .onnx file")
+    .requiredOption("-n, --name <name>", "model name ([A-Za-z0-9_.-])")
+    .option("--tag <key=value>", "version tag (repeatable)", collect)
+    .option("--metric <key=value>", "numeric metric (repeatable)", collect)
+    .option("--description <text>", "version description")
+    .option("--columns <a,b,c>", "ordered input columns (tabular models)")
+    .option("--columns-from <csv>", "take the columns from a CSV header (see --label-column)")
+    .option("--label-column <name>", "column of --columns-from that is the label, not an input")
+    .option("--alias <alias>", "also point this alias (e.g. production) at the new version")
+    .option("--reason <text>", "why (recorded with the alias move)")
+    .option("--json", "print the new version record as JSON instead of its number")
+    .action(async (source: string, _opts: unknown, cmd: Command) => {
+      const o = globals<
+        JsonFlag & {
+          name: string;
+          tag?: string[];
+          metric?: string[];
+          description?: string;
+          columns?: string;
+          columnsFrom?: string;
+          labelColumn?: string;
+          alias?: string;
+          reason?: string;
+        }
+      >(cmd);
+      if (o.columns !== undefined && o.columnsFrom !== undefined) {
+        throw usageError("use either --columns or --columns-from, not both", "--columns");
+      }
+      if (o.labelColumn !== undefined && o.columnsFrom === undefined) {
+        throw usageError("--label-column needs --columns-from", "--label-column");
+      }
+      const tags = parsePairs(o.tag, "--tag");
+      const metrics = parseMetrics(o.metric);
+      const columns = o.columns === undefined ? undefined : parseColumns(o.columns);
+      const app = await ctx.app(o);
+      const record = await registerModel(app, source, {
+        name: o.name,
+        tags,
+        metrics,
+        description: o.description,
+        columns,
+        columnsFromCsv: o.columnsFrom,
+        labelColumn: o.labelColumn,
+        alias: o.alias,
+        reason: o.reason,
+      });
+      if (o.json === true) printJson(ctx.io, record);
+      else printLine(ctx.io, String(record.version));
+    });
+
+  models
+    .command("list")
+    .alias("ls")
+    .description("list registered models with their latest version and aliases")
+    .option("--json", "print JSON")
+    .action(async (_opts: unknown, cmd: Command) => {
+      const o = globals<JsonFlag>(cmd);
+      const app = await ctx.app(o);
+      const list = await app.registry.listModels();
+      if (o.json === true) return printJson(ctx.io, list);
+      if (list.length === 0) return printLine(ctx.io, "no models registered (mlship models register PATH --name NAME)");
+      printLine(
+        ctx.io,
+        formatTable(
+          ["NAME", "LATEST", "ALIASES", "UPDATED", "DESCRIPTION"],
+          list.map((m) => [m.name, String(m.latestVersion), aliasText(m), m.updatedAt, m.description ?? ""]),
+        ),
+      );
+    });
+
+  models
+    .command("show")
+    .description("show a model (versions, aliases, tags) or one version (metrics, signature)")
+    .argument("<ref>", "name, name@3, name@production or models:/name@production")
+    .option("--json", "print JSON")
+    .action(async (refText: string, _opts: unknown, cmd: Command) => {
+      const o = globals<JsonFlag>(cmd);
+      const ref = parseModelRef(refText);
+      const app = await ctx.app(o);
+      const model = await app.registry.getModel(ref.name);
+      const versions = await app.registry.listVersions(ref.name, { includeArchived: true });
+      let selected: VersionRecord | null;
+      if (ref.version !== undefined) {
+        // An explicit version is shown even when archived (resolve would refuse it).
+        selected = await app.registry.getVersion(ref.name, ref.version);
+      } else if (ref.alias !== undefined) {
+        selected = (await app.registry.resolve(ref)).version;
+      } else {
+        // A bare name shows what it resolves to; a model whose versions are all archived resolves to nothing.
+        selected = await app.registry.resolve(ref).then(
+          (r) => r.version,
+          (error: unknown) => {
+            if (isMlshipError(error) && error.httpStatus === 404) return null;
+            throw error;
+          },
+        );
+      }
+      if (o.json === true) return printJson(ctx.io, { model, versions, version: selected });
+      printLine(ctx.io, showModelText(model, versions, selected));
+    });
+
+  models
+    .command("alias")
+    .description("point ALIAS (e.g. production, staging) of a model at VERSION; the move is recorded")
+    .argument("<name>", "model name")
+    .argument("<alias>", "alias name (not digits, v<digits> or latest)")
+    .argument("<version>", "version number")
+    .option("--reason <text>", "why (kept in the alias history)")
+    .action(async (name: string, alias: string, versionText: string, _opts: unknown, cmd: Command) => {
+      const o = globals<{ reason?: string }>(cmd);
+      const version = parseVersion(versionText);
+      const app = await ctx.app(o);
+      const event = await app.registry.setAlias(name, alias, version, { by: app.config.user, reason: o.reason });
+      printLine(ctx.io, moveText(event));
+    });
+
+  models
+    .command("unalias")
+    .description("remove an alias from a model (recorded in the alias history)")
+    .argument("<name>", "model name")
+    .argument("<alias>", "alias name")
+    .option("--reason <text>", "why (kept in the alias history)")
+    .action(async (name: string, alias: string, _opts: unknown, cmd: Command) => {
+      const o = globals<{ reason?: string }>(cmd);
+      const app = await ctx.app(o);
+      const event = await app.registry.deleteAlias(name, alias, { by: app.config.user, reason: o.reason });
+      printLine(ctx.io, moveText(event));
+    });
+
+  models
+    .command("rollback")
+    .description("move an alias back to its previous target in the alias history (skipping archived versions)")
+    .argument("<name>", "model name")
+    .option("--alias <alias>", "which alias", "production")
+    .option("--reason <text>", "why (kept in the alias history)")
+    .action(async (name: string, _opts: unknown, cmd: Command) => {
+      const o = globals<{ alias: string; reason?: string }>(cmd);
+      const app = await ctx.app(o);
+      const event = await app.registry.rollback(name, o.alias, { by: app.config.user, reason: o.reason });
+      printLine(ctx.io, moveText(event));
+    });
+
+  models
+    .command("archive")
+    .description("archive a version: it is unloaded and no longer served (refused while an alias points at it)")
+    .argument("<name>", "model name")
+    .argument("<version>", "version number")
+    .option("--reason <text>", "why")
+    .action(async (name: string, versionText: string, _opts: unknown, cmd: Command) => {
+      const o = globals<{ reason?: string }>(cmd);
+      const version = parseVersion(versionText);
+      const app = await ctx.app(o);
+      const record = await app.registry.archive(name, version, { by: app.config.user, reason: o.reason });
+      printLine(ctx.io, `${record.name}@${record.version} archived`);
+    });
+
+  models
+    .command("unarchive")
+    .description("make an archived version servable again")
+    .argument("<name>", "model name")
+    .argument("<version>", "version number")
+    .option("--reason <text>", "why")
+    .action(async (name: string, versionText: string, _opts: unknown, cmd: Command) => {
+      const o = globals<{ reason?: string }>(cmd);
+      const version = parseVersion(versionText);
+      const app = await ctx.app(o);
+      const record = await app.registry.unarchive(name, version, { by: app.config.user, reason: o.reason });
+      printLine(ctx.io, `${record.name}@${record.version} ready`);
+    });
+
+  models
+    .command("history")
+    .description("every move of a model's aliases: when, from, to, by whom, why")
+    .argument("<name>", "model name")
+    .option("--alias <alias>", "only this alias")
+    .option("--json", "print JSON")
+    .action(async (name: string, _opts: unknown, cmd: Command) => {
+      const o = globals<JsonFlag & { alias?: string }>(cmd);
+      const app = await ctx.app(o);
+      const events = await app.registry.aliasHistory(name, o.alias);
+      if (o.json === true) return printJson(ctx.io, events);
+      if (events.length === 0) return printLine(ctx.io, `no alias moves recorded for ${name}`);
+      printLine(
+        ctx.io,
+        formatTable(
+          ["AT", "ALIAS", "ACTION", "FROM", "TO", "BY", "REASON"],
+          events.map((e) => [e.at, e.alias, e.action, versionCell(e.from), versionCell(e.to), e.by, e.reason ?? ""]),
+        ),
+      );
+    });
+
+  models
+    .command("tag")
+    .description("set tags on a model (NAME) or on one version (NAME@VERSION)")
+    .argument("<target>", "model name, or name@version for a version's tags")
+    .argument("<key=value...>", "tags to set")
+    .option("--json", "print the updated record as JSON")
+    .action(async (target: string, pairs: string[], _opts: unknown, cmd: Command) => {
+      const o = globals<JsonFlag>(cmd);
+      const tags = parsePairs(pairs, "key=value");
+      const ref = parseModelRef(target);
+      if (ref.alias !== undefined) throw usageError(`tag NAME or NAME@VERSION, not an alias (${target})`, "target");
+      const app = await ctx.app(o);
+      const record =
+        ref.version === undefined
+          ? await app.registry.setModelTags(ref.name, tags)
+          : await app.registry.setVersionTags(ref.name, ref.version, tags);
+      if (o.json === true) return printJson(ctx.io, record);
+      const label = ref.version === undefined ? ref.name : `${ref.name}@${ref.version}`;
+      printLine(ctx.io, `${label} tags: ${formatKv(record.tags) || "-"}`);
+    });
+
+  return models;
+}
+
+function aliasText(model: ModelRecord): string {
+  return Object.entries(model.aliases)
+    .sort(([a], [b]) => a.localeCompare(b))
+    .map(([alias, v]) => `${alias}=${v}`)
+    .join(", ");
+}
+
+function versionCell(v: number | null): string {
+  return v === null ? "-" : String(v);
+}
+
+function moveText(event: AliasEvent): string {
+  const target = `${event.name}@${event.alias}`;
+  if (event.to === null) return `${target} removed (was ${versionCell(event.from)})`;
+  const was = event.from === null ? "new alias" : `was ${event.from}`;
+  return `${target} -> ${event.to} (${was})`;
+}
+
+function signatureLines(signature: Signature): string[] {
+  const spec = (t: { name: string; dtype: string; shape: number[] }): string =>
+    `${t.name} ${t.dtype} [${t.shape.join(",")}]`;
+  const lines = [
+    `  inputs:  ${signature.inputs.map(spec).join("; ")}`,
+    `  outputs: ${signature.outputs.map(spec).join("; ")}`,
+  ];
+  if (signature.columns !== undefined && signature.columns.length > 0) {
+    const names = signature.columns.map((c) => c.name);
+    const shown = names.length > 12 ? `${names.slice(0, 12).join(", ")}, ... (${names.length} in all)` : names.join(", ");
+    lines.push(`  columns: ${shown}`);
+  }
+  return lines;
+}
+
+function stepsLines(manifest: Manifest): string[] {
+  const lines: string[] = [];
+  for (const step of manifest.preprocess) {
+    const what =
+      step.type === "image"
+        ? `image ${step.input} -> ${step.target ?? "input"} (${step.width}x${step.height}x${step.channels}, ${step.resize}, ${step.layout})`
+        : step.type === "cast"
+          ? `cast ${step.dtype}${step.columns === undefined ? "" : ` (${step.columns.join(", ")})`}`
+          : `select_columns (${step.columns.length})`;
+    lines.push(`  preprocess:  ${what}`);
+  }
+  for (const step of manifest.postprocess) {
+    const extra = step.type === "top_k" ? ` k=${step.k}` : "";
+    lines.push(`  postprocess: ${step.type}${extra} ${step.output} -> ${step.as ?? step.output}`);
+  }
+  return lines;
+}
+
+function showModelText(model: ModelRecord, versions: VersionRecord[], selected: VersionRecord | null): string {
+  const out = [
+    `model        ${model.name}`,
+    `description  ${model.description ?? "-"}`,
+    `tags         ${formatKv(model.tags) || "-"}`,
+    `aliases      ${aliasText(model) || "-"}`,
+    `created      ${model.createdAt}`,
+    "",
+    formatTable(
+      ["VERSION", "STATUS", "ALIASES", "CREATED", "BY", "DIGEST"],
+      versions.map((v) => [
+        String(v.version),
+        v.status,
+        v.aliases.join(","),
+        v.createdAt,
+        v.createdBy,
+        v.digest.slice(0, 12),
+      ]),
+    ),
+  ];
+  if (selected !== null) {
+    const aliases = selected.aliases.length > 0 ? ` (${selected.aliases.join(", ")})` : "";
+    out.push(
+      "",
+      `version ${selected.version}${aliases}`,
+      `  status:  ${selected.status}`,
+      `  digest:  ${selected.digest}`,
+      `  source:  ${selected.source}`,
+      `  flavor:  ${selected.manifest.flavor}${selected.manifest.metadata.framework === undefined ? "" : ` (${selected.manifest.metadata.framework})`}`,
+      `  description: ${selected.description ?? "-"}`,
+      `  tags:    ${formatKv(selected.tags) || "-"}`,
+      `  metrics: ${formatKv(selected.metrics) || "-"}`,
+      "signature:",
+      ...signatureLines(selected.manifest.signature),
+      ...stepsLines(selected.manifest),
+    );
+  }
+  return out.join("\n");
+}

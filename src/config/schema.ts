@@ -1,0 +1,143 @@
+import os from "node:os";
+
+/**
+ * The one configuration schema. Every key has a default, an optional `MLSHIP_*` variable and an optional CLI flag;
+ * docs/config.md lists the same table (a test keeps them in step).
+ */
+export interface MlshipConfig {
+  /** Folder for everything mlship keeps locally (absolute path). Default `./.mlship`. */
+  readonly home: string;
+  /**
+   * Metadata store: `postgres://...` / `postgresql://...`, or `sqlite:<absolute file>`.
+   * Default `sqlite:<home>/mlship.db`.
+   */
+  readonly store: string;
+  /** Folder for content-addressed model artifacts (absolute path). Default `<home>/artifacts`. */
+  readonly artifacts: string;
+  readonly server: {
+    /** Interface to listen on. Default `127.0.0.1` (loopback only). */
+    readonly host: string;
+    /** TCP port; 0 picks a free one. Default 8080. */
+    readonly port: number;
+    /** Largest request body accepted, in bytes. Default 16 MiB. */
+    readonly bodyLimitBytes: number;
+    /** Reference `/invocations` serves (resolved per request), or null for "the only model, if exactly one". */
+    readonly defaultModel: string | null;
+    /** Grace period for in-flight requests on shutdown, in milliseconds. Default 10000. */
+    readonly shutdownTimeoutMs: number;
+  };
+  readonly runtime: {
+    /** Inference worker threads. Default `os.availableParallelism()`. */
+    readonly workers: number;
+    /** onnxruntime intra-op threads per worker. Default 1 (workers already use the cores). */
+    readonly intraOpThreads: number;
+  };
+  readonly log: {
+    /** pino level: fatal, error, warn, info, debug, trace or silent. Default `info`. */
+    readonly level: LogLevel;
+  };
+  /** Who registry changes are attributed to (alias history `by`). Default the OS user name. */
+  readonly user: string;
+}
+
+export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+/** Dotted names of every key, as used in mlship.config.yaml and in error messages. */
+export type ConfigKey =
+  | "home"
+  | "store"
+  | "artifacts"
+  | "server.host"
+  | "server.port"
+  | "server.bodyLimitBytes"
+  | "server.defaultModel"
+  | "server.shutdownTimeoutMs"
+  | "runtime.workers"
+  | "runtime.intraOpThreads"
+  | "log.level"
+  | "user";
+
+export type ConfigValue = string | number | null;
+
+export interface KeyDef {
+  key: ConfigKey;
+  /** Environment variable that sets it. */
+  env: string;
+  /** The CLI flag that sets it, where one exists. */
+  flag?: string;
+  kind: "path" | "string" | "int" | "level" | "store" | "ref";
+  /** Smallest/largest accepted integer. */
+  min?: number;
+  max?: number;
+  /** Text for docs and `mlship config`. */
+  doc: string;
+  unit?: string;
+  /** The default as shown in docs (the real one is computed in load.ts where it depends on other keys). */
+  defaultText: string;
+}
+
+export const KEYS: readonly KeyDef[] = [
+  {
+    key: "home", env: "MLSHIP_HOME", flag: "--home", kind: "path", defaultText: "./.mlship",
+    doc: "Folder for the embedded store, artifacts and staging files.",
+  },
+  {
+    key: "store", env: "MLSHIP_STORE", flag: "--store", kind: "store", defaultText: "sqlite:<home>/mlship.db",
+    doc: "Metadata store: a postgres:// URL, or sqlite:<file> (a bare path means a SQLite file).",
+  },
+  {
+    key: "artifacts", env: "MLSHIP_ARTIFACTS", kind: "path", defaultText: "<home>/artifacts",
+    doc: "Folder holding registered model files, stored by content digest.",
+  },
+  {
+    key: "server.host", env: "MLSHIP_HOST", flag: "--host", kind: "string", defaultText: "127.0.0.1",
+    doc: "Interface the server listens on (0.0.0.0 exposes it to the network).",
+  },
+  {
+    key: "server.port", env: "MLSHIP_PORT", flag: "--port", kind: "int", min: 0, max: 65535, defaultText: "8080",
+    doc: "TCP port the server listens on; 0 picks a free port.",
+  },
+  {
+    key: "server.bodyLimitBytes", env: "MLSHIP_BODY_LIMIT_BYTES", kind: "int", min: 1, max: 2 ** 31 - 1,
+    unit: "bytes", defaultText: "16777216 (16 MiB)",
+    doc: "Largest request body; larger ones get 413.",
+  },
+  {
+    key: "server.defaultModel", env: "MLSHIP_DEFAULT_MODEL", flag: "--model", kind: "ref", defaultText: "(none)",
+    doc: "Model reference /invocations serves, resolved per request; unset: the only registered model.",
+  },
+  {
+    key: "server.shutdownTimeoutMs", env: "MLSHIP_SHUTDOWN_TIMEOUT_MS", kind: "int", min: 0, max: 3_600_000,
+    unit: "ms", defaultText: "10000",
+    doc: "How long a shutdown waits for in-flight requests before closing connections.",
+  },
+  {
+    key: "runtime.workers", env: "MLSHIP_WORKERS", flag: "--workers", kind: "int", min: 1, max: 1024,
+    unit: "threads", defaultText: "os.availableParallelism()",
+    doc: "Inference worker threads in the pool.",
+  },
+  {
+    key: "runtime.intraOpThreads", env: "MLSHIP_INTRA_OP_THREADS", kind: "int", min: 1, max: 1024,
+    unit: "threads", defaultText: "1",
+    doc: "onnxruntime intra-op threads per worker.",
+  },
+  {
+    key: "log.level", env: "MLSHIP_LOG_LEVEL", flag: "--log-level", kind: "level", defaultText: "info",
+    doc: `Log level (${LOG_LEVELS.join(", ")}); logs go to stderr.`,
+  },
+  {
+    key: "user", env: "MLSHIP_USER", flag: "--user", kind: "string", defaultText: "the OS user name",
+    doc: "Name recorded as `by` in the alias history and as a version's creator.",
+  },
+];
+
+export function defaultUser(): string {
+  try {
+    const name = os.userInfo().username;
+    if (name) return name;
+  } catch {
+    // userInfo throws in containers without a passwd entry for the uid.
+  }
+  return process.env.USER ?? "unknown";
+}

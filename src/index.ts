@@ -1,0 +1,46 @@
+/**
+ * The `mlship` library entry: `import { loadModel, mlshipPlugin, createMlship } from "mlship"`.
+ */
+export { loadModel, toScoringInput } from "./embedded.js";
+export type {
+  EmbeddedModel,
+  LoadModelOptions,
+  PredictInput,
+  PredictOptions,
+  PredictRecord,
+  PredictTable,
+  PredictTensors,
+} from "./embedded.js";
+
+export { createMlship, registerModel, mlshipPaths } from "./app.js";
+export type { CreateMlshipOptions, Mlship, MlshipPaths, RegisterOptions } from "./app.js";
+
+export { CONFIG_FILE_NAME, KEYS as CONFIG_KEYS, defaultConfig, loadConfig, loadConfigWithSources } from "./config/index.js";
+export type { ConfigKey, LoadConfigOptions, LoadedConfig, LogLevel, MlshipConfig } from "./config/index.js";
+
+export { ERROR_CODES, MlshipError, isMlshipError, toMlshipError, errorBody, mlflowErrorBody } from "./core/index.js";
+export type { DType, ErrorCode, MlshipErrorOptions, Tensor, TensorData } from "./core/index.js";
+
+export { parseModelRef, formatModelRef } from "./registry/index.js";
+export type {
+  AliasEvent,
+  ModelRecord,
+  ModelRef,
+  Registry,
+  ResolvedVersion,
+  VersionRecord,
+} from "./registry/index.js";
+
+export type { Manifest, ModelPackage, Signature, TensorSpec, ColumnSpec } from "./package/index.js";
+
+export { formatMlflowResponse, formatV2Response } from "./scoring/index.js";
+export type {
+  ModelMetadata,
+  PublicSignature,
+  ScoreOptions,
+  ScoreResult,
+  ScoringInput,
+  ScoringService,
+} from "./scoring/index.js";
+
+export { buildServer, mlshipPlugin } from "./serve/index.js";
