@@ -5,6 +5,7 @@ import { Command } from "commander";
 import { MlshipError } from "../core/index.js";
 import type { ModelRecord } from "../registry/index.js";
 import { registerModel, type Mlship } from "../app.js";
+import type { GrpcServer } from "../serve/index.js";
 import type { CliContext, GlobalOptions } from "./context.js";
 import { curlLine, exampleRow, mlflowBody, v2Body } from "./examples.js";
 import { printLine } from "./io.js";
@@ -14,34 +15,67 @@ interface ServeFlags extends GlobalOptions {
   port?: string;
   model?: string;
   workers?: string;
+  grpcPort?: string;
 }
 
 function serveFlags(o: ServeFlags): Record<string, unknown> {
-  return { "server.host": o.host, "server.port": o.port, "server.defaultModel": o.model, "runtime.workers": o.workers };
+  return {
+    "server.host": o.host,
+    "server.port": o.port,
+    "server.grpcPort": o.grpcPort,
+    "server.defaultModel": o.model,
+    "runtime.workers": o.workers,
+  };
 }
 
 function addServeOptions(cmd: Command, modelHelp: string): Command {
   return cmd
     .option("--host <host>", "interface to listen on (env MLSHIP_HOST, default 127.0.0.1)")
     .option("-p, --port <port>", "TCP port, 0 for any free one (env MLSHIP_PORT, default 8080)")
+    .option(
+      "--grpc-port <port>",
+      "gRPC (Open Inference Protocol) port, 0 for any free one, -1 for no gRPC (env MLSHIP_GRPC_PORT, default 8081; 0 with --port 0)",
+    )
     .option("-m, --model <ref>", modelHelp)
     .option("--workers <n>", "inference worker threads (env MLSHIP_WORKERS, default one per core)");
 }
 
 export interface RunningServer {
   url: string;
+  /** `host:port` of the gRPC service, or null when it is turned off (`--grpc-port -1`). */
+  grpcAddress: string | null;
   /** Resolves once the server has stopped (signal or abort) and drained. */
   closed: Promise<void>;
 }
 
+function listenError(error: unknown, where: string, portKey: "server.port" | "server.grpcPort", flag: string): unknown {
+  const code = (error as { code?: unknown }).code;
+  const text = error instanceof Error ? error.message : String(error);
+  // grpc-js reports bind failures as plain errors whose message carries the errno name.
+  const errno = typeof code === "string" ? code : /\b(EADDRINUSE|EACCES|EADDRNOTAVAIL)\b/.exec(text)?.[1];
+  if (errno === "EADDRINUSE" || errno === "EACCES" || errno === "EADDRNOTAVAIL") {
+    const why = errno === "EADDRINUSE" ? "is already in use" : errno === "EACCES" ? "needs more privileges" : "is not an address of this machine";
+    return new MlshipError(
+      "MLSHIP_ERR_CONFIG_INVALID",
+      `cannot listen on ${where}: it ${why}; choose another with ${flag}/--host (${portKey === "server.port" ? "MLSHIP_PORT" : "MLSHIP_GRPC_PORT"}/MLSHIP_HOST)`,
+      { field: errno === "EADDRNOTAVAIL" ? "server.host" : portKey, cause: error },
+    );
+  }
+  if (portKey === "server.grpcPort") {
+    return new MlshipError("MLSHIP_ERR_CONFIG_INVALID", `cannot listen for gRPC on ${where}: ${text}`, { field: portKey, cause: error });
+  }
+  return error;
+}
+
 /**
- * Listens and waits for SIGINT/SIGTERM (or the io abort signal). Shutdown stops accepting connections, lets
- * in-flight requests finish (up to server.shutdownTimeoutMs), then closes the app.
+ * Listens (HTTP, and gRPC unless server.grpcPort is -1) and waits for SIGINT/SIGTERM (or the io abort signal).
+ * Shutdown stops accepting connections on both, lets in-flight requests finish (up to server.shutdownTimeoutMs),
+ * then closes the app.
  */
 async function listen(ctx: CliContext, app: Mlship, defaultModel: string | null): Promise<RunningServer> {
   const { config } = app;
   // Loaded here so registry commands do not pay for Fastify and prom-client at start-up.
-  const { buildServer } = await import("../serve/index.js");
+  const { buildServer, createGrpcServer } = await import("../serve/index.js");
   const server = buildServer({
     scoring: app.scoring,
     registry: app.registry,
@@ -53,22 +87,30 @@ async function listen(ctx: CliContext, app: Mlship, defaultModel: string | null)
     await server.listen({ host: config.server.host, port: config.server.port });
   } catch (error) {
     await server.close().catch(() => undefined);
-    const code = (error as { code?: unknown }).code;
-    const where = `${config.server.host}:${config.server.port}`;
-    if (code === "EADDRINUSE" || code === "EACCES" || code === "EADDRNOTAVAIL") {
-      const why = code === "EADDRINUSE" ? "is already in use" : code === "EACCES" ? "needs more privileges" : "is not an address of this machine";
-      throw new MlshipError(
-        "MLSHIP_ERR_CONFIG_INVALID",
-        `cannot listen on ${where}: it ${why}; choose another with --port/--host (MLSHIP_PORT/MLSHIP_HOST)`,
-        { field: code === "EADDRNOTAVAIL" ? "server.host" : "server.port", cause: error },
-      );
-    }
-    throw error;
+    throw listenError(error, `${config.server.host}:${config.server.port}`, "server.port", "--port");
   }
   const address = server.server.address() as AddressInfo;
   const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
   const url = `http://${host}:${address.port}`;
-  app.logger.info({ url, defaultModel }, "mlship is listening");
+
+  let grpc: GrpcServer | null = null;
+  let grpcAddress: string | null = null;
+  if (config.server.grpcPort >= 0) {
+    grpc = createGrpcServer({
+      scoring: app.scoring,
+      registry: app.registry,
+      logger: app.logger,
+      maxMessageBytes: config.server.grpcMaxMessageBytes,
+    });
+    const grpcHost = config.server.host.includes(":") ? `[${config.server.host}]` : config.server.host;
+    try {
+      grpcAddress = `${grpcHost}:${await grpc.listen(config.server.host, config.server.grpcPort)}`;
+    } catch (error) {
+      await Promise.all([grpc.close(0), server.close().catch(() => undefined)]);
+      throw listenError(error, `${grpcHost}:${config.server.grpcPort}`, "server.grpcPort", "--grpc-port");
+    }
+  }
+  app.logger.info({ url, grpc: grpcAddress, defaultModel }, "mlship is listening");
 
   const closed = new Promise<void>((resolve) => {
     let stopping = false;
@@ -82,14 +124,15 @@ async function listen(ctx: CliContext, app: Mlship, defaultModel: string | null)
         server.server.closeAllConnections();
       }, config.server.shutdownTimeoutMs);
       force.unref();
-      server
-        .close()
-        .catch((err: unknown) => app.logger.error({ err }, "error while closing the server"))
-        .finally(() => {
-          clearTimeout(force);
-          app.logger.info("server stopped");
-          resolve();
-        });
+      void Promise.all([
+        server.close().catch((err: unknown) => app.logger.error({ err }, "error while closing the server")),
+        // tryShutdown, then forceShutdown once the same grace period is over (close() never rejects).
+        grpc?.close(config.server.shutdownTimeoutMs),
+      ]).finally(() => {
+        clearTimeout(force);
+        app.logger.info("server stopped");
+        resolve();
+      });
     };
     const onSigint = (): void => stop("SIGINT");
     const onSigterm = (): void => stop("SIGTERM");
@@ -106,12 +149,36 @@ async function listen(ctx: CliContext, app: Mlship, defaultModel: string | null)
     if (ctx.io.signal?.aborted === true) onAbort();
     else ctx.io.signal?.addEventListener("abort", onAbort, { once: true });
   });
-  return { url, closed };
+  return { url, grpcAddress, closed };
+}
+
+/** The proto the gRPC service speaks: the package's proto/ folder, the same relative place from src/cli and dist/cli. */
+function protoDir(): string {
+  return fileURLToPath(new URL("../../proto/", import.meta.url));
+}
+
+const CONTENTS_FIELD: Record<string, string> = {
+  FP32: "fp32_contents", FP64: "fp64_contents", INT64: "int64_contents", INT32: "int_contents",
+  INT16: "int_contents", INT8: "int_contents", UINT64: "uint64_contents", UINT32: "uint_contents",
+  UINT16: "uint_contents", UINT8: "uint_contents", BOOL: "bool_contents",
+};
+
+/** A grpcurl ModelInfer line for the same example row as the V2 curl line; null when the input has no typed field. */
+function grpcurlLine(address: string, model: string, body: unknown): string | null {
+  const input = (body as { inputs?: Array<{ name: string; shape: number[]; datatype: string; data: unknown[] }> }).inputs?.[0];
+  const field = input === undefined ? undefined : CONTENTS_FIELD[input.datatype];
+  if (input === undefined || field === undefined) return null;
+  const request = {
+    model_name: model,
+    inputs: [{ name: input.name, datatype: input.datatype, shape: input.shape, contents: { [field]: input.data } }],
+  };
+  const json = JSON.stringify(request).replace(/'/g, "'\\''");
+  return `grpcurl -plaintext -import-path '${protoDir()}' -proto open_inference_grpc.proto -d '${json}' ${address} inference.GRPCInferenceService/ModelInfer`;
 }
 
 export function serveCommand(ctx: CliContext): Command {
   const cmd = new Command("serve").description(
-    "serve every registered model over REST: Open Inference Protocol V2 (/v2/...) and MLflow (/invocations)",
+    "serve every registered model over REST (Open Inference Protocol V2 at /v2/..., MLflow at /invocations) and gRPC (Open Inference Protocol)",
   );
   addServeOptions(cmd, "model /invocations serves, resolved per request (env MLSHIP_DEFAULT_MODEL)");
   cmd.action(async (_opts: unknown, command: Command) => {
@@ -119,6 +186,7 @@ export function serveCommand(ctx: CliContext): Command {
     const app = await ctx.app(o, serveFlags(o));
     const running = await listen(ctx, app, app.config.server.defaultModel);
     printLine(ctx.io, `mlship serving on ${running.url}`);
+    if (running.grpcAddress !== null) printLine(ctx.io, `mlship gRPC (Open Inference Protocol) on ${running.grpcAddress}`);
     await running.closed;
   });
   return cmd;
@@ -186,6 +254,7 @@ export function quickstartCommand(ctx: CliContext): Command {
     const row = await exampleRow(resolved.packageDir, resolved.version.manifest);
     const name = resolved.version.name;
     printLine(ctx.io, `mlship serving on ${running.url}`);
+    if (running.grpcAddress !== null) printLine(ctx.io, `mlship gRPC (Open Inference Protocol) on ${running.grpcAddress}`);
     printLine(
       ctx.io,
       `models: ${EXAMPLE_MODELS.map((m) => m.name).join(", ")} (${added.length === 0 ? "already registered" : `registered now: ${added.join(", ")}`}); home: ${app.config.home}`,
@@ -200,6 +269,11 @@ export function quickstartCommand(ctx: CliContext): Command {
         ctx.io,
         `  ${curlLine(`${running.url}/v2/models/${encodeURIComponent(name)}/infer`, v2Body(row, resolved.version.manifest))}`,
       );
+      const grpcurl = running.grpcAddress === null ? null : grpcurlLine(running.grpcAddress, name, v2Body(row, resolved.version.manifest));
+      if (grpcurl !== null) {
+        printLine(ctx.io, "Or gRPC (with grpcurl):");
+        printLine(ctx.io, `  ${grpcurl}`);
+      }
     }
     printLine(ctx.io, "");
     printLine(ctx.io, "Stop with Ctrl+C.");

@@ -69,16 +69,19 @@ export function loadConfigWithSources(options: LoadConfigOptions = {}): LoadedCo
   };
 
   const home = pick("home", path.resolve(cwd, ".mlship"));
+  const port = pick<number>("server.port", 8080);
   const config: MlshipConfig = {
     home,
     store: pick("store", `sqlite:${path.join(home, "mlship.db")}`),
     artifacts: pick("artifacts", path.join(home, "artifacts")),
     server: {
       host: pick("server.host", "127.0.0.1"),
-      port: pick("server.port", 8080),
+      port,
       bodyLimitBytes: pick("server.bodyLimitBytes", 16 * 1024 * 1024),
       defaultModel: pickNullable("server.defaultModel"),
       shutdownTimeoutMs: pick("server.shutdownTimeoutMs", 10_000),
+      grpcPort: pick("server.grpcPort", port === 0 ? 0 : 8081),
+      grpcMaxMessageBytes: pick("server.grpcMaxMessageBytes", 64 * 1024 * 1024),
     },
     runtime: {
       workers: pick("runtime.workers", Math.max(1, os.availableParallelism())),
@@ -169,7 +172,7 @@ function parseValue(def: KeyDef, raw: unknown, source: string, base: string): Co
     );
   switch (def.kind) {
     case "int": {
-      const n = typeof raw === "number" ? raw : typeof raw === "string" && /^\s*\d+\s*$/.test(raw) ? Number(raw) : NaN;
+      const n = typeof raw === "number" ? raw : typeof raw === "string" && /^\s*-?\d+\s*$/.test(raw) ? Number(raw) : NaN;
       const min = def.min ?? 0;
       const max = def.max ?? Number.MAX_SAFE_INTEGER;
       if (!Number.isInteger(n) || n < min || n > max) throw bad(`an integer from ${min} to ${max}`);

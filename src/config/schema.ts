@@ -25,6 +25,13 @@ export interface MlshipConfig {
     readonly defaultModel: string | null;
     /** Grace period for in-flight requests on shutdown, in milliseconds. Default 10000. */
     readonly shutdownTimeoutMs: number;
+    /**
+     * TCP port of the gRPC Open Inference Protocol service (same host); 0 picks a free one, -1 turns gRPC off.
+     * Default 8081, or 0 when `port` is 0 (a free HTTP port gets a free gRPC port too).
+     */
+    readonly grpcPort: number;
+    /** Largest gRPC message received or sent, in bytes. Default 64 MiB (gRPC's own default is 4 MiB). */
+    readonly grpcMaxMessageBytes: number;
   };
   readonly runtime: {
     /** Inference worker threads. Default `os.availableParallelism()`. */
@@ -53,6 +60,8 @@ export type ConfigKey =
   | "server.bodyLimitBytes"
   | "server.defaultModel"
   | "server.shutdownTimeoutMs"
+  | "server.grpcPort"
+  | "server.grpcMaxMessageBytes"
   | "runtime.workers"
   | "runtime.intraOpThreads"
   | "log.level"
@@ -111,6 +120,16 @@ export const KEYS: readonly KeyDef[] = [
     key: "server.shutdownTimeoutMs", env: "MLSHIP_SHUTDOWN_TIMEOUT_MS", kind: "int", min: 0, max: 3_600_000,
     unit: "ms", defaultText: "10000",
     doc: "How long a shutdown waits for in-flight requests before closing connections.",
+  },
+  {
+    key: "server.grpcPort", env: "MLSHIP_GRPC_PORT", flag: "--grpc-port", kind: "int", min: -1, max: 65535,
+    defaultText: "8081 (0 when server.port is 0)",
+    doc: "TCP port of the gRPC (Open Inference Protocol) service; 0 picks a free port, -1 turns gRPC off.",
+  },
+  {
+    key: "server.grpcMaxMessageBytes", env: "MLSHIP_GRPC_MAX_MESSAGE_BYTES", kind: "int", min: 1024, max: 2 ** 31 - 1,
+    unit: "bytes", defaultText: "67108864 (64 MiB)",
+    doc: "Largest gRPC message received or sent; a larger one fails with RESOURCE_EXHAUSTED.",
   },
   {
     key: "runtime.workers", env: "MLSHIP_WORKERS", flag: "--workers", kind: "int", min: 1, max: 1024,

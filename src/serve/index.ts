@@ -1,1 +1,2 @@
 export * from "./http/index.js";
+export * from "./grpc/index.js";

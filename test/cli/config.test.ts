@@ -40,6 +40,8 @@ describe("config", () => {
       bodyLimitBytes: 16 * 1024 * 1024,
       defaultModel: null,
       shutdownTimeoutMs: 10_000,
+      grpcPort: 8081,
+      grpcMaxMessageBytes: 64 * 1024 * 1024,
     });
     expect(config.runtime.workers).toBe(os.availableParallelism());
     expect(config.runtime.intraOpThreads).toBe(1);
