@@ -11,6 +11,12 @@ function loadSharp(): Promise<SharpFactory> {
   return sharpModule;
 }
 
+/**
+ * The most pixels an encoded request image may decode to (8192 x 8192). A few hundred bytes of PNG can claim
+ * 16384 x 16384 (sharp's own limit), which would decode to 268 MB each; the header is checked before decoding.
+ */
+export const MAX_IMAGE_PIXELS = 8192 * 8192;
+
 const SHARP_KERNELS = {
   nearest: "nearest",
   linear: "linear",
@@ -40,7 +46,7 @@ async function decodePixels(bytes: Uint8Array, step: ImageStep):
   let info: { width: number; height: number; channels: number };
   const sharp = await loadSharp();
   try {
-    const image = sharp(bytes, { failOn: "error" });
+    const image = sharp(bytes, { failOn: "error", limitInputPixels: MAX_IMAGE_PIXELS });
     const meta = await image.metadata();
     const grey = meta.space === "b-w" || meta.space === "grey16" || meta.channels === 1 ||
       (meta.channels === 2 && meta.hasAlpha === true);
@@ -50,7 +56,8 @@ async function decodePixels(bytes: Uint8Array, step: ImageStep):
       .raw({ depth: "uchar" })
       .toBuffer({ resolveWithObject: true }));
   } catch (error) {
-    const reason = error instanceof Error ? error.message : String(error);
+    let reason = error instanceof Error ? error.message : String(error);
+    if (/pixel limit/i.test(reason)) reason = `it has more than ${MAX_IMAGE_PIXELS} pixels (8192 x 8192); send a smaller image`;
     throw new MlshipError("MLSHIP_ERR_INPUT_INVALID", `image input ${JSON.stringify(step.input)}: cannot decode the ` +
       `image (${reason})`, { field: step.input, cause: error });
   }

@@ -12,6 +12,7 @@ import {
   validateManifest,
   writePackage,
 } from "./manifest.js";
+import { parseCsv } from "./csv.js";
 import { MLMODEL_FILE, mlflowColumns, readMlflowModel } from "./mlflow.js";
 import type { MlflowModel, MlflowSignature } from "./mlflow.js";
 import { inspectOnnx } from "./onnx.js";
@@ -376,12 +377,20 @@ export async function columnsFromCsv(file: string, labelColumn?: string): Promis
     await handle.close();
   }
   const end = headerEnd(text);
-  const line = (end >= 0 ? text.slice(0, end) : text).replace(/^\uFEFF/, "").replace(/\r$/, "");
-  if (line.trim().length === 0) {
+  const line = end >= 0 ? text.slice(0, end) : text;
+  if (line.replace(/^\uFEFF/, "").trim().length === 0) {
     throw new MlshipError("MLSHIP_ERR_INPUT_INVALID", `${file}: the CSV file has no header row`,
       { field: "columnsFromCsv" });
   }
-  const names = splitCsvLine(line, file);
+  let names: string[];
+  try {
+    // The same reader as request bodies, so a header registered here is the header a CSV request must carry.
+    names = parseCsv(line).header;
+  } catch (error) {
+    const reason = error instanceof Error ? error.message : String(error);
+    throw new MlshipError("MLSHIP_ERR_INPUT_INVALID", `${file}: the CSV header cannot be read (${reason})`,
+      { field: "columnsFromCsv", cause: error });
+  }
   const seen = new Set<string>();
   for (const name of names) {
     if (name.length === 0) {
@@ -411,41 +420,4 @@ function headerEnd(text: string): number {
     else if (ch === "\n" && !quoted) return i;
   }
   return -1;
-}
-
-function splitCsvLine(line: string, file: string): string[] {
-  const out: string[] = [];
-  let i = 0;
-  for (;;) {
-    let field = "";
-    if (line[i] === '"') {
-      i++;
-      for (;;) {
-        if (i >= line.length) {
-          throw new MlshipError("MLSHIP_ERR_INPUT_INVALID", `${file}: unterminated quote in the CSV header`,
-            { field: "columnsFromCsv" });
-        }
-        const ch = line[i] as string;
-        if (ch === '"') {
-          if (line[i + 1] === '"') {
-            field += '"';
-            i += 2;
-            continue;
-          }
-          i++;
-          break;
-        }
-        field += ch;
-        i++;
-      }
-      while (i < line.length && line[i] !== ",") i++;
-    } else {
-      const next = line.indexOf(",", i);
-      field = next < 0 ? line.slice(i) : line.slice(i, next);
-      i = next < 0 ? line.length : next;
-    }
-    out.push(field);
-    if (i >= line.length) return out;
-    i++; // the comma
-  }
 }

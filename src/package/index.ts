@@ -20,5 +20,7 @@ export { checkSignatureAgainstGraph, columnsFromCsv, detectSource, importModel, 
 export type { SourceKind } from "./import.js";
 export { MLMODEL_FILE, mlflowTime } from "./mlflow.js";
 export { applyPostprocess } from "./postprocess.js";
-export { areaResize, decodeImage } from "./image.js";
-export { applyTabularPreprocess } from "./tabular.js";
+export { areaResize, decodeImage, MAX_IMAGE_PIXELS } from "./image.js";
+export { applyTabularPreprocess, parseNumber } from "./tabular.js";
+export { parseCsv } from "./csv.js";
+export type { CsvTable } from "./csv.js";

@@ -71,6 +71,22 @@ export function applyTabularPreprocess(columns: readonly string[], rows: readonl
   return { columns: cols, rows: copied ? data : data.map((row) => row.slice()) };
 }
 
+/**
+ * Numeric text as pandas/numpy read it when casting a column: decimal and exponent forms, `nan`, `inf`,
+ * `-inf`, `infinity` (any case, surrounding spaces allowed); undefined when the text is not a number.
+ */
+export function parseNumber(text: string): number | undefined {
+  // Every CSV cell comes through here: plain numbers take the fast path (Number() skips surrounding spaces
+  // itself); only text that is not one is trimmed and lower-cased to look for the special words.
+  const n = Number(text);
+  if (!Number.isNaN(n)) return n === 0 && text.trim() === "" ? undefined : n;
+  const lower = text.trim().toLowerCase();
+  if (lower === "nan") return Number.NaN;
+  if (lower === "inf" || lower === "+inf" || lower === "infinity" || lower === "+infinity") return Number.POSITIVE_INFINITY;
+  if (lower === "-inf" || lower === "-infinity") return Number.NEGATIVE_INFINITY;
+  return undefined;
+}
+
 type CastResult = { ok: true; value: unknown } | { ok: false; why: string };
 
 function show(value: unknown): string {
@@ -102,11 +118,9 @@ function caster(dtype: DType): (value: unknown) => CastResult {
     else if (typeof v === "boolean") n = v ? 1 : 0;
     else if (typeof v === "bigint") n = Number(v);
     else if (typeof v === "string") {
-      const t = v.trim();
-      n = t.length === 0 ? NaN : Number(t);
-      if (t.length > 0 && Number.isNaN(n) && t.toLowerCase() !== "nan") {
-        return { ok: false, why: `${show(v)} is not a number` };
-      }
+      const parsed = v.trim().length === 0 ? NaN : parseNumber(v);
+      if (parsed === undefined) return { ok: false, why: `${show(v)} is not a number` };
+      n = parsed;
     } else if (v === null || v === undefined) n = NaN;
     else return { ok: false, why: `${show(v)} is not a number` };
     if (range === undefined) return { ok: true, value: n };

@@ -7,19 +7,30 @@ const MAX_NAME_LENGTH = 200;
 /** `latest` is not stored as an alias; `name@latest` means the highest version that is not archived. */
 export const LATEST = "latest";
 
-/** Throws MLSHIP_ERR_REGISTRY_NAME_INVALID unless `name` is a valid model name; returns it. */
-export function validateModelName(name: unknown): string {
-  if (typeof name !== "string" || name === "") {
-    throw new MlshipError("MLSHIP_ERR_REGISTRY_NAME_INVALID", "model name is empty", { field: "name" });
-  }
-  if (name.length > MAX_NAME_LENGTH || !NAME_RE.test(name)) {
+/** The character and length rule shared by model and alias names; throws `code` naming `what`. */
+function checkNameText(
+  value: unknown,
+  what: "model" | "alias",
+  code: "MLSHIP_ERR_REGISTRY_NAME_INVALID" | "MLSHIP_ERR_REGISTRY_ALIAS_INVALID",
+  reserved?: (text: string) => string | undefined,
+): string {
+  const field = what === "model" ? "name" : "alias";
+  if (typeof value !== "string" || value === "") throw new MlshipError(code, `${what} name is empty`, { field });
+  const why = reserved?.(value);
+  if (why !== undefined) throw new MlshipError(code, `${what} name "${value}" is reserved: ${why}`, { field });
+  if (value.length > MAX_NAME_LENGTH || !NAME_RE.test(value)) {
     throw new MlshipError(
-      "MLSHIP_ERR_REGISTRY_NAME_INVALID",
-      `model name "${name}" is not valid: use at most ${MAX_NAME_LENGTH} of A-Z a-z 0-9 _ . - starting with a letter or digit`,
-      { field: "name" },
+      code,
+      `${what} name "${value}" is not valid: use at most ${MAX_NAME_LENGTH} of A-Z a-z 0-9 _ . - starting with a letter or digit`,
+      { field },
     );
   }
-  return name;
+  return value;
+}
+
+/** Throws MLSHIP_ERR_REGISTRY_NAME_INVALID unless `name` is a valid model name; returns it. */
+export function validateModelName(name: unknown): string {
+  return checkNameText(name, "model", "MLSHIP_ERR_REGISTRY_NAME_INVALID");
 }
 
 /** True for the alias names that are refused because they would read as a version: `3`, `v3`, `latest`. */
@@ -29,24 +40,9 @@ export function isReservedAlias(alias: string): boolean {
 
 /** Throws MLSHIP_ERR_REGISTRY_ALIAS_INVALID unless `alias` may be used as an alias name; returns it. */
 export function validateAliasName(alias: unknown): string {
-  if (typeof alias !== "string" || alias === "") {
-    throw new MlshipError("MLSHIP_ERR_REGISTRY_ALIAS_INVALID", "alias name is empty", { field: "alias" });
-  }
-  if (isReservedAlias(alias)) {
-    throw new MlshipError(
-      "MLSHIP_ERR_REGISTRY_ALIAS_INVALID",
-      `alias name "${alias}" is reserved: digits only, v<digits> and "latest" would read as a version`,
-      { field: "alias" },
-    );
-  }
-  if (alias.length > MAX_NAME_LENGTH || !NAME_RE.test(alias)) {
-    throw new MlshipError(
-      "MLSHIP_ERR_REGISTRY_ALIAS_INVALID",
-      `alias name "${alias}" is not valid: use at most ${MAX_NAME_LENGTH} of A-Z a-z 0-9 _ . - starting with a letter or digit`,
-      { field: "alias" },
-    );
-  }
-  return alias;
+  return checkNameText(alias, "alias", "MLSHIP_ERR_REGISTRY_ALIAS_INVALID", (text) =>
+    isReservedAlias(text) ? `digits only, v<digits> and "latest" would read as a version` : undefined,
+  );
 }
 
 function invalidRef(text: string, why: string): MlshipError {
@@ -59,7 +55,8 @@ function invalidRef(text: string, why: string): MlshipError {
 
 function parseVersion(text: string, digits: string): number {
   const version = Number(digits);
-  if (!Number.isSafeInteger(version) || version < 1) throw invalidRef(text, `version "${digits}" must be 1 or more`);
+  if (!Number.isSafeInteger(version)) throw invalidRef(text, `version "${digits}" is too large`);
+  if (version < 1) throw invalidRef(text, `version "${digits}" must be 1 or more`);
   return version;
 }
 

@@ -1,6 +1,6 @@
 import os from "node:os";
 import path from "node:path";
-import type { Kysely, Selectable } from "kysely";
+import type { Kysely, Selectable, Updateable } from "kysely";
 import { MlshipError } from "../core/index.js";
 import { loadPackage, type Manifest } from "../package/index.js";
 import {
@@ -132,9 +132,13 @@ function modelNotFound(name: string): MlshipError {
   return new MlshipError("MLSHIP_ERR_MODEL_NOT_FOUND", `model "${name}" is not registered`, { field: "name" });
 }
 
-function aliasList(aliases: Iterable<string>): string {
-  const list = [...aliases].sort();
-  return list.length === 0 ? "it has no aliases" : `its aliases: ${list.join(", ")}`;
+/** `doing` prefixes the message with the refused operation, e.g. "cannot roll back: ". */
+function aliasNotFound(model: string, alias: string, aliases: ReadonlyMap<string, number>, doing: string): MlshipError {
+  const list = [...aliases.keys()].sort();
+  const known = list.length === 0 ? "it has no aliases" : `its aliases: ${list.join(", ")}`;
+  return new MlshipError("MLSHIP_ERR_MODEL_ALIAS_NOT_FOUND", `${doing}model "${model}" has no alias "${alias}" (${known})`, {
+    field: "alias",
+  });
 }
 
 function listWords(items: string[]): string {
@@ -230,6 +234,15 @@ class SqlRegistry implements Registry {
     return new Map(rows.map((r) => [r.alias, r.version]));
   }
 
+  /** The model and the version `alias` points at now; MODEL_ALIAS_NOT_FOUND naming the aliases it has otherwise. */
+  async #aliasTarget(db: Db, name: string, alias: string, doing: string): Promise<{ model: ModelRow; current: number }> {
+    const model = await this.#model(db, name);
+    const aliases = await this.#aliasesOf(db, model.id);
+    const current = aliases.get(alias);
+    if (current === undefined) throw aliasNotFound(model.name, alias, aliases, doing);
+    return { model, current };
+  }
+
   #modelRecord(row: ModelRow, aliases: Map<string, number>, latestVersion: number): ModelRecord {
     return {
       name: row.name,
@@ -310,6 +323,28 @@ class SqlRegistry implements Registry {
       .executeTakeFirstOrThrow();
     await db.updateTable("models").set({ updated_at: at }).where("id", "=", model.id).execute();
     return this.#event(row, model.name);
+  }
+
+  /**
+   * Runs `fn` on version `version` of model `name` inside one registry write (version number checked, model and
+   * version looked up, NOT_FOUND errors naming them).
+   */
+  #writeVersion<T>(name: string, version: number, fn: (db: Db, model: ModelRow, row: VersionRow) => Promise<T>): Promise<T> {
+    return this.#guard(async () => {
+      checkVersionNumber(version);
+      return this.#store.write(async (db) => {
+        await touchRegistryState(db);
+        const model = await this.#model(db, name);
+        return fn(db, model, await this.#version(db, model, version));
+      });
+    });
+  }
+
+  /** Changes a version's row (and touches its model); returns the version as it is now. */
+  async #updateVersion(db: Db, model: ModelRow, row: VersionRow, change: Updateable<ModelVersionsTable>, at: string): Promise<VersionRecord> {
+    await db.updateTable("model_versions").set(change).where("id", "=", row.id).execute();
+    await db.updateTable("models").set({ updated_at: at }).where("id", "=", model.id).execute();
+    return this.#versionRecordOf(db, model, row.version);
   }
 
   // ---- Registry -----------------------------------------------------------------------------------------------
@@ -446,13 +481,7 @@ class SqlRegistry implements Registry {
       const alias = parsed.alias ?? (aliases.has(DEFAULT_ALIAS) ? DEFAULT_ALIAS : undefined);
       if (alias === undefined) return resolved(await this.#highestReady(db, model));
       const target = aliases.get(alias);
-      if (target === undefined) {
-        throw new MlshipError(
-          "MLSHIP_ERR_MODEL_ALIAS_NOT_FOUND",
-          `model "${model.name}" has no alias "${alias}" (${aliasList(aliases.keys())})`,
-          { field: "alias" },
-        );
-      }
+      if (target === undefined) throw aliasNotFound(model.name, alias, aliases, "");
       const row = await this.#version(db, model, target);
       if (row.status === "archived") {
         // Archiving is refused while an alias points at a version, so this only happens if the data was edited.
@@ -511,16 +540,7 @@ class SqlRegistry implements Registry {
     return this.#guard(() =>
       this.#store.write(async (db) => {
         await touchRegistryState(db);
-        const model = await this.#model(db, name);
-        const aliases = await this.#aliasesOf(db, model.id);
-        const current = aliases.get(alias);
-        if (current === undefined) {
-          throw new MlshipError(
-            "MLSHIP_ERR_MODEL_ALIAS_NOT_FOUND",
-            `model "${model.name}" has no alias "${alias}" (${aliasList(aliases.keys())})`,
-            { field: "alias" },
-          );
-        }
+        const { model, current } = await this.#aliasTarget(db, name, alias, "");
         await db.deleteFrom("model_aliases").where("model_id", "=", model.id).where("alias", "=", alias).execute();
         return this.#recordEvent(db, model, alias, current, null, "delete", actor, now());
       }),
@@ -542,16 +562,7 @@ class SqlRegistry implements Registry {
     return this.#guard(() =>
       this.#store.write(async (db) => {
         await touchRegistryState(db);
-        const model = await this.#model(db, name);
-        const aliases = await this.#aliasesOf(db, model.id);
-        const current = aliases.get(alias);
-        if (current === undefined) {
-          throw new MlshipError(
-            "MLSHIP_ERR_MODEL_ALIAS_NOT_FOUND",
-            `cannot roll back alias "${alias}" of model "${model.name}": the alias is not set (${aliasList(aliases.keys())})`,
-            { field: "alias" },
-          );
-        }
+        const { model, current } = await this.#aliasTarget(db, name, alias, "cannot roll back: ");
         const history = await db
           .selectFrom("alias_events")
           .select(["action", "to_version"])
@@ -590,53 +601,28 @@ class SqlRegistry implements Registry {
   }
 
   archive(name: string, version: number, actor?: Actor): Promise<VersionRecord> {
-    return this.#guard(async () => {
-      checkVersionNumber(version);
-      return this.#store.write(async (db) => {
-        await touchRegistryState(db);
-        const model = await this.#model(db, name);
-        const row = await this.#version(db, model, version);
-        const aliases = await this.#aliasesOf(db, model.id);
-        if (row.status === "archived") return this.#versionRecord(model, row, aliases);
-        const pointing = [...aliases].filter(([, v]) => v === version).map(([a]) => a).sort();
-        if (pointing.length > 0) {
-          const names = listWords(pointing.map((a) => `"${a}"`));
-          throw new MlshipError(
-            "MLSHIP_ERR_REGISTRY_CONFLICT",
-            `cannot archive version ${version} of model "${model.name}": alias${pointing.length > 1 ? "es" : ""} ${names} ` +
-              `point${pointing.length > 1 ? "" : "s"} to it; move or delete ${pointing.length > 1 ? "them" : "it"} first`,
-            { field: "version", details: { aliases: pointing } },
-          );
-        }
-        const at = now();
-        await db
-          .updateTable("model_versions")
-          .set({ status: "archived", archived_at: at, archived_by: actorName(actor) })
-          .where("id", "=", row.id)
-          .execute();
-        await db.updateTable("models").set({ updated_at: at }).where("id", "=", model.id).execute();
-        return this.#versionRecordOf(db, model, version);
-      });
+    return this.#writeVersion(name, version, async (db, model, row) => {
+      const aliases = await this.#aliasesOf(db, model.id);
+      if (row.status === "archived") return this.#versionRecord(model, row, aliases);
+      const pointing = [...aliases].filter(([, v]) => v === version).map(([a]) => a).sort();
+      if (pointing.length > 0) {
+        const names = listWords(pointing.map((a) => `"${a}"`));
+        throw new MlshipError(
+          "MLSHIP_ERR_REGISTRY_CONFLICT",
+          `cannot archive version ${version} of model "${model.name}": alias${pointing.length > 1 ? "es" : ""} ${names} ` +
+            `point${pointing.length > 1 ? "" : "s"} to it; move or delete ${pointing.length > 1 ? "them" : "it"} first`,
+          { field: "version", details: { aliases: pointing } },
+        );
+      }
+      const at = now();
+      return this.#updateVersion(db, model, row, { status: "archived", archived_at: at, archived_by: actorName(actor) }, at);
     });
   }
 
   unarchive(name: string, version: number, _actor?: Actor): Promise<VersionRecord> {
-    return this.#guard(async () => {
-      checkVersionNumber(version);
-      return this.#store.write(async (db) => {
-        await touchRegistryState(db);
-        const model = await this.#model(db, name);
-        const row = await this.#version(db, model, version);
-        if (row.status === "ready") return this.#versionRecord(model, row, await this.#aliasesOf(db, model.id));
-        const at = now();
-        await db
-          .updateTable("model_versions")
-          .set({ status: "ready", archived_at: null, archived_by: null })
-          .where("id", "=", row.id)
-          .execute();
-        await db.updateTable("models").set({ updated_at: at }).where("id", "=", model.id).execute();
-        return this.#versionRecordOf(db, model, version);
-      });
+    return this.#writeVersion(name, version, async (db, model, row) => {
+      if (row.status === "ready") return this.#versionRecord(model, row, await this.#aliasesOf(db, model.id));
+      return this.#updateVersion(db, model, row, { status: "ready", archived_at: null, archived_by: null }, now());
     });
   }
 
@@ -657,19 +643,9 @@ class SqlRegistry implements Registry {
   }
 
   setVersionTags(name: string, version: number, tags: Record<string, string>): Promise<VersionRecord> {
-    return this.#guard(async () => {
-      checkVersionNumber(version);
-      const checked = checkStringMap(tags, "tags");
-      return this.#store.write(async (db) => {
-        await touchRegistryState(db);
-        const model = await this.#model(db, name);
-        const row = await this.#version(db, model, version);
-        const at = now();
-        await db.updateTable("model_versions").set({ tags: JSON.stringify(checked) }).where("id", "=", row.id).execute();
-        await db.updateTable("models").set({ updated_at: at }).where("id", "=", model.id).execute();
-        return this.#versionRecordOf(db, model, version);
-      });
-    });
+    return this.#writeVersion(name, version, (db, model, row) =>
+      this.#updateVersion(db, model, row, { tags: JSON.stringify(checkStringMap(tags, "tags")) }, now()),
+    );
   }
 
   setModelDescription(name: string, description: string): Promise<ModelRecord> {

@@ -80,7 +80,14 @@ export function createBatcher(model: LoadedModel, inputs: readonly TensorSpec[],
     let total = 0;
     for (const p of group) total += p.rows;
     const feeds: Record<string, Tensor> = {};
-    for (const name of Object.keys((group[0] as Pending).feeds)) feeds[name] = concat(group.map((p) => p.feeds[name] as Tensor), total);
+    try {
+      for (const name of Object.keys((group[0] as Pending).feeds)) feeds[name] = concat(group.map((p) => p.feeds[name] as Tensor), total);
+    } catch {
+      // Storage that does not match its dtype (possible for tensors a library caller built) cannot be stacked;
+      // alone, each request gets the runtime's own error. Thrown here, it would escape setImmediate and end the process.
+      for (const p of group) runAlone(p);
+      return;
+    }
     model.run(feeds).then(
       (merged) => {
         const tensors = Object.values(merged);

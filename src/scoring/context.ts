@@ -2,6 +2,7 @@ import type { DType } from "../core/index.js";
 import { defaultAs } from "../package/index.js";
 import type { ImageStep, Manifest, PostprocessStep, PreprocessStep, TensorSpec } from "../package/index.js";
 import type { PublicSignature } from "./types.js";
+import { fitTrailing } from "./values.js";
 
 export interface ImageInput {
   step: ImageStep;
@@ -22,6 +23,8 @@ export interface ModelContext {
   columns: readonly string[] | undefined;
   /** The input the tabular columns (or positional data) feed. */
   columnsInput: TensorSpec | undefined;
+  /** Trailing dims of `columnsInput` filled by the declared columns; undefined when they do not fit it. */
+  columnsTrailing: number[] | undefined;
   tabularSteps: readonly PreprocessStep[];
   postprocess: readonly PostprocessStep[];
   /** Output names a client may ask for (model outputs plus post-processing results). */
@@ -87,7 +90,8 @@ export function buildContext(name: string, version: number, manifest: Manifest):
   }
   const columnsInputName = manifest.signature.columnsInput ?? inputs[0]?.name;
   const columnsInput = columnsInputName === undefined ? undefined : inputByName.get(columnsInputName);
-  const columns = manifest.signature.columns?.map((c) => c.name);
+  const declared = manifest.signature.columns?.map((c) => c.name);
+  const columns = declared !== undefined && declared.length > 0 ? declared : undefined;
 
   const imageTargets = new Set([...imageInputs.values()].map((i) => i.target.name));
   const publicInputs: TensorSpec[] = [];
@@ -108,8 +112,9 @@ export function buildContext(name: string, version: number, manifest: Manifest):
     inputs,
     inputByName,
     imageInputs,
-    columns: columns !== undefined && columns.length > 0 ? columns : undefined,
+    columns,
     columnsInput,
+    columnsTrailing: columns === undefined || columnsInput === undefined ? undefined : fitTrailing(columnsInput.shape.slice(1), columns.length),
     tabularSteps,
     postprocess: manifest.postprocess,
     outputNames: new Set(outputs.map((o) => o.name)),

@@ -1,4 +1,4 @@
-import { elementCount, nest, V2_DATATYPE } from "../core/index.js";
+import { elementCount, V2_DATATYPE } from "../core/index.js";
 import type { Tensor } from "../core/index.js";
 import type { TensorSpec } from "../package/index.js";
 import type { ScoreResult, V2TensorMetadata } from "./types.js";
@@ -68,6 +68,31 @@ export function formatV2Response(result: ScoreResult): V2InferResponse {
 }
 
 /**
+ * A function that nests `flat[offset ...]` into `shape` (row-major). Unlike core's `nest`, which slices at every
+ * level, only the innermost lists are copied out of `flat`, and the strides are worked out once per shape, not
+ * once per row.
+ */
+function nester(shape: readonly number[]): (flat: readonly JsonScalar[], offset: number) => unknown {
+  const rank = shape.length;
+  if (rank === 0) return (flat, offset) => flat[offset];
+  const strides = new Array<number>(rank);
+  let size = 1;
+  for (let d = rank - 1; d >= 0; d--) {
+    strides[d] = size;
+    size *= shape[d] as number;
+  }
+  const build = (flat: readonly JsonScalar[], dim: number, at: number): unknown => {
+    const n = shape[dim] as number;
+    if (dim === rank - 1) return flat.slice(at, at + n);
+    const step = strides[dim] as number;
+    const out = new Array<unknown>(n);
+    for (let i = 0; i < n; i++) out[i] = build(flat, dim + 1, at + i * step);
+    return out;
+  };
+  return (flat, offset) => build(flat, 0, offset);
+}
+
+/**
  * MLflow response (conventions.md "Outputs"): dataframe/CSV input gives one record per row (a value per output;
  * a [batch,1] or [batch] output becomes a scalar); instances/inputs give one nested array per output.
  */
@@ -75,7 +100,7 @@ export function formatMlflowResponse(result: ScoreResult): { predictions: unknow
   const entries = Object.entries(result.outputs);
   if (result.orientation === "columnar") {
     const predictions: Record<string, unknown> = {};
-    for (const [name, t] of entries) predictions[name] = nest(tensorValues(t), t.shape);
+    for (const [name, t] of entries) predictions[name] = nester(t.shape)(tensorValues(t), 0);
     return { predictions };
   }
   const n = result.rows;
@@ -84,7 +109,7 @@ export function formatMlflowResponse(result: ScoreResult): { predictions: unknow
     const batched = t.shape.length > 0 && t.shape[0] === n;
     const inner = batched ? t.shape.slice(1) : t.shape;
     const step = batched ? elementCount(inner) : values.length;
-    return { name, values, batched, inner, step, whole: batched ? undefined : nest(values, t.shape) };
+    return { name, values, batched, step, nest: nester(inner), whole: batched ? undefined : nester(t.shape)(values, 0) };
   });
   const predictions = new Array<Record<string, unknown>>(n);
   for (let r = 0; r < n; r++) {
@@ -92,7 +117,7 @@ export function formatMlflowResponse(result: ScoreResult): { predictions: unknow
     for (const o of lists) {
       if (!o.batched) row[o.name] = o.whole;
       else if (o.step === 1) row[o.name] = o.values[r];
-      else row[o.name] = nest(o.values.slice(r * o.step, (r + 1) * o.step), o.inner);
+      else row[o.name] = o.nest(o.values, r * o.step);
     }
     predictions[r] = row;
   }

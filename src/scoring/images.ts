@@ -5,6 +5,7 @@ import type { ImageInput } from "./context.js";
 import { shapeFits, shapeText } from "./values.js";
 
 const BASE64 = /^[A-Za-z0-9+/_-]*={0,2}$/;
+const DECODE_CONCURRENCY = 2;
 
 /** Strips a `data:image/png;base64,` prefix and checks the alphabet, so garbage is a 400, not a decoder error. */
 function base64Bytes(text: string, field: string): Buffer {
@@ -21,10 +22,10 @@ function base64Bytes(text: string, field: string): Buffer {
 }
 
 /**
- * Decodes a batch of encoded images into the tensor the image step feeds: [n, C, H, W] (NCHW) or
+ * Decodes a batch of base64-encoded images into the tensor the image step feeds: [n, C, H, W] (NCHW) or
  * [n, H, W, C] (NHWC), float32.
  */
-export async function decodeImages(images: readonly string[], image: ImageInput, field: string, encoding: "base64"): Promise<Tensor> {
+export async function decodeImages(images: readonly string[], image: ImageInput, field: string): Promise<Tensor> {
   const { step, target } = image;
   const dims = step.layout === "NCHW" ? [step.channels, step.height, step.width] : [step.height, step.width, step.channels];
   if (target.dtype !== "float32" || !shapeFits(target.shape, [images.length, ...dims])) {
@@ -37,18 +38,21 @@ export async function decodeImages(images: readonly string[], image: ImageInput,
   const per = step.width * step.height * step.channels;
   const n = images.length;
   const out = new Float32Array(n * per);
-  const decoded = await Promise.all(
-    images.map(async (text, i) => {
+  // A few at a time: each decode holds the whole source image, so a request of many large images must not hold
+  // them all at once (libvips already spreads one decode over its own threads).
+  let next = 0;
+  const decodeSome = async (): Promise<void> => {
+    for (let i = next++; i < n; i = next++) {
       const where = `${field}[${i}]`;
-      const bytes = encoding === "base64" ? base64Bytes(text, where) : Buffer.from(text, "latin1");
       try {
-        return await decodeImage(bytes, step);
+        out.set(await decodeImage(base64Bytes(images[i] as string, where), step), i * per);
       } catch (err) {
-        if (err instanceof MlshipError) throw new MlshipError(err.code, `${where}: ${err.message}`, { field: where, cause: err });
+        next = n; // the request fails with this image; the other decoders stop
+        if (err instanceof MlshipError && err.field !== where) throw new MlshipError(err.code, `${where}: ${err.message}`, { field: where, cause: err });
         throw err;
       }
-    }),
-  );
-  for (let i = 0; i < n; i++) out.set(decoded[i] as Float32Array, i * per);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(DECODE_CONCURRENCY, n) }, decodeSome));
   return { dtype: "float32", shape: [n, ...dims], data: out };
 }

@@ -1,13 +1,14 @@
 import { allocate, MlshipError } from "../core/index.js";
 import type { Tensor } from "../core/index.js";
+import { EXAMPLE_KEYS, parseCsv } from "../package/index.js";
 import type { TensorSpec } from "../package/index.js";
 import type { ModelContext } from "./context.js";
-import { parseCsv } from "./csv.js";
 import { applyTabularSteps } from "./package-ops.js";
 import type { Orientation } from "./types.js";
-import { castWriter, fitTrailing, shapeText } from "./values.js";
+import { castWriter, countLeaves, fitTrailing, isRecord, shapeText } from "./values.js";
 
-export const MLFLOW_FORMATS = ["dataframe_split", "dataframe_records", "instances", "inputs"] as const;
+/** The MLflow scoring request keys: the same list a package's input example is checked against. */
+export const MLFLOW_FORMATS = EXAMPLE_KEYS;
 
 export interface PreparedMlflow {
   feeds: Record<string, Tensor>;
@@ -32,10 +33,6 @@ export interface Table {
   keyed: boolean;
   /** Path of a cell in the request, for errors when the column has no name. */
   cellPath(r: number, c: number): string;
-}
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
 function bad(field: string, message: string): MlshipError {
@@ -178,13 +175,8 @@ function packColumns(table: Table, cols: readonly number[], names: readonly (str
   return { dtype: spec.dtype, shape: [n, ...trailing], data: out };
 }
 
-/** Counts the scalars of a nested value (a scalar counts 1). */
-function countLeaves(v: unknown): number {
-  if (!Array.isArray(v)) return 1;
-  let n = 0;
-  for (const x of v) n += countLeaves(x);
-  return n;
-}
+/** How deep one row of `instances`/`inputs` may nest; far beyond any tensor rank, well within the stack. */
+const MAX_ROW_LEVELS = 32;
 
 /**
  * Packs a list of rows (each a scalar or a nested array) into a tensor for `spec`, checking every row has the
@@ -193,7 +185,7 @@ function countLeaves(v: unknown): number {
 function packRows(rows: readonly unknown[], spec: TensorSpec, source: string, cellAt?: (r: number) => unknown): Tensor {
   const n = rows.length;
   const get = cellAt ?? ((r: number) => rows[r]);
-  const first = n > 0 ? countLeaves(get(0)) : 0;
+  const first = n > 0 ? countLeaves(get(0), MAX_ROW_LEVELS, `${source}[0]`) : 0;
   const trailingSpec = spec.shape.slice(1);
   const trailing = n > 0 ? fitTrailing(trailingSpec, first) : trailingSpec.map((d) => (d < 0 ? 0 : d));
   if (trailing === undefined) {
@@ -206,7 +198,7 @@ function packRows(rows: readonly unknown[], spec: TensorSpec, source: string, ce
   const out = allocate(spec.dtype, n * first);
   const write = castWriter(spec.dtype);
   let pos = 0;
-  let path: number[] = [];
+  const path: number[] = [];
   const walk = (v: unknown, r: number): void => {
     if (Array.isArray(v)) {
       for (let i = 0; i < v.length; i++) {
@@ -225,13 +217,13 @@ function packRows(rows: readonly unknown[], spec: TensorSpec, source: string, ce
   };
   for (let r = 0; r < n; r++) {
     const v = get(r);
-    const count = countLeaves(v);
+    const count = countLeaves(v, MAX_ROW_LEVELS, `${source}[${r}]`);
     if (count !== first) {
       throw new MlshipError("MLSHIP_ERR_INPUT_SHAPE", `${source}[${r}] has ${count} values but ${source}[0] has ${first}`, {
         field: `${source}[${r}]`,
       });
     }
-    path = [];
+    path.length = 0;
     walk(v, r);
   }
   return { dtype: spec.dtype, shape: spec.shape.length === 0 ? [] : [n, ...trailing], data: out };
@@ -303,7 +295,7 @@ export function tableToFeeds(tableIn: Table, ctx: ModelContext): Record<string, 
         return i;
       });
     }
-    const trailing = fitTrailing(target.shape.slice(1), declared.length);
+    const trailing = ctx.columnsTrailing;
     if (trailing === undefined) {
       throw new MlshipError(
         "MLSHIP_ERR_PACKAGE_INVALID",
@@ -433,12 +425,12 @@ export function mlflowToFeeds(
   const body = input.body;
   const formats = `{${MLFLOW_FORMATS.map((f) => `'${f}'`).join(", ")}}`;
   if (!isRecord(body)) {
-    throw bad("", `The input must be a JSON dictionary with exactly one of the input fields ${formats}`);
+    throw bad("body", `The input must be a JSON dictionary with exactly one of the input fields ${formats}`);
   }
   const present = MLFLOW_FORMATS.filter((f) => body[f] !== undefined);
   if (present.length !== 1) {
     throw bad(
-      present.length === 0 ? "" : present.join(","),
+      present.length === 0 ? "body" : present.join(","),
       `The input must be a JSON dictionary with exactly one of the input fields ${formats}. Received dictionary with input fields: ${JSON.stringify(Object.keys(body))}`,
     );
   }

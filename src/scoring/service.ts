@@ -48,6 +48,13 @@ function refName(ref: string | ModelRef): string {
   return s.split(/[@/]/)[0] ?? s;
 }
 
+/** Copies typed-array storage (string arrays are cloned, never moved, so they can be shared). */
+function copyFeeds(feeds: Record<string, Tensor>): Record<string, Tensor> {
+  const out: Record<string, Tensor> = {};
+  for (const [name, t] of Object.entries(feeds)) out[name] = Array.isArray(t.data) ? t : { dtype: t.dtype, shape: t.shape, data: t.data.slice() };
+  return out;
+}
+
 export function runtimeKey(name: string, version: number, digest: string): string {
   return `${name}@${version}#${digest}`;
 }
@@ -60,6 +67,7 @@ export function createScoringService(options: ScoringServiceOptions): ScoringSer
   const loadWaitMs = options.loadWaitMs ?? 10_000;
   const retryAfterSeconds = options.retryAfterSeconds ?? 1;
   const maxBatchRows = options.maxBatchRows ?? 128;
+  const maxCachedRefs = Math.max(1, options.maxCachedRefs ?? 10_000);
   const events = new EventEmitter();
 
   let token: string | undefined;
@@ -153,6 +161,9 @@ export function createScoringService(options: ScoringServiceOptions): ScoringSer
         }
         return resolved;
       });
+      // Names come from clients: without a bound, requests for ever-new unknown names would grow the cache
+      // until the next registry change. Starting over is cheap (one query per name).
+      if (resolutions.size >= maxCachedRefs) resolutions.clear();
       resolutions.set(key, pending);
       // Unknown names are cached until the next change (cheap 404s); other failures are retried next time.
       pending.catch((err: unknown) => {
@@ -160,6 +171,24 @@ export function createScoringService(options: ScoringServiceOptions): ScoringSer
       });
     }
     return pending;
+  };
+
+  const listening = (): boolean => events.listenerCount("scored") > 0;
+  /**
+   * Listeners are monitoring hooks, each wrapped on its own: one that throws must not fail the request it
+   * describes, keep the listeners after it from hearing the event, or (for load events, emitted from a promise
+   * callback) surface as an unhandled rejection that ends the process.
+   */
+  const subscribe = <E>(name: "scored" | "loaded", listener: (event: E) => void): (() => void) => {
+    const guarded = (event: E): void => {
+      try {
+        listener(event);
+      } catch (err) {
+        logger.error({ err }, `${name === "scored" ? "scoring" : "load"} event listener failed`);
+      }
+    };
+    events.on(name, guarded);
+    return () => events.off(name, guarded);
   };
 
   const startLoad = (resolved: ResolvedVersion): LoadEntry => {
@@ -250,16 +279,6 @@ export function createScoringService(options: ScoringServiceOptions): ScoringSer
 
   const load = async (ref: string | ModelRef): Promise<ActiveModel> => (await loadResolved(await resolve(ref))).active;
 
-  const listening = (): boolean => events.listenerCount("scored") > 0;
-  const emit = (event: ScoringEvent): void => {
-    // Listeners are monitoring hooks: one that throws must never fail the request it describes.
-    try {
-      events.emit("scored", event);
-    } catch (err) {
-      logger.error({ err }, "scoring event listener failed");
-    }
-  };
-
   const prepare = async (
     input: ScoringInput,
     context: ModelContext,
@@ -309,10 +328,12 @@ export function createScoringService(options: ScoringServiceOptions): ScoringSer
       // Post-processing may read any model output, so only a model without it can skip computing outputs.
       const runOutputs = context.postprocess.length === 0 ? wanted : undefined;
       // Small requests share a run with the others of this event-loop turn; the outputs are filtered below.
+      // The runtime takes the feeds' buffers (they are transferred to a worker); the event keeps its own copy.
+      const runFeeds = listening() ? copyFeeds(feeds) : feeds;
       const raw =
         batcher !== undefined && opts.signal === undefined
-          ? await batcher.run(feeds, rows)
-          : await active.loaded.run(feeds, runOutputs === undefined ? { signal: opts.signal } : { outputs: runOutputs, signal: opts.signal });
+          ? await batcher.run(runFeeds, rows)
+          : await active.loaded.run(runFeeds, runOutputs === undefined ? { signal: opts.signal } : { outputs: runOutputs, signal: opts.signal });
       let outputs = context.postprocess.length === 0 ? raw : runPostprocess(raw, context);
       if (wanted !== undefined) {
         const picked: Record<string, Tensor> = {};
@@ -323,13 +344,13 @@ export function createScoringService(options: ScoringServiceOptions): ScoringSer
         outputs = picked;
       }
       const latencyMs = performance.now() - started;
-      if (listening()) emit({ model, version, alias, protocol: opts.protocol, requestId: opts.requestId, rows, latencyMs, ok: true, inputs: feeds, outputs, at: new Date() });
+      if (listening()) events.emit("scored", { model, version, alias, protocol: opts.protocol, requestId: opts.requestId, rows, latencyMs, ok: true, inputs: feeds, outputs, at: new Date() } satisfies ScoringEvent);
       return { model, version, alias, outputs, rows, orientation: prepared.orientation, id: prepared.id, parameters: prepared.parameters, latencyMs };
     } catch (err) {
       const e = toMlshipError(err);
       const latencyMs = performance.now() - started;
       const error = e.field === undefined ? { code: e.code, message: e.message } : { code: e.code, message: e.message, field: e.field };
-      if (listening()) emit({ model, version, alias, protocol: opts.protocol, requestId: opts.requestId, rows, latencyMs, ok: false, error, inputs: feeds, at: new Date() });
+      if (listening()) events.emit("scored", { model, version, alias, protocol: opts.protocol, requestId: opts.requestId, rows, latencyMs, ok: false, error, inputs: feeds, at: new Date() } satisfies ScoringEvent);
       if (version === null) throw e;
       // Transports label errors (metrics, headers) with the version that refused the request.
       throw new MlshipError(e.code, e.message, {
@@ -401,14 +422,8 @@ export function createScoringService(options: ScoringServiceOptions): ScoringSer
       }));
     },
     refresh: checkToken,
-    onScored(listener) {
-      events.on("scored", listener);
-      return () => events.off("scored", listener);
-    },
-    onLoaded(listener) {
-      events.on("loaded", listener);
-      return () => events.off("loaded", listener);
-    },
+    onScored: (listener) => subscribe("scored", listener),
+    onLoaded: (listener) => subscribe("loaded", listener),
     async close() {
       closed = true;
       if (timer !== undefined) clearInterval(timer);

@@ -6,14 +6,14 @@ import { shapeFits, shapeText } from "./values.js";
 
 /**
  * Checks tensors that arrive already typed (gRPC, library callers) against the signature; string tensors
- * for an image input are decoded as raw encoded image bytes carried in latin1 strings or base64.
+ * for an image input hold base64-encoded images and are decoded through the image step.
  */
 export async function checkTensorFeeds(feeds: Record<string, Tensor>, ctx: ModelContext): Promise<Record<string, Tensor>> {
   const out: Record<string, Tensor> = {};
   for (const [name, tensor] of Object.entries(feeds)) {
     const image = ctx.imageInputs.get(name);
     if (image !== undefined && tensor.dtype === "string") {
-      out[image.target.name] = await decodeImages(tensor.data as string[], image, name, "base64");
+      out[image.target.name] = await decodeImages(tensor.data as string[], image, name);
       continue;
     }
     const spec = ctx.inputByName.get(name);

@@ -3,11 +3,6 @@ import type { Manifest, TensorSpec } from "../package/index.js";
 import type { ModelRef, Registry, ResolvedVersion } from "../registry/index.js";
 import type { LoadedModel, ModelRuntime } from "../runtime/index.js";
 
-/** Turns a model reference into a concrete version. The registry-backed one is the default; rollout wraps it. */
-export interface ModelResolver {
-  resolve(ref: string | ModelRef): Promise<ResolvedVersion>;
-}
-
 export interface ScoringServiceOptions {
   registry: Registry;
   /** One runtime per flavor (`onnx`, ...), built by the composition root. */
@@ -24,6 +19,8 @@ export interface ScoringServiceOptions {
    * (models whose inputs and outputs all have a variable batch axis only). 0 or 1 turns it off. Default 128.
    */
   maxBatchRows?: number;
+  /** At most this many references' resolutions (found or not) are cached between registry changes. Default 10000. */
+  maxCachedRefs?: number;
   /**
    * Poll the change token on a timer as well as on requests, so archived versions are unloaded even without
    * traffic. The timer is unref'd (it never keeps a process alive). Default true.

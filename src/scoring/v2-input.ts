@@ -2,7 +2,7 @@ import { allocate, dtypeFromV2, elementCount, MlshipError, V2_DATATYPE } from ".
 import type { Tensor, TensorData } from "../core/index.js";
 import type { ModelContext } from "./context.js";
 import { decodeImages } from "./images.js";
-import { shapeFits, shapeText, strictWriter, type ValueWriter } from "./values.js";
+import { countLeaves, isRecord, shapeFits, shapeText, strictWriter, type ValueWriter } from "./values.js";
 
 export interface PreparedRequest {
   feeds: Record<string, Tensor>;
@@ -13,32 +13,18 @@ export interface PreparedRequest {
   parameters: Record<string, unknown> | undefined;
 }
 
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
-}
-
 function invalid(field: string, message: string): MlshipError {
   return new MlshipError("MLSHIP_ERR_INPUT_INVALID", message, { field });
 }
 
 /**
- * Copies a flat or nested JSON array into typed storage, counting elements; the first bad element is reported
- * with its path (`inputs[0].data[1][2]`).
+ * Copies a flat or nested JSON array into typed storage; the first bad element is reported with its path
+ * (`inputs[0].data[1][2]`). The caller has checked with `countLeaves` that `data` holds exactly `out.length`
+ * elements, so the walk never writes past the end.
  */
-export function fillTensor(
-  data: readonly unknown[],
-  out: TensorData,
-  count: number,
-  write: ValueWriter,
-  field: string,
-  describeTarget: () => string,
-): void {
+function fillTensor(data: readonly unknown[], out: TensorData, write: ValueWriter, field: string, describeTarget: () => string): void {
   let pos = 0;
   const path: number[] = [];
-  const fail = (index: number, reason: string): never => {
-    const where = `${field}${path.map((p) => `[${p}]`).join("")}[${index}]`;
-    throw new MlshipError("MLSHIP_ERR_INPUT_DTYPE", `${where}: ${reason} (${describeTarget()})`, { field: where });
-  };
   const walk = (arr: readonly unknown[]): void => {
     for (let i = 0; i < arr.length; i++) {
       const v = arr[i];
@@ -48,23 +34,30 @@ export function fillTensor(
         path.pop();
         continue;
       }
-      if (pos >= count) {
-        pos++;
-        continue;
-      }
       const reason = write(out, pos, v);
-      if (reason !== undefined) fail(i, reason);
+      if (reason !== undefined) {
+        const where = `${field}${path.map((p) => `[${p}]`).join("")}[${i}]`;
+        throw new MlshipError("MLSHIP_ERR_INPUT_DTYPE", `${where}: ${reason} (${describeTarget()})`, { field: where });
+      }
       pos++;
     }
   };
   walk(data);
-  if (pos !== count) {
-    throw new MlshipError(
-      "MLSHIP_ERR_INPUT_SHAPE",
-      `${field} has ${pos} elements but the shape needs ${count} (${describeTarget()})`,
-      { field },
-    );
+}
+
+/**
+ * Checks that `data` holds exactly as many elements as `shape` needs before any storage is allocated: the
+ * shape comes from the client, and allocating for `[1000000000]` on its word alone would take the process down.
+ * Nesting deeper than the shape's rank is refused too (it cannot describe this tensor, and unbounded nesting
+ * would overflow the stack of the recursive walk).
+ */
+function checkDataSize(data: readonly unknown[], shape: readonly number[], field: string, describeTarget: () => string): number {
+  const count = elementCount(shape);
+  const have = countLeaves(data, Math.max(shape.length, 1), field);
+  if (have !== count) {
+    throw new MlshipError("MLSHIP_ERR_INPUT_SHAPE", `${field} has ${have} elements but the shape needs ${count} (${describeTarget()})`, { field });
   }
+  return count;
 }
 
 function parseShape(value: unknown, field: string): number[] {
@@ -84,7 +77,7 @@ function parseShape(value: unknown, field: string): number[] {
 
 /** Turns a V2 JSON inference request into model feeds, strictly checked against the signature. */
 export async function v2RequestToFeeds(body: unknown, ctx: ModelContext): Promise<PreparedRequest> {
-  if (!isRecord(body)) throw invalid("", "the request body must be a JSON object with an \"inputs\" array");
+  if (!isRecord(body)) throw invalid("body", "the request body must be a JSON object with an \"inputs\" array");
   let id: string | undefined;
   if (body.id !== undefined) {
     if (typeof body.id !== "string") throw invalid("id", "id must be a string");
@@ -148,9 +141,10 @@ export async function v2RequestToFeeds(body: unknown, ctx: ModelContext): Promis
           { field: `${field}.shape` },
         );
       }
-      const strings = allocate("string", shape[0] as number);
-      fillTensor(data, strings, shape[0] as number, strictWriter("string"), `${field}.data`, () => `image input '${name}' is BYTES [-1], base64 strings`);
-      const tensor = await decodeImages(strings as string[], image, `${field}.data`, "base64");
+      const describeImage = (): string => `image input '${name}' is BYTES [-1], base64 strings`;
+      const strings = allocate("string", checkDataSize(data, shape, `${field}.data`, describeImage));
+      fillTensor(data, strings, strictWriter("string"), `${field}.data`, describeImage);
+      const tensor = await decodeImages(strings as string[], image, `${field}.data`);
       if (feeds[image.target.name] !== undefined) {
         throw invalid(`${field}.name`, `${field}.name: input '${image.target.name}' is given twice (directly and as image input '${name}')`);
       }
@@ -182,9 +176,9 @@ export async function v2RequestToFeeds(body: unknown, ctx: ModelContext): Promis
       );
     }
     if (feeds[name] !== undefined) throw invalid(`${field}.name`, `${field}.name: input '${name}' is given twice`);
-    const count = elementCount(shape);
-    const out = allocate(spec.dtype, count);
-    fillTensor(data, out, count, strictWriter(spec.dtype), `${field}.data`, () => `input '${name}' is ${expected} ${shapeText(shape)}`);
+    const describeInput = (): string => `input '${name}' is ${expected} ${shapeText(shape)}`;
+    const out = allocate(spec.dtype, checkDataSize(data, shape, `${field}.data`, describeInput));
+    fillTensor(data, out, strictWriter(spec.dtype), `${field}.data`, describeInput);
     feeds[name] = { dtype: spec.dtype, shape, data: out };
     rows ??= shape.length > 0 ? shape[0] : 1;
   }

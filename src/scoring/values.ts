@@ -1,4 +1,31 @@
+import { MlshipError } from "../core/index.js";
 import type { DType, TensorData } from "../core/index.js";
+import { parseNumber } from "../package/index.js";
+
+export function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+/**
+ * Counts the scalars of a JSON value (a scalar counts 1, an array the scalars inside it). Arrays nested more
+ * than `maxLevels` deep are a shape error naming `field`: request data is client-controlled, and the walks over
+ * it are recursive, so depth must be bounded before any of them runs.
+ */
+export function countLeaves(value: unknown, maxLevels: number, field: string): number {
+  const count = (v: unknown, level: number): number => {
+    if (!Array.isArray(v)) return 1;
+    if (level > maxLevels) {
+      throw new MlshipError("MLSHIP_ERR_INPUT_SHAPE", `${field} is nested more than ${maxLevels} level${maxLevels === 1 ? "" : "s"} deep`, { field });
+    }
+    let n = 0;
+    for (let i = 0; i < v.length; i++) {
+      const x: unknown = v[i];
+      n += Array.isArray(x) ? count(x, level + 1) : 1;
+    }
+    return n;
+  };
+  return count(value, 1);
+}
 
 /**
  * Writes one JSON value into tensor storage at an index. Returns undefined on success, or a short reason
@@ -57,97 +84,42 @@ export function toFloat16Bits(value: number): number {
   return sign | half;
 }
 
-/**
- * V2 is strict (conventions.md): numbers for numeric datatypes (integers in range for integer types), booleans
- * for BOOL, strings for BYTES.
- */
-export function strictWriter(dtype: DType): ValueWriter {
-  switch (dtype) {
-    case "float32":
-    case "float64":
-      return (out, i, v) => {
-        if (typeof v !== "number") return `expected a number, got ${describe(v)}`;
-        (out as Float32Array)[i] = v;
-        return undefined;
-      };
-    case "float16":
-      return (out, i, v) => {
-        if (typeof v !== "number") return `expected a number, got ${describe(v)}`;
-        (out as Uint16Array)[i] = toFloat16Bits(v);
-        return undefined;
-      };
-    case "int64":
-    case "uint64": {
-      const min = dtype === "int64" ? INT64_MIN : 0;
-      const limit = dtype === "int64" ? INT64_LIMIT : UINT64_LIMIT;
-      return (out, i, v) => {
-        if (typeof v !== "number" || !Number.isInteger(v)) return `expected an integer, got ${describe(v)}`;
-        if (v < min || v >= limit) return `${v} is out of range for ${dtype}`;
-        (out as BigInt64Array)[i] = BigInt(v);
-        return undefined;
-      };
-    }
-    case "bool":
-      return (out, i, v) => {
-        if (typeof v !== "boolean") return `expected true or false, got ${describe(v)}`;
-        (out as Uint8Array)[i] = v ? 1 : 0;
-        return undefined;
-      };
-    case "string":
-      return (out, i, v) => {
-        if (typeof v !== "string") return `expected a string, got ${describe(v)}`;
-        (out as string[])[i] = v;
-        return undefined;
-      };
-    default: {
-      const [min, max] = INT_RANGE[dtype] ?? [0, 0];
-      return (out, i, v) => {
-        if (typeof v !== "number" || !Number.isInteger(v)) return `expected an integer, got ${describe(v)}`;
-        if (v < min || v > max) return `${v} is out of range for ${dtype} [${min}, ${max}]`;
-        (out as Int32Array)[i] = v;
-        return undefined;
-      };
-    }
-  }
+/** MLflow's casts into numeric tensors: numbers, numeric strings, and booleans as 0/1. */
+function castNumber(v: unknown): number | undefined {
+  if (typeof v === "number") return v;
+  if (typeof v === "string") return parseNumber(v);
+  if (typeof v === "boolean") return v ? 1 : 0;
+  return undefined;
 }
 
-/** Parses a numeric string as pandas/numpy would when casting a column; undefined if it is not a number. */
-function parseNumber(text: string): number | undefined {
-  const s = text.trim();
-  if (s === "") return undefined;
-  const lower = s.toLowerCase();
-  if (lower === "nan") return Number.NaN;
-  if (lower === "inf" || lower === "+inf" || lower === "infinity" || lower === "+infinity") return Number.POSITIVE_INFINITY;
-  if (lower === "-inf" || lower === "-infinity") return Number.NEGATIVE_INFINITY;
-  const n = Number(s);
-  return Number.isNaN(n) ? undefined : n;
+function strictNumber(v: unknown): number | undefined {
+  return typeof v === "number" ? v : undefined;
 }
 
 /**
- * The MLflow path casts as MLflow does: numbers and numeric strings into numeric tensors (booleans as 0/1),
- * "true"/"false" and 0/1 into BOOL, anything scalar into strings. Integer tensors refuse fractional values
- * (MLflow refuses unsafe float-to-int casts).
+ * Writers for the numeric dtypes, strict (V2: JSON numbers only) or casting (MLflow); integer dtypes refuse
+ * fractional and out-of-range values either way, as MLflow refuses unsafe float-to-int casts.
  */
-export function castWriter(dtype: DType): ValueWriter {
-  const toNumber = (v: unknown): number | undefined => {
-    if (typeof v === "number") return v;
-    if (typeof v === "string") return parseNumber(v);
-    if (typeof v === "boolean") return v ? 1 : 0;
-    return undefined;
-  };
+function numericWriter(dtype: DType, strict: boolean): ValueWriter {
+  const toNumber = strict ? strictNumber : castNumber;
+  const isFloat = dtype === "float16" || dtype === "float32" || dtype === "float64";
+  const notNumber = (v: unknown): string =>
+    strict ? `expected ${isFloat ? "a number" : "an integer"}, got ${describe(v)}` : `${describe(v)} is not a number`;
+  const notInteger = (v: unknown): string =>
+    strict ? `expected an integer, got ${describe(v)}` : `${describe(v)} is not an integer (the input is ${dtype})`;
   switch (dtype) {
     case "float32":
     case "float64":
       return (out, i, v) => {
         const n = toNumber(v);
-        if (n === undefined) return `${describe(v)} is not a number`;
+        if (n === undefined) return notNumber(v);
         (out as Float32Array)[i] = n;
         return undefined;
       };
     case "float16":
       return (out, i, v) => {
         const n = toNumber(v);
-        if (n === undefined) return `${describe(v)} is not a number`;
+        if (n === undefined) return notNumber(v);
         (out as Uint16Array)[i] = toFloat16Bits(n);
         return undefined;
       };
@@ -157,46 +129,89 @@ export function castWriter(dtype: DType): ValueWriter {
       const limit = dtype === "int64" ? INT64_LIMIT : UINT64_LIMIT;
       return (out, i, v) => {
         const n = toNumber(v);
-        if (n === undefined) return `${describe(v)} is not a number`;
-        if (!Number.isInteger(n)) return `${describe(v)} is not an integer (the input is ${dtype})`;
+        if (n === undefined) return notNumber(v);
+        if (!Number.isInteger(n)) return notInteger(v);
         if (n < min || n >= limit) return `${n} is out of range for ${dtype}`;
         (out as BigInt64Array)[i] = BigInt(n);
         return undefined;
       };
     }
-    case "bool":
-      return (out, i, v) => {
-        let b: boolean | undefined;
-        if (typeof v === "boolean") b = v;
-        else if (v === 0 || v === 1) b = v === 1;
-        else if (typeof v === "string") {
-          const s = v.trim().toLowerCase();
-          if (s === "true" || s === "1") b = true;
-          else if (s === "false" || s === "0") b = false;
-        }
-        if (b === undefined) return `${describe(v)} is not a boolean`;
-        (out as Uint8Array)[i] = b ? 1 : 0;
-        return undefined;
-      };
-    case "string":
-      return (out, i, v) => {
-        if (typeof v === "string") (out as string[])[i] = v;
-        else if (typeof v === "number" || typeof v === "boolean") (out as string[])[i] = String(v);
-        else return `${describe(v)} is not a string`;
-        return undefined;
-      };
     default: {
       const [min, max] = INT_RANGE[dtype] ?? [0, 0];
       return (out, i, v) => {
         const n = toNumber(v);
-        if (n === undefined) return `${describe(v)} is not a number`;
-        if (!Number.isInteger(n)) return `${describe(v)} is not an integer (the input is ${dtype})`;
+        if (n === undefined) return notNumber(v);
+        if (!Number.isInteger(n)) return notInteger(v);
         if (n < min || n > max) return `${n} is out of range for ${dtype} [${min}, ${max}]`;
         (out as Int32Array)[i] = n;
         return undefined;
       };
     }
   }
+}
+
+const strictBool: ValueWriter = (out, i, v) => {
+  if (typeof v !== "boolean") return `expected true or false, got ${describe(v)}`;
+  (out as Uint8Array)[i] = v ? 1 : 0;
+  return undefined;
+};
+
+const strictString: ValueWriter = (out, i, v) => {
+  if (typeof v !== "string") return `expected a string, got ${describe(v)}`;
+  (out as string[])[i] = v;
+  return undefined;
+};
+
+const castBool: ValueWriter = (out, i, v) => {
+  let b: boolean | undefined;
+  if (typeof v === "boolean") b = v;
+  else if (v === 0 || v === 1) b = v === 1;
+  else if (typeof v === "string") {
+    const s = v.trim().toLowerCase();
+    if (s === "true" || s === "1") b = true;
+    else if (s === "false" || s === "0") b = false;
+  }
+  if (b === undefined) return `${describe(v)} is not a boolean`;
+  (out as Uint8Array)[i] = b ? 1 : 0;
+  return undefined;
+};
+
+const castString: ValueWriter = (out, i, v) => {
+  if (typeof v === "string") (out as string[])[i] = v;
+  else if (typeof v === "number" || typeof v === "boolean") (out as string[])[i] = String(v);
+  else return `${describe(v)} is not a string`;
+  return undefined;
+};
+
+// Writers depend on the dtype only: built once, not per request.
+const STRICT = new Map<DType, ValueWriter>();
+const CAST = new Map<DType, ValueWriter>();
+
+/**
+ * V2 is strict (conventions.md): numbers for numeric datatypes (integers in range for integer types), booleans
+ * for BOOL, strings for BYTES.
+ */
+export function strictWriter(dtype: DType): ValueWriter {
+  let w = STRICT.get(dtype);
+  if (w === undefined) {
+    w = dtype === "bool" ? strictBool : dtype === "string" ? strictString : numericWriter(dtype, true);
+    STRICT.set(dtype, w);
+  }
+  return w;
+}
+
+/**
+ * The MLflow path casts as MLflow does: numbers and numeric strings into numeric tensors (booleans as 0/1),
+ * "true"/"false" and 0/1 into BOOL, anything scalar into strings. Integer tensors refuse fractional values
+ * (MLflow refuses unsafe float-to-int casts).
+ */
+export function castWriter(dtype: DType): ValueWriter {
+  let w = CAST.get(dtype);
+  if (w === undefined) {
+    w = dtype === "bool" ? castBool : dtype === "string" ? castString : numericWriter(dtype, false);
+    CAST.set(dtype, w);
+  }
+  return w;
 }
 
 /** Formats a shape for messages: [-1,30]. */

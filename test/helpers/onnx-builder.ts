@@ -15,6 +15,7 @@
  */
 import { writeFileSync } from "node:fs";
 import type { DType } from "../../src/core/index.js";
+import { toFloat16Bits } from "../../src/scoring/index.js";
 
 /** ONNX TensorProto.DataType numbers. */
 export const ONNX_DATA_TYPE: Record<DType, number> = {
@@ -156,34 +157,8 @@ class ProtoWriter {
 
 // ---- ONNX messages ----
 
-/** IEEE 754 binary16 bits of a number (round to nearest even). */
-export function toFloat16Bits(value: number): number {
-  const f32 = new Float32Array(1);
-  const u32 = new Uint32Array(f32.buffer);
-  f32[0] = value;
-  const x = u32[0] ?? 0;
-  const sign = (x >>> 16) & 0x8000;
-  const exp = (x >>> 23) & 0xff;
-  let mant = x & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (mant !== 0 ? 0x200 : 0);
-  const e = exp - 127 + 15;
-  if (e >= 0x1f) return sign | 0x7c00;
-  if (e <= 0) {
-    if (e < -10) return sign;
-    mant |= 0x800000;
-    const shift = 14 - e;
-    let half = mant >>> shift;
-    const rest = mant & ((1 << shift) - 1);
-    const mid = 1 << (shift - 1);
-    if (rest > mid || (rest === mid && (half & 1) === 1)) half += 1;
-    return sign | half;
-  }
-  let half = (e << 10) | (mant >>> 13);
-  const rest = mant & 0x1fff;
-  // A carry out of the mantissa bumps the exponent, up to infinity (0x7c00), which is the correct rounding.
-  if (rest > 0x1000 || (rest === 0x1000 && (half & 1) === 1)) half += 1;
-  return sign | half;
-}
+// float16 initializers are encoded with mlship's own conversion (its bit patterns are checked in the builder test).
+export { toFloat16Bits };
 
 function rawData(t: TensorValue): Uint8Array {
   const n = t.values.length;

@@ -2,7 +2,7 @@ import { readFile } from "node:fs/promises";
 import path from "node:path";
 import sharp from "sharp";
 import { beforeAll, describe, expect, it } from "vitest";
-import { areaResize, decodeImage } from "../../src/package/index.js";
+import { areaResize, decodeImage, MAX_IMAGE_PIXELS } from "../../src/package/index.js";
 import type { ImageStep } from "../../src/package/index.js";
 import { catchMlship, fixture, readCsv } from "./helpers.js";
 
@@ -128,6 +128,16 @@ describe("decodeImage colour, layout and normalisation", () => {
     const rgba = await sharp(Buffer.from([255, 0, 0, 0, 0, 0, 255, 128]), { raw: { width: 2, height: 1, channels: 4 } })
       .png().toBuffer();
     expect(Array.from(await decodeImage(rgba, step({})))).toEqual([1, 0, 0, 0, 0, 1]);
+  });
+
+  it("refuses an image whose header claims more pixels than MAX_IMAGE_PIXELS, before decoding it", async () => {
+    // 2 MB of PNG that would decode to 67 MB; a request can carry many of them.
+    const side = Math.ceil(Math.sqrt(MAX_IMAGE_PIXELS)) + 8;
+    const png = await sharp(Buffer.alloc(side * side), { raw: { width: side, height: side, channels: 1 } }).png({ compressionLevel: 1 }).toBuffer();
+    const error = await catchMlship(() => decodeImage(png, DIGITS));
+    expect(error.code).toBe("MLSHIP_ERR_INPUT_INVALID");
+    expect(error.field).toBe("image");
+    expect(error.message).toContain(`more than ${MAX_IMAGE_PIXELS} pixels`);
   });
 
   it("bytes that are no image are a 400 naming the step input", async () => {

@@ -3,7 +3,7 @@ import { mkdir, readdir, readFile, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
 import YAML from "yaml";
-import { columnsFromCsv, importModel, loadPackage } from "../../src/package/index.js";
+import { columnsFromCsv, importModel, loadPackage, parseCsv } from "../../src/package/index.js";
 import { catchMlship, fixture, FIXTURES, REPO, tempDir, writeMlflowModel } from "./helpers.js";
 
 const BREAST_SIG_IN = '[{"name": "input", "type": "tensor", "tensor-spec": {"dtype": "float32", "shape": [-1, 30]}}]';
@@ -324,6 +324,16 @@ describe("columnsFromCsv", () => {
     const file = path.join(await tempDir(), "q.csv");
     await writeFile(file, '\uFEFFa,"b, with comma","say ""hi""",y\r\n1,2,3,4\r\n');
     expect(await columnsFromCsv(file, "y")).toEqual(["a", "b, with comma", 'say "hi"']);
+  });
+
+  it("splits the header exactly as a CSV request body is split, spaces after commas included", async () => {
+    const text = "mean radius, mean texture ,\"worst, area\",label\n1,2,3,0\n";
+    const file = path.join(await tempDir(), "spaced.csv");
+    await writeFile(file, text);
+    const columns = await columnsFromCsv(file, "label");
+    expect(columns).toEqual(["mean radius", "mean texture", "worst, area"]);
+    // Registering these columns and posting the same file as text/csv then finds every column by name.
+    expect(parseCsv(text).header.slice(0, 3)).toEqual(columns);
   });
 
   it("names a missing label column and a missing file", async () => {

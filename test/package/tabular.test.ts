@@ -24,6 +24,11 @@ describe("applyTabularPreprocess", () => {
     expect(out.rows).toEqual([[1.5, 2, 1], [-300, NaN, NaN]]);
   });
 
+  it("cast reads numeric text the way the MLflow scoring path does (nan, inf, -inf, infinity)", () => {
+    const out = applyTabularPreprocess(["a"], [["inf"], [" -INF "], ["Infinity"], ["nan"]], [{ type: "cast", dtype: "float64" }]);
+    expect(out.rows).toEqual([[Infinity], [-Infinity], [Infinity], [NaN]]);
+  });
+
   it("cast names the column and row of non-numeric text", async () => {
     const rows = [[1, "2"], [3, "abc"]];
     const error = await catchMlship(() => applyTabularPreprocess(["a", "mean texture"], rows,

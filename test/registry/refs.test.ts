@@ -58,6 +58,7 @@ describe("parseModelRef", () => {
       const { code, message } = codeOf(() => parseModelRef(bad));
       expect(code, bad).toBe("MLSHIP_ERR_MODEL_REF_INVALID");
       expect(message, bad).toContain(`"${bad}"`);
+      if (bad === "iris@99999999999999999999") expect(message).toContain("too large");
     }
   });
 

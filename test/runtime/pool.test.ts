@@ -64,8 +64,10 @@ describe("WorkerPool", () => {
     const busy = pool.stats().workers.find((w) => w.inFlight === 1)!;
     const threads = new Set<number | undefined>();
     for (let i = 0; i < 10; i++) {
+      // Only runs sent while the other worker is still blocked say anything (a loaded machine may be slow).
+      const whileBlocked = pool.stats().workers[busy.index]!.inFlight === 1;
       const out = await pool.run("echo@1", feeds(""));
-      threads.add((out.thread!.data as Int32Array)[0]);
+      if (whileBlocked) threads.add((out.thread!.data as Int32Array)[0]);
     }
     expect(threads.size).toBe(1);
     expect(threads.has(busy.threadId!)).toBe(false);
@@ -182,11 +184,11 @@ describe("WorkerPool", () => {
     });
     const controller = new AbortController();
     const started = Date.now();
-    const running = pool.run("echo@1", feeds("sleep:1500"), { signal: controller.signal });
+    const running = pool.run("echo@1", feeds("sleep:4000"), { signal: controller.signal });
     setTimeout(() => controller.abort(new MlshipError("MLSHIP_ERR_INPUT_INVALID", "client went away")), 20);
     await expect(running).rejects.toMatchObject({ code: "MLSHIP_ERR_INPUT_INVALID", message: "client went away" });
-    // Rejected at once, long before the worker finishes the blocked run.
-    expect(Date.now() - started).toBeLessThan(1000);
+    // Rejected at once, long before the worker finishes the blocked run (a wide margin for a loaded machine).
+    expect(Date.now() - started).toBeLessThan(3000);
     expect(pool.stats().workers[0]!.inFlight).toBe(1);
     await until(pool, (s) => s.workers[0]!.inFlight === 0);
     expect(pool.stats().workers[0]!.runsCompleted).toBe(1);

@@ -1,13 +1,12 @@
 import { describe, expect, it } from "vitest";
 import { MlshipError } from "../../src/core/index.js";
 import type { Tensor } from "../../src/core/index.js";
-import { applyPostprocess } from "../../src/package/index.js";
+import { applyPostprocess, parseCsv } from "../../src/package/index.js";
 import type { PostprocessStep, TensorSpec } from "../../src/package/index.js";
 import {
   formatMlflowResponse,
   formatV2Response,
   fromFloat16Bits,
-  parseCsv,
   postprocessOutputSpecs,
   tensorValues,
   toFloat16Bits,
@@ -94,6 +93,27 @@ describe("response formatting", () => {
     expect(formatMlflowResponse(result({ probabilities: probs, label, prediction }, 2, "columnar"))).toEqual({
       predictions: { probabilities: [[0.25, 0.75], [1, 0]], label: [1, 0], prediction: [[152.5], [3]] },
     });
+  });
+});
+
+describe("MLflow nesting of higher-rank outputs", () => {
+  const cube: Tensor = { dtype: "int32", shape: [2, 1, 2, 2], data: Int32Array.from([1, 2, 3, 4, 5, 6, 7, 8]) };
+
+  it("nests each row's values in the row's own shape, and whole tensors in theirs", () => {
+    expect(formatMlflowResponse(result({ cube }, 2, "records"))).toEqual({
+      predictions: [{ cube: [[[1, 2], [3, 4]]] }, { cube: [[[5, 6], [7, 8]]] }],
+    });
+    expect(formatMlflowResponse(result({ cube }, 2, "columnar"))).toEqual({
+      predictions: { cube: [[[[1, 2], [3, 4]]], [[[5, 6], [7, 8]]]] },
+    });
+    // An output that is not per row (no batch axis) is repeated whole in every record.
+    const scalar: Tensor = { dtype: "float64", shape: [], data: Float64Array.of(0.5) };
+    const empty: Tensor = { dtype: "float32", shape: [0, 3], data: new Float32Array(0) };
+    expect(formatMlflowResponse(result({ scalar, cube }, 2, "records")).predictions).toEqual([
+      { scalar: 0.5, cube: [[[1, 2], [3, 4]]] },
+      { scalar: 0.5, cube: [[[5, 6], [7, 8]]] },
+    ]);
+    expect(formatMlflowResponse(result({ scalar, empty }, 0, "columnar")).predictions).toEqual({ scalar: 0.5, empty: [] });
   });
 });
 

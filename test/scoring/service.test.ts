@@ -3,6 +3,7 @@ import { MlshipError } from "../../src/core/index.js";
 import type { Tensor } from "../../src/core/index.js";
 import { createScoringService, tensorValues } from "../../src/scoring/index.js";
 import type { ScoringEvent, ScoringInput } from "../../src/scoring/index.js";
+import type { Registry } from "../../src/registry/index.js";
 import { createOnnxRuntime } from "../../src/runtime/index.js";
 import { createWorld, DIGITS_IMAGE_STEP, maxAbsDiff, readCsv, readExpected, waitFor } from "./world.js";
 import type { World } from "./world.js";
@@ -288,7 +289,7 @@ describe("scoring service on the real registry and runtime", () => {
     expect(notNumber.message).toContain("row 1");
   });
 
-  it("sees alias moves and rollbacks made through another connection within a second", async () => {
+  it("sees alias moves and rollbacks made through another connection within 2 s", async () => {
     await w.register("switch", "breast_cancer_mlp", { columns: true });
     await w.register("switch", "diabetes_linear", { columns: true, labelColumn: "target" });
     await w.registry.setAlias("switch", "production", 1);
@@ -296,13 +297,15 @@ describe("scoring service on the real registry and runtime", () => {
     expect((await w.scoring.load("switch")).version).toBe(1);
     const other = await w.openSecondRegistry();
     await other.setAlias("switch", "production", 2, { by: "test", reason: "promote" });
-    const moved = await waitFor(async () => (await w.scoring.resolve("switch@production")).version.version === 2, 1000, 20);
-    expect(moved).toBeLessThan(1000);
+    // The deadline only bounds the wait on a loaded machine; the requirement (2 s, conventions.md) is asserted.
+    const moved = await waitFor(async () => (await w.scoring.resolve("switch@production")).version.version === 2, 10_000, 20);
+    expect(moved).toBeLessThan(2000);
     const scored = await w.scoring.score("switch", { kind: "mlflow", body: { dataframe_split: { data: [[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]] } } });
     expect(scored.version).toBe(2);
     expect(scored.alias).toBe("production");
     await other.rollback("switch", "production", { by: "test" });
-    await waitFor(async () => (await w.scoring.resolve("switch")).version.version === 1, 1000, 20);
+    const rolled = await waitFor(async () => (await w.scoring.resolve("switch")).version.version === 1, 10_000, 20);
+    expect(rolled).toBeLessThan(2000);
   });
 
   it("unloads a version once it is archived, and refuses to score it", async () => {
@@ -312,7 +315,7 @@ describe("scoring service on the real registry and runtime", () => {
     expect(w.runtime.stats().models).toContain(v1.key);
     const other = await w.openSecondRegistry();
     await other.archive("retire", 1, { by: "test" });
-    await waitFor(async () => !w.scoring.loadedModels().some((m) => m.key === v1.key) && !w.runtime.stats().models.includes(v1.key), 2000);
+    await waitFor(async () => !w.scoring.loadedModels().some((m) => m.key === v1.key) && !w.runtime.stats().models.includes(v1.key), 10_000);
     const err = await rejection(w.scoring.score("retire@1", { kind: "mlflow", body: { instances: [[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]] } }));
     expect(err.code).toBe("MLSHIP_ERR_MODEL_VERSION_NOT_FOUND");
     expect((await w.scoring.score("retire", { kind: "mlflow", body: { instances: [[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]] } })).version).toBe(2);
@@ -358,6 +361,116 @@ describe("scoring service on the real registry and runtime", () => {
     expect(events[0]?.protocol).toBe("test");
     expect(events[0]?.latencyMs).toBeGreaterThan(0);
     expect(events[0]?.outputs?.prediction?.shape).toEqual([2, 1]);
+  });
+
+  it("checks V2 data against the shape before allocating, so a huge claimed shape is a 400", async () => {
+    // 2e8 strings would be allocated up front (a RangeError, or a fatal out-of-memory for larger shapes).
+    const huge = await rejection(
+      w.scoring.score("strings", { kind: "v2", body: { inputs: [{ name: "text", shape: [100_000_000, 2], datatype: "BYTES", data: ["a", "b"] }] } }),
+    );
+    expect(huge.code).toBe("MLSHIP_ERR_INPUT_SHAPE");
+    expect(huge.field).toBe("inputs[0].data");
+    expect(huge.message).toContain("has 2 elements but the shape needs 200000000");
+    const images = await rejection(
+      w.scoring.score("digits", { kind: "v2", body: { inputs: [{ name: "image", shape: [100_000_000], datatype: "BYTES", data: ["x"] }] } }),
+    );
+    expect(images.code).toBe("MLSHIP_ERR_INPUT_SHAPE");
+    expect(images.field).toBe("inputs[0].data");
+  });
+
+  it("refuses data nested deeper than the tensor (V2) or absurdly deep (MLflow) with a 400, not a stack overflow", async () => {
+    let deep: unknown = 1;
+    for (let i = 0; i < 20_000; i++) deep = [deep];
+    const v2 = await rejection(w.scoring.score("add2", { kind: "v2", body: { inputs: [{ name: "a", shape: [1, 3], datatype: "FP32", data: deep }] } }));
+    expect(v2.code).toBe("MLSHIP_ERR_INPUT_SHAPE");
+    expect(v2.field).toBe("inputs[0].data");
+    expect(v2.message).toContain("nested more than 2 levels");
+    // One level more than the rank is already not this tensor.
+    const over = await rejection(w.scoring.score("add2", { kind: "v2", body: { inputs: [{ name: "a", shape: [1, 3], datatype: "FP32", data: [[[1, 2, 3]]] }] } }));
+    expect(over.code).toBe("MLSHIP_ERR_INPUT_SHAPE");
+    for (const [model, body] of [["ragged", { instances: [deep] }], ["add2", { inputs: { a: [deep], b: [[1, 2, 3]] } }]] as const) {
+      const err = await rejection(w.scoring.score(model, { kind: "mlflow", body }));
+      expect(err.code, model).toBe("MLSHIP_ERR_INPUT_SHAPE");
+      expect(err.message).toContain("nested more than 32 levels");
+    }
+  });
+
+  it("gives scoring events the request's own input values, not the buffers handed to a worker", async () => {
+    const expected = await readExpected("breast_cancer_mlp");
+    const events: ScoringEvent[] = [];
+    const off = w.scoring.onScored((e) => events.push(e));
+    try {
+      await w.scoring.score("breast-cancer", { kind: "v2", body: { inputs: [{ name: "input", shape: [2, 30], datatype: "FP32", data: expected.inputs.slice(0, 2) }] } });
+    } finally {
+      off();
+    }
+    const input = events[0]?.inputs?.input;
+    expect(input?.shape).toEqual([2, 30]);
+    expect(tensorValues(input as Tensor)).toEqual(Array.from(Float32Array.from(expected.inputs.slice(0, 2).flat())));
+  });
+
+  it("survives a load listener that throws (no unhandled rejection) and still loads", async () => {
+    await w.register("load-events", "diabetes_linear");
+    const seen: string[] = [];
+    const offBad = w.scoring.onLoaded(() => {
+      throw new Error("listener bug");
+    });
+    const off = w.scoring.onLoaded((e) => seen.push(`${e.model}@${e.version}:${String(e.ok)}`));
+    try {
+      const active = await w.scoring.load("load-events");
+      expect(active.version).toBe(1);
+      // Give a rejection from the load callback the turns it needs to be reported.
+      await new Promise((r) => setTimeout(r, 50));
+    } finally {
+      offBad();
+      off();
+    }
+    expect(seen).toEqual(["load-events@1:true"]);
+  });
+
+  it("answers concurrent typed-tensor requests whose storage does not match the dtype with a 400 each", async () => {
+    await w.scoring.load("int64");
+    // Plain numbers for an int64 input cannot be stacked into a BigInt64Array; that must not escape the batcher.
+    const feeds = (): ScoringInput => ({ kind: "tensors", feeds: { ids: { dtype: "int64", shape: [1, 2], data: [1, 2] as unknown as BigInt64Array } } });
+    const results = await Promise.allSettled([w.scoring.score("int64", feeds()), w.scoring.score("int64", feeds())]);
+    for (const r of results) {
+      expect(r.status).toBe("rejected");
+      expect(r.status === "rejected" && (r.reason as MlshipError).code).toBe("MLSHIP_ERR_INPUT_DTYPE");
+    }
+    const ok = await w.scoring.score("int64", { kind: "tensors", feeds: { ids: { dtype: "int64", shape: [1, 2], data: BigInt64Array.of(1n, 2n) } } });
+    expect(tensorValues(ok.outputs.same as Tensor)).toEqual([1, 2]);
+  });
+
+  it("bounds the cache of resolutions, so requests for ever-new unknown names cannot grow it", async () => {
+    let calls = 0;
+    const registry = w.registry;
+    const counting = new Proxy(registry, {
+      get(target, prop) {
+        if (prop === "resolve") {
+          return (ref: Parameters<Registry["resolve"]>[0]) => {
+            calls += 1;
+            return target.resolve(ref);
+          };
+        }
+        const value: unknown = Reflect.get(target, prop, target);
+        return typeof value === "function" ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+      },
+    });
+    const scoring = createScoringService({ registry: counting, runtimes: { onnx: w.runtime }, maxCachedRefs: 2, refreshMs: 60_000, backgroundRefresh: false });
+    try {
+      const code = async (ref: string) => (await rejection(scoring.resolve(ref))).code;
+      expect(await code("ghost-1")).toBe("MLSHIP_ERR_MODEL_NOT_FOUND");
+      expect(await code("ghost-1")).toBe("MLSHIP_ERR_MODEL_NOT_FOUND");
+      expect(calls).toBe(1);
+      await code("ghost-2");
+      await code("ghost-3");
+      expect(calls).toBe(3);
+      // The third name found the cache full and started it over, so the first is looked up again.
+      await code("ghost-1");
+      expect(calls).toBe(4);
+    } finally {
+      await scoring.close();
+    }
   });
 
   it("reports unknown models, versions and aliases and bad references", async () => {

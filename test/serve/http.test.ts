@@ -331,6 +331,9 @@ describe("HTTP server: V2 and MLflow protocols on real models", () => {
       const d = await v2({ inputs: [] }, "/v2/models/breast-cancer/versions/abc/infer");
       expect(d.status).toBe(400);
       expect(d.body.field).toBe("version");
+      const huge = await app.inject("/v2/models/breast-cancer/versions/99999999999999999999");
+      expect(huge.statusCode).toBe(400);
+      expect(huge.json()).toMatchObject({ code: "MLSHIP_ERR_MODEL_REF_INVALID", field: "version" });
       const e = await mlflow({ instances: [[1]] }, "/v1/models/nope/invocations");
       expect(e.status).toBe(404);
       expect(e.body).toMatchObject({ error_code: "RESOURCE_DOES_NOT_EXIST", mlship_code: "MLSHIP_ERR_MODEL_NOT_FOUND" });
@@ -390,6 +393,7 @@ describe("HTTP server: V2 and MLflow protocols on real models", () => {
       expect(b.body.message).toContain("exactly one of the input fields");
       const c = await mlflow([row30]);
       expect(c.status).toBe(400);
+      expect(c.body.field).toBe("body");
     });
 
     it("unknown routes answer 404 JSON", async () => {

@@ -1,6 +1,6 @@
 import type { FastifyReply, FastifyRequest } from "fastify";
 import { ERROR_CODES, errorBody, MlshipError, mlflowErrorBody, toMlshipError } from "../../core/index.js";
-import { requestState } from "./state.js";
+import { answeredBy, requestState } from "./state.js";
 import type { Protocol, RouteConfig } from "./types.js";
 
 export const SUPPORTED_TYPES = "application/json, text/csv or application/csv";
@@ -71,15 +71,10 @@ export function routeProtocol(request: FastifyRequest): Protocol {
 export function sendError(request: FastifyRequest, reply: FastifyReply, err: unknown, protocol = routeProtocol(request)): FastifyReply {
   const e = toHttpError(err, request);
   const status = e.httpStatus;
-  const state = requestState(request);
-  state.errorCode = e.code;
+  requestState(request).errorCode = e.code;
   const model = e.details?.model;
   const version = e.details?.version;
-  if (typeof model === "string" && (typeof version === "number" || typeof version === "string")) {
-    state.model = model;
-    state.version = String(version);
-    reply.header("mlship-model-version", `${model}@${version}`);
-  }
+  if (typeof model === "string" && (typeof version === "number" || typeof version === "string")) answeredBy(request, reply, model, version);
   let shown = e;
   if (status >= 500) {
     request.log.error({ err: e.cause ?? e, code: e.code, url: request.url }, e.message);

@@ -3,7 +3,7 @@ import { MlshipError } from "../../core/index.js";
 import { formatMlflowResponse } from "../../scoring/index.js";
 import type { ScoringService } from "../../scoring/index.js";
 import { CsvBody } from "./content.js";
-import { requestState } from "./state.js";
+import { answeredBy } from "./state.js";
 import type { RouteConfig } from "./types.js";
 import { mlshipVersion } from "./version.js";
 
@@ -30,11 +30,7 @@ export function registerMlflowRoutes(app: FastifyInstance, scoring: ScoringServi
     const body = request.body;
     const input = body instanceof CsvBody ? { kind: "csv" as const, text: body.text } : { kind: "mlflow" as const, body };
     const result = await scoring.score(ref, input, { protocol: "mlflow", requestId: String(request.id) });
-    const state = requestState(request);
-    state.model = result.model;
-    state.version = String(result.version);
-    state.rows = result.rows;
-    reply.header("mlship-model-version", `${result.model}@${result.version}`);
+    answeredBy(request, reply, result.model, result.version, result.rows);
     return formatMlflowResponse(result);
   };
 
@@ -47,7 +43,7 @@ export function registerMlflowRoutes(app: FastifyInstance, scoring: ScoringServi
 
   // MLflow answers 200 once the model is loaded; here: the default model resolves and is loaded (503 while it
   // loads), or with no default model, the registry answers.
-  const health = async (_request: FastifyRequest, reply: FastifyReply) => {
+  const health = async (request: FastifyRequest, reply: FastifyReply) => {
     let ref: string;
     try {
       ref = await defaultModelRef(scoring, defaultModel);
@@ -59,7 +55,7 @@ export function registerMlflowRoutes(app: FastifyInstance, scoring: ScoringServi
     }
     const resolved = await scoring.resolve(ref);
     const label = `${resolved.version.name}@${resolved.version.version}`;
-    reply.header("mlship-model-version", label);
+    answeredBy(request, reply, resolved.version.name, resolved.version.version);
     if (!(await scoring.isReady(ref))) {
       throw new MlshipError("MLSHIP_ERR_MODEL_NOT_READY", `model '${label}' is still loading`, { retryAfterSeconds: 1 });
     }

@@ -1,4 +1,4 @@
-import type { FastifyRequest } from "fastify";
+import type { FastifyReply, FastifyRequest } from "fastify";
 
 /** What a request learned on its way through, for metrics and the version header. */
 export interface RequestState {
@@ -21,4 +21,16 @@ export function requestState(request: FastifyRequest): RequestState {
 
 export function peekState(request: FastifyRequest): RequestState | undefined {
   return states.get(request);
+}
+
+/**
+ * Records which model version answered (for metrics) and says so in the `mlship-model-version` header, which
+ * every response carries once a version was resolved (conventions.md "Outputs"), errors included.
+ */
+export function answeredBy(request: FastifyRequest, reply: FastifyReply, model: string, version: number | string, rows?: number): void {
+  const state = requestState(request);
+  state.model = model;
+  state.version = String(version);
+  if (rows !== undefined) state.rows = rows;
+  reply.header("mlship-model-version", `${model}@${version}`);
 }

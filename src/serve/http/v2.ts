@@ -4,7 +4,7 @@ import { parseModelRef } from "../../registry/index.js";
 import { formatV2Response, v2TensorMetadata } from "../../scoring/index.js";
 import type { ScoringService } from "../../scoring/index.js";
 import { CsvBody } from "./content.js";
-import { requestState } from "./state.js";
+import { answeredBy } from "./state.js";
 import type { RouteConfig } from "./types.js";
 import { mlshipVersion } from "./version.js";
 
@@ -25,7 +25,7 @@ export function v2Ref(params: ModelParams): string {
       { field: "version" },
     );
   }
-  if (!/^\d+$/.test(version) || Number(version) < 1) {
+  if (!/^\d+$/.test(version) || !Number.isSafeInteger(Number(version)) || Number(version) < 1) {
     throw new MlshipError("MLSHIP_ERR_MODEL_REF_INVALID", `version '${version}' is not a version number (1, 2, ...)`, { field: "version" });
   }
   return `${parsed.name}@${Number(version)}`;
@@ -47,7 +47,7 @@ export function registerV2Routes(app: FastifyInstance, scoring: ScoringService, 
 
   const metadata = async (request: FastifyRequest<{ Params: ModelParams }>, reply: FastifyReply) => {
     const md = await scoring.metadata(v2Ref(request.params));
-    reply.header("mlship-model-version", `${md.name}@${md.version}`);
+    answeredBy(request, reply, md.name, md.version);
     return {
       name: md.name,
       versions: md.versions.map(String),
@@ -63,7 +63,7 @@ export function registerV2Routes(app: FastifyInstance, scoring: ScoringService, 
     const ref = v2Ref(request.params);
     const resolved = await scoring.resolve(ref);
     const isReady = await scoring.isReady(ref);
-    reply.header("mlship-model-version", `${resolved.version.name}@${resolved.version.version}`);
+    answeredBy(request, reply, resolved.version.name, resolved.version.version);
     if (!isReady) reply.code(503).header("retry-after", "1");
     return { name: resolved.version.name, ready: isReady };
   };
@@ -78,11 +78,7 @@ export function registerV2Routes(app: FastifyInstance, scoring: ScoringService, 
       });
     }
     const result = await scoring.score(ref, { kind: "v2", body: request.body }, { protocol: "v2", requestId: String(request.id) });
-    const state = requestState(request);
-    state.model = result.model;
-    state.version = String(result.version);
-    state.rows = result.rows;
-    reply.header("mlship-model-version", `${result.model}@${result.version}`);
+    answeredBy(request, reply, result.model, result.version, result.rows);
     return formatV2Response(result);
   };
   app.post("/v2/models/:name/infer", { config: V2_INFER, bodyLimit }, infer);

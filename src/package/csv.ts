@@ -6,8 +6,9 @@ export interface CsvTable {
 }
 
 /**
- * Parses a CSV body as pandas `to_csv` writes it: header row first, comma separated, RFC 4180 quoting,
- * `\n` or `\r\n` line ends. Blank lines are skipped (pandas does too); a row with a different cell count is an
+ * Parses CSV text as pandas `to_csv` writes it: header row first, comma separated, RFC 4180 quoting,
+ * `\n` or `\r\n` line ends, header names trimmed. The one CSV reader of mlship: request bodies at serving time
+ * and training-data headers at registration (`columnsFromCsv`) split columns the same way. Blank lines are skipped (pandas does too); a row with a different cell count is an
  * error that names its line.
  */
 export function parseCsv(text: string): CsvTable {
