@@ -1,158 +1,742 @@
-// `npm run bench`: requests per second and latency of mlship's inference routes against a bare node:http server
-// returning constant JSON, all measured in the same run on loopback (ratios are what to compare across machines).
-//
-// Knobs (env): BENCH_DURATION_MS (per scenario, default 5000), BENCH_WARMUP_MS (default 1000),
-// BENCH_CONNECTIONS (concurrent keep-alive loops, default 16), BENCH_WORKERS (inference threads, default: config).
+// `npm run bench` (docs: bench/README.md): throughput and latency of mlship against baselines measured in the same
+// run on the same machine (the ceilings: a bare node:http server and onnxruntime's session.run in a loop), printed
+// as a table with ratios and judged against the targets of issue 3. Every server, load generator and compute loop
+// runs in a child process of its own, on loopback only; every run is bounded in time and the bench stops by itself.
+import { execFile } from "node:child_process";
 import fs from "node:fs";
-import http from "node:http";
-import type { AddressInfo } from "node:net";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
-import { Worker } from "node:worker_threads";
-import { buildServer, createMlship, defaultConfig, registerModel } from "../src/index.js";
+import { performance } from "node:perf_hooks";
+import { promisify } from "node:util";
+import { bodyOf, constant, digitsMatrix, mlflowMlp, mlpMatrix, streamOf, v2Digits, v2Mlp, type Payload } from "./lib/bodies.js";
+import { READY_TAG } from "./lib/child.js";
+import { EXAMPLES, GROUPS, loadBenchConfig, ROOT, type Group } from "./lib/config.js";
+import { distModule } from "./lib/dist.js";
+import { grpcFrame, inferRequest, modelInferMethod, PROTO_FILE, verifyInfer } from "./lib/grpc.js";
+import { h2load, h2loadDataBytes } from "./lib/h2load.js";
+import { closedLoop, nextRun, type LoadResult } from "./lib/load.js";
+import { childEnv, cpuSecondsOf, machineBusy, memoryOf, runChild, spawnTracked, stop, tsChildArgs, type Spawned } from "./lib/proc.js";
+import { targetLines, textTable, writeResults, type Report, type Row, type Target } from "./lib/report.js";
+import type { AutocannonJob } from "./children/autocannon.js";
+import type { ComputeJob, ComputeResult } from "./children/compute.js";
+import type { NodeClientJob } from "./children/node-client.js";
+import type * as Lib from "../src/index.js";
+import type * as Serve from "../src/serve/index.js";
 
-/** What bench/load-worker.mjs runs. */
-interface LoadJob {
-  url: string;
-  method: "GET" | "POST";
-  body?: string;
-  contentType?: string;
-  /** Concurrent keep-alive request loops. */
-  connections: number;
-  durationMs: number;
-  warmupMs: number;
+const run = promisify(execFile);
+const cfg = loadBenchConfig();
+const startedAt = new Date();
+const t0 = performance.now();
+const loadAverageAtStart = os.loadavg()[0] ?? 0;
+// What other work uses while the bench is still idle (the build that `npm run bench` runs first inflates the load
+// average, so that is recorded but not judged).
+const busyAtStart = await machineBusy(1000);
+const warnings: string[] = [];
+const rows: Row[] = [];
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "mlship-bench-"));
+const MiB = 1024 * 1024;
+/** Connections of the capacity probe before the overload scenario. */
+const PROBE_CONNECTIONS = 64;
+
+const say = (line: string): void => {
+  process.stdout.write(`${line}\n`);
+};
+const want = (g: Group): boolean => cfg.only.has(g);
+const errorText = (e: unknown): string => (e instanceof Error ? e.message : String(e)).split("\n")[0] ?? "";
+
+// ---------------------------------------------------------------------------------------------------------------
+// What this build of mlship has. Scenarios for features that have not landed are printed as "not available".
+
+const lib = await distModule<typeof Lib>("index.js");
+const serve = await distModule<typeof Serve>("serve/index.js");
+const configKeys = lib.CONFIG_KEYS.map((k) => ({ key: k.key as string, env: k.env }));
+const cacheKey = configKeys.find((k) => k.env === "MLSHIP_CACHE" || /(^|\.)cache(\.|$)/i.test(k.key));
+const overloadKeys = configKeys.filter((k) => /queue|overload|inflight|in_flight|shed|pending|maxConcurren/i.test(k.key));
+/** The server-wide batch size (1 turns batching off), settable from the environment. */
+const batchSizeKey = configKeys.find((k) => /maxBatch/i.test(k.key) || k.env === "MLSHIP_MAX_BATCH_SIZE");
+const grpcAvailable = typeof (serve as Record<string, unknown>).createGrpcServer === "function" && configKeys.some((k) => k.key === "server.grpcPort");
+
+// ---------------------------------------------------------------------------------------------------------------
+// Helpers
+
+function row(partial: Partial<Row> & Pick<Row, "id" | "scenario" | "concurrency">): Row {
+  const r: Row = { rps: null, unit: "req/s", p50: null, p99: null, errors: null, ratio: null, baseline: null, note: "", ...partial };
+  rows.push(r);
+  return r;
 }
 
-interface LoadResult {
-  requests: number;
-  errors: number;
-  seconds: number;
-  /** Latencies of the measured requests in ms, sorted. */
-  latencies: number[];
-  firstError?: string;
+function fromLoad(id: string, scenario: string, result: LoadResult, note = ""): Row {
+  const r = row({
+    id,
+    scenario,
+    concurrency: String(result.connections),
+    rps: result.rps,
+    p50: result.p50,
+    p99: result.p99,
+    errors: result.errors,
+    note,
+    raw: result,
+  });
+  say(`bench: ${scenario}: ${Math.round(result.rps).toLocaleString("en-US")} req/s, p50 ${result.p50.toFixed(2)} ms, p99 ${result.p99.toFixed(2)} ms, ${result.errors} errors`);
+  // The overload scenario is expected to shed (429/503); its target line judges its errors.
+  if (result.errors > 0 && id !== "overload") warnings.push(`${scenario}: ${result.errors} errors (${JSON.stringify(result.statuses)}, socket ${result.socketErrors}, timeouts ${result.timeouts})`);
+  return r;
 }
 
-const env = (name: string, fallback: number): number => {
-  const raw = process.env[name];
-  const n = raw === undefined || raw === "" ? fallback : Number(raw);
-  if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive integer, got ${raw}`);
-  return n;
-};
-const durationMs = env("BENCH_DURATION_MS", 5000);
-const warmupMs = env("BENCH_WARMUP_MS", 1000);
-const connections = env("BENCH_CONNECTIONS", 16);
-const workers = process.env.BENCH_WORKERS === undefined ? undefined : env("BENCH_WORKERS", 1);
+/** The server the next measurement loads, for its CPU figure. */
+let serverPid: number | undefined;
 
-const pkgDir = fileURLToPath(new URL("../examples/models/breast-cancer/", import.meta.url));
-const example = JSON.parse(fs.readFileSync(path.join(pkgDir, "input_example.json"), "utf8")) as {
-  dataframe_split: { columns: string[]; data: number[][] };
-};
-const row = example.dataframe_split.data[0] as number[];
-const mlflowBody = JSON.stringify({ dataframe_split: { columns: example.dataframe_split.columns, data: [row] } });
-const v2Body = JSON.stringify({ inputs: [{ name: "input", shape: [1, row.length], datatype: "FP32", data: row }] });
-const constant = JSON.stringify({ predictions: [{ probabilities: [0.01, 0.99], label: 1, class: "benign" }] });
+/** Runs a load and records it; the server's average CPU use over the run goes into the row. */
+async function measure(id: string, scenario: string, load: () => Promise<LoadResult>, note = ""): Promise<Row> {
+  const pid = serverPid;
+  const cpu0 = pid === undefined ? undefined : cpuSecondsOf(pid);
+  const t = performance.now();
+  const result = await load();
+  const cpu1 = pid === undefined ? undefined : cpuSecondsOf(pid);
+  if (cpu0 !== undefined && cpu1 !== undefined) result.serverCores = (cpu1 - cpu0) / ((performance.now() - t) / 1000);
+  const cores = [
+    result.serverCores === undefined ? "" : `server ${result.serverCores.toFixed(2)} cores`,
+    result.clientCores === undefined ? "" : `client ${result.clientCores.toFixed(2)} cores`,
+  ].filter((c) => c !== "");
+  return fromLoad(id, scenario, result, [note, cores.join(", ")].filter((c) => c !== "").join("; "));
+}
 
-function load(job: Omit<LoadJob, "connections" | "durationMs" | "warmupMs">): Promise<LoadResult> {
-  return new Promise((resolve, reject) => {
-    const worker = new Worker(new URL("./load-worker.mjs", import.meta.url), {
-      workerData: { ...job, connections, durationMs, warmupMs } satisfies LoadJob,
-    });
-    worker.once("message", (result: LoadResult) => {
-      resolve(result);
-      void worker.terminate();
-    });
-    worker.once("error", reject);
+function failed(id: string, scenario: string, concurrency: string, err: unknown): Row {
+  const why = errorText(err);
+  warnings.push(`${scenario}: failed: ${why}`);
+  say(`bench: ${scenario}: FAILED: ${why}`);
+  return row({ id, scenario, concurrency, note: `failed: ${why}` });
+}
+
+function byId(id: string): Row | undefined {
+  return rows.find((r) => r.id === id && r.rps !== null);
+}
+
+/** How the "vs" column names each baseline. */
+const BASELINE_NAMES: Record<string, string> = {
+  bare: "bare HTTP",
+  "rest-node": "REST (same client)",
+  "rest-h2load": "REST (same client)",
+  "digits-off": "batching off",
+  capacity: "capacity",
+};
+
+function ratio(id: string, baselineId: string): void {
+  const r = byId(id);
+  const b = byId(baselineId);
+  if (r === undefined || b === undefined || r.rps === null || b.rps === null) return;
+  r.ratio = r.rps / b.rps;
+  r.baseline = BASELINE_NAMES[baselineId] ?? baselineId;
+}
+
+async function startReadyChild(name: string, jobData: unknown, what: string): Promise<{ proc: Spawned; ready: Record<string, unknown> }> {
+  const proc = spawnTracked(process.execPath, tsChildArgs(name), { BENCH_JOB: JSON.stringify(jobData) });
+  const ready = await proc.waitLine(
+    (line) => (line.startsWith(READY_TAG) ? (JSON.parse(line.slice(READY_TAG.length)) as Record<string, unknown>) : undefined),
+    90_000,
+    what,
+  );
+  return { proc, ready };
+}
+
+/** One request before measuring: the model is loaded and the route answers 200, or the scenario fails loudly. */
+async function check(baseUrl: string, payload: Payload): Promise<void> {
+  const stream = streamOf(payload, nextRun());
+  const res = await fetch(baseUrl + stream.path, {
+    method: stream.method,
+    headers: { "content-type": stream.contentType },
+    body: bodyOf(stream, 0),
+    signal: AbortSignal.timeout(60_000),
+  });
+  const text = await res.text();
+  if (res.status !== 200) throw new Error(`${stream.path} answered ${res.status}: ${text.slice(0, 300)}`);
+}
+
+function loop(baseUrl: string, payload: Payload, connections = cfg.connections): Promise<LoadResult> {
+  return closedLoop(cfg.loadgen, {
+    baseUrl,
+    payload,
+    connections,
+    seconds: cfg.seconds,
+    warmupSeconds: cfg.warmupSeconds,
+    threads: cfg.threads,
   });
 }
 
-function percentile(sorted: number[], p: number): number {
-  if (sorted.length === 0) return Number.NaN;
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] as number;
-}
-
-interface Row {
-  name: string;
-  rps: number;
-  p50: number;
-  p99: number;
-  errors: number;
-}
-
-function summarize(name: string, r: LoadResult): Row {
-  if (r.errors > 0 || r.requests === 0) {
-    process.stderr.write(`bench: ${name}: ${r.errors} errors, ${r.requests} ok (first error: ${r.firstError ?? "-"})\n`);
-  }
-  return { name, rps: r.requests / r.seconds, p50: percentile(r.latencies, 50), p99: percentile(r.latencies, 99), errors: r.errors };
-}
-
-async function listen(server: http.Server): Promise<string> {
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-}
-
-async function main(): Promise<void> {
-  const home = fs.mkdtempSync(path.join(os.tmpdir(), "mlship-bench-"));
-  const overrides: Record<string, unknown> = { home, "log.level": "warn" };
-  if (workers !== undefined) overrides["runtime.workers"] = workers;
-  const app = await createMlship(defaultConfig(overrides));
+async function bare(id: string, scenario: string): Promise<void> {
+  let server: Spawned | undefined;
   try {
-    await registerModel(app, pkgDir, { name: "breast-cancer", alias: "production" });
-    const server = buildServer({
-      scoring: app.scoring,
-      registry: app.registry,
-      logger: false,
-      defaultModel: "breast-cancer@production",
-    });
-    await server.listen({ host: "127.0.0.1", port: 0 });
-    const mlshipUrl = `http://127.0.0.1:${(server.server.address() as AddressInfo).port}`;
-
-    const baseline = http.createServer((req, res) => {
-      req.resume();
-      req.on("end", () => {
-        res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(constant) });
-        res.end(constant);
-      });
-    });
-    const baselineUrl = await listen(baseline);
-
-    // Fail fast (and load the model) before measuring.
-    for (const [url, body] of [[`${mlshipUrl}/invocations`, mlflowBody], [`${mlshipUrl}/v2/models/breast-cancer/infer`, v2Body]] as const) {
-      const res = await fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body });
-      if (res.status !== 200) throw new Error(`${url} answered ${res.status}: ${await res.text()}`);
-    }
-
-    process.stdout.write(
-      `mlship bench: ${connections} connections, ${warmupMs} ms warm-up + ${durationMs} ms per scenario, ` +
-        `${app.config.runtime.workers} inference worker(s), ${os.availableParallelism()} cores, Node ${process.version}\n`,
-    );
-    const rows: Row[] = [];
-    rows.push(summarize("baseline node:http constant JSON", await load({ url: `${baselineUrl}/`, method: "POST", body: mlflowBody })));
-    rows.push(summarize("mlship /invocations (1 row)", await load({ url: `${mlshipUrl}/invocations`, method: "POST", body: mlflowBody })));
-    rows.push(summarize("mlship V2 infer (1 row)", await load({ url: `${mlshipUrl}/v2/models/breast-cancer/infer`, method: "POST", body: v2Body })));
-
-    const base = rows[0] as Row;
-    const fmt = (n: number, d = 2): string => (Number.isFinite(n) ? n.toFixed(d) : "-");
-    const header = ["scenario", "req/s", "p50 ms", "p99 ms", "errors", "req/s vs baseline", "p99 vs baseline"];
-    const table = rows.map((r) => [
-      r.name,
-      fmt(r.rps, 0),
-      fmt(r.p50),
-      fmt(r.p99),
-      String(r.errors),
-      r === base ? "1.00" : fmt(r.rps / base.rps),
-      r === base ? "1.00" : `${fmt(r.p99 / base.p99)}x`,
-    ]);
-    const widths = header.map((h, i) => Math.max(h.length, ...table.map((t) => (t[i] as string).length)));
-    for (const line of [header, ...table]) {
-      process.stdout.write(`${line.map((c, i) => (i === 0 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join("  ")}\n`);
-    }
-    await server.close();
-    await new Promise<void>((resolve) => baseline.close(() => resolve()));
+    const started = await startReadyChild("bare-server", {}, "bare node:http server");
+    server = started.proc;
+    serverPid = server.child.pid;
+    await measure(id, scenario, () => loop(String(started.ready.url), mlflowMlp(1)));
+  } catch (e) {
+    failed(id, scenario, String(cfg.connections), e);
   } finally {
-    await app.close();
-    fs.rmSync(home, { recursive: true, force: true });
+    if (server !== undefined) await stop(server, 5000);
   }
 }
 
-await main();
+interface CliServer {
+  proc: Spawned;
+  pid: number;
+  url: string;
+  grpcAddress: string | undefined;
+}
+
+/**
+ * The server as users run it: `mlship models register` for each example package (alias production), then
+ * `mlship serve` on free ports, in a fresh home and a folder without mlship.config.yaml. MLSHIP_* variables of the
+ * bench's environment are not passed on (childEnv); `settings` and BENCH_MLSHIP_<X> are.
+ */
+async function startCli(label: string, models: string[], settings: Record<string, string>, grpc: boolean): Promise<CliServer> {
+  const dir = path.join(tmp, label);
+  fs.mkdirSync(dir, { recursive: true });
+  const env: NodeJS.ProcessEnv = { MLSHIP_HOME: path.join(dir, "home"), MLSHIP_LOG_LEVEL: "warn", ...settings };
+  for (const [k, v] of Object.entries(process.env)) if (k.startsWith("BENCH_MLSHIP_") && v !== undefined) env[k.slice("BENCH_".length)] = v;
+  const bin = path.join(ROOT, "bin", "mlship.js");
+  for (const name of models) {
+    await run(process.execPath, [bin, "models", "register", path.join(EXAMPLES, name), "--name", name, "--alias", "production"], {
+      cwd: dir,
+      env: childEnv(env),
+      timeout: 120_000,
+    });
+  }
+  const args = [bin, "serve", "--port", "0", "--model", `${models[0] as string}@production`];
+  if (grpcAvailable) args.push("--grpc-port", grpc ? "0" : "-1");
+  if (cfg.workers !== undefined) args.push("--workers", String(cfg.workers));
+  const proc = spawnTracked(process.execPath, args, env, dir);
+  try {
+    const url = await proc.waitLine((l) => /serving on (http:\/\/\S+)/.exec(l)?.[1], 90_000, `mlship serve (${label})`);
+    let grpcAddress: string | undefined;
+    if (grpc && grpcAvailable) {
+      grpcAddress = await proc.waitLine((l) => /gRPC.* on (\S+)\s*$/.exec(l)?.[1], 15_000, "mlship serve (gRPC address)").catch((e: unknown) => {
+        warnings.push(`gRPC: the server printed no gRPC address: ${errorText(e)}`);
+        return undefined;
+      });
+    }
+    return { proc, pid: proc.child.pid as number, url, grpcAddress };
+  } catch (e) {
+    await stop(proc, 5000);
+    throw e;
+  }
+}
+
+/** /metrics values whose name matches `pattern`, summed over labels; null when there is no such metric. */
+async function metricSum(baseUrl: string, pattern: RegExp): Promise<number | null> {
+  const res = await fetch(`${baseUrl}/metrics`, { signal: AbortSignal.timeout(10_000) });
+  if (res.status !== 200) return null;
+  let sum: number | null = null;
+  for (const line of (await res.text()).split("\n")) {
+    const m = /^([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+(\S+)/.exec(line);
+    if (m === null || !pattern.test(m[1] as string)) continue;
+    sum = (sum ?? 0) + Number(m[3]);
+  }
+  return sum;
+}
+
+async function alive(baseUrl: string): Promise<boolean> {
+  try {
+    const res = await fetch(`${baseUrl}/v2/health/live`, { signal: AbortSignal.timeout(5000) });
+    await res.text();
+    return res.status === 200;
+  } catch {
+    return false;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
+say(
+  `mlship bench: ${cfg.loadgen}, ${cfg.connections} connections (digits ${cfg.digitsConnections}), ` +
+    `${cfg.warmupSeconds} s warm-up + ${cfg.seconds} s per scenario, ${os.availableParallelism()} cores, Node ${process.version}` +
+    `${cfg.quick ? " (BENCH_QUICK)" : ""}`,
+);
+if (busyAtStart !== undefined && busyAtStart > 0.15) {
+  warnings.push(
+    `other processes used ${(busyAtStart * 100).toFixed(0)}% of the CPU just before the bench started: they share the cores, numbers may be noisy`,
+  );
+}
+
+let overloadDetail: Record<string, unknown> | null = null;
+const overloadSeconds = cfg.overloadSeconds;
+
+try {
+  // (a) The HTTP ceiling.
+  if (want("bare")) await bare("bare", "bare node:http, constant JSON (HTTP ceiling)");
+
+  // (b) The compute ceiling: one session.run loop per core, rates added.
+  if (want("compute")) {
+    const procs = cfg.computeProcs;
+    const cases = [
+      { id: "run-mlp-1", label: "session.run MLP 1 row", model: "breast-cancer", shape: [1, 30], data: mlpMatrix(1) },
+      { id: "run-mlp-32", label: "session.run MLP 32 rows", model: "breast-cancer", shape: [32, 30], data: mlpMatrix(32) },
+      { id: "run-cnn-1", label: "session.run CNN 1 image", model: "digits", shape: [1, 1, 8, 8], data: digitsMatrix(1) },
+      { id: "run-cnn-64", label: "session.run CNN 64 images", model: "digits", shape: [64, 1, 8, 8], data: digitsMatrix(64) },
+    ];
+    const seconds = Math.max(0.5, cfg.seconds / 2);
+    for (const c of cases) {
+      const scenario = `${c.label} (compute ceiling)`;
+      try {
+        const job: ComputeJob = {
+          modelPath: path.join(EXAMPLES, c.model, "model.onnx"),
+          inputName: "input",
+          shape: c.shape,
+          data: Array.from(c.data),
+          warmupSeconds: cfg.warmupSeconds,
+          seconds,
+        };
+        const results = await Promise.all(
+          Array.from({ length: procs }, () => runChild<ComputeResult>("compute", job, (seconds + cfg.warmupSeconds + 60) * 1000)),
+        );
+        const runs = results.reduce((a, r) => a + r.runsPerSecond, 0);
+        const p50 = results.reduce((a, r) => a + r.p50, 0) / results.length;
+        const p99 = Math.max(...results.map((r) => r.p99));
+        const batch = c.shape[0] as number;
+        row({
+          id: c.id,
+          scenario,
+          concurrency: `${procs} proc`,
+          rps: runs,
+          unit: "runs/s",
+          p50,
+          p99,
+          note: batch > 1 ? `${Math.round(runs * batch).toLocaleString("en-US")} rows/s` : "",
+          raw: results,
+        });
+        say(`bench: ${scenario}: ${Math.round(runs).toLocaleString("en-US")} runs/s over ${procs} processes, p50 ${p50.toFixed(3)} ms`);
+      } catch (e) {
+        failed(c.id, scenario, `${procs} proc`, e);
+      }
+    }
+  }
+
+  // (c, d, f, g, overload) The mlship server as users run it: the CLI, models registered through the CLI.
+  if (want("mlp") || want("cache") || want("grpc") || want("overload")) {
+    let server: Spawned | undefined;
+    try {
+      const cli = await startCli("mlp", ["breast-cancer"], {}, true);
+      server = cli.proc;
+      const { url, grpcAddress, pid } = cli;
+      serverPid = pid;
+      for (const p of [mlflowMlp(1), v2Mlp(1)]) await check(url, p);
+      say(`bench: mlship serve (pid ${pid}) on ${url}${grpcAddress === undefined ? "" : `, gRPC ${grpcAddress}`}`);
+
+      // (c, d) MLP over REST, every request a distinct input.
+      if (want("mlp") || want("overload")) {
+        try {
+          await measure("mlp-1", "mlship /invocations MLP 1 row", () => loop(url, mlflowMlp(1)));
+        } catch (e) {
+          failed("mlp-1", "mlship /invocations MLP 1 row", String(cfg.connections), e);
+        }
+      }
+      if (want("mlp")) {
+        for (const [id, scenario, payload] of [
+          ["mlp-32", "mlship /invocations MLP 32 rows", mlflowMlp(32)],
+          ["v2-mlp-1", "mlship V2 infer MLP 1 row", v2Mlp(1)],
+        ] as const) {
+          try {
+            await measure(id, scenario, () => loop(url, payload), id === "mlp-32" ? "32 rows per request" : "");
+          } catch (e) {
+            failed(id, scenario, String(cfg.connections), e);
+          }
+        }
+      }
+
+      // (f) Cache hits: one identical body throughout.
+      if (want("cache")) {
+        const scenario = "mlship /invocations MLP 1 row, cache hits";
+        if (cacheKey === undefined) {
+          row({ id: "cache-hit", scenario, concurrency: String(cfg.connections), note: "not available: no prediction cache in this build (no cache key in the config schema)" });
+          say(`bench: ${scenario}: not available (no prediction cache in this build)`);
+        } else {
+          try {
+            const before = await metricSum(url, /cache.*hit/i);
+            const r = await measure("cache-hit", scenario, () => loop(url, constant(mlflowMlp(1))));
+            const after = await metricSum(url, /cache.*hit/i);
+            // No series before the first lookup of a version: none counts as zero.
+            const hits = after === null ? null : after - (before ?? 0);
+            r.note = [hits === null ? `cache key ${cacheKey.key}; no cache-hit metric found` : `${hits.toLocaleString("en-US")} hits in /metrics`, r.note].join("; ");
+            if (hits === 0) warnings.push(`cache hits: /metrics counted no hits; is the cache on? (set it with BENCH_MLSHIP_${cacheKey.env.replace(/^MLSHIP_/, "")})`);
+          } catch (e) {
+            failed("cache-hit", scenario, String(cfg.connections), e);
+          }
+        }
+      }
+
+      // (g) gRPC vs REST, both from the same kind of Node client.
+      if (want("grpc")) {
+        if (!grpcAvailable || grpcAddress === undefined) {
+          for (const [id, scenario] of [
+            ["rest", "REST V2 infer MLP 1 row"],
+            ["grpc", "gRPC ModelInfer MLP 1 row"],
+          ] as const) {
+            row({ id, scenario, concurrency: String(cfg.connections), note: "not available: no gRPC server in this build" });
+          }
+          say("bench: gRPC vs REST: not available (no gRPC server in this build)");
+        } else if (cfg.grpcClient === "h2load") {
+          // One fixed body per protocol (h2load cannot vary it): with a prediction cache both sides are cache hits.
+          const method = modelInferMethod();
+          const v2 = constant(v2Mlp(1));
+          const restLabel = "REST V2 infer MLP 1 row (h2load --h1, fixed body)";
+          const grpcLabel = "gRPC ModelInfer MLP 1 row (h2load h2c, fixed body)";
+          const common = { threads: cfg.threads, seconds: cfg.seconds, warmupSeconds: cfg.warmupSeconds };
+          try {
+            await measure("rest-h2load", restLabel, () => h2load({
+              ...common,
+              url: url + v2.path,
+              body: Buffer.from(bodyOf(streamOf(v2, 0), 0)),
+              headers: [`content-type: ${v2.contentType}`],
+              h1: true,
+              connections: cfg.connections,
+              streams: 1,
+            }), "same client as gRPC");
+          } catch (e) {
+            failed("rest-h2load", restLabel, String(cfg.connections), e);
+          }
+          try {
+            const request = inferRequest("breast-cancer", "input", [1, 30], mlpMatrix(1));
+            await verifyInfer(grpcAddress, method, request);
+            const target = { url: `http://${grpcAddress}${method.path}`, body: grpcFrame(method, request), headers: ["content-type: application/grpc", "te: trailers"], h1: false };
+            const okDataBytes = await h2loadDataBytes(target);
+            const channels = Math.min(cfg.grpcChannels, cfg.connections);
+            const streams = Math.ceil(cfg.connections / channels);
+            await measure("grpc-h2load", grpcLabel, () => h2load({ ...common, ...target, connections: channels, streams, okDataBytes }), `raw_input_contents; ${channels} connections x ${streams} streams`);
+          } catch (e) {
+            failed("grpc-h2load", grpcLabel, String(cfg.connections), e);
+          }
+        } else {
+          const seconds = cfg.seconds;
+          const base: Omit<NodeClientJob, "mode"> = { connections: cfg.connections, warmupSeconds: cfg.warmupSeconds, seconds };
+          const timeout = (seconds + cfg.warmupSeconds + 60) * 1000;
+          const v2 = v2Mlp(1);
+          const clientBound = "client-bound: the Node client needs about as much CPU as the server";
+          try {
+            const job: NodeClientJob = { ...base, mode: "http", url, warmup: streamOf(v2, nextRun()), stream: streamOf(v2, nextRun()) };
+            await measure("rest-node", "REST V2 infer MLP 1 row (node:http client)", () => runChild<LoadResult>("node-client", job, timeout), clientBound);
+          } catch (e) {
+            failed("rest-node", "REST V2 infer MLP 1 row (node:http client)", String(cfg.connections), e);
+          }
+          try {
+            const job: NodeClientJob = {
+              ...base,
+              mode: "grpc",
+              address: grpcAddress,
+              protoFile: PROTO_FILE,
+              channels: cfg.grpcChannels,
+              model: "breast-cancer",
+              inputName: "input",
+              shape: [1, 30],
+              row: Array.from(mlpMatrix(1)),
+              a: v2.a,
+              b: v2.b,
+              cellB: 29,
+              runs: [nextRun(), nextRun()],
+            };
+            await measure("grpc-node", "gRPC ModelInfer MLP 1 row (grpc-js client)", () => runChild<LoadResult>("node-client", job, timeout), `raw_input_contents, ${cfg.grpcChannels} channels; ${clientBound}`);
+          } catch (e) {
+            failed("grpc-node", "gRPC ModelInfer MLP 1 row (grpc-js client)", String(cfg.connections), e);
+          }
+        }
+      }
+
+      // Overload: offer BENCH_OVERLOAD_FACTOR x the measured capacity; errors by status, RSS, accepted p99.
+      if (want("overload")) {
+        // Capacity is the saturated throughput: with more requests in flight the batcher gathers more rows per
+        // run, so the server answers more than at c=BENCH_CONNECTIONS. Probed with the overload's own client
+        // (autocannon), closed loop, at PROBE_CONNECTIONS: enough to saturate, below the default max_queue.
+        const satLabel = `mlship /invocations MLP 1 row, saturated (capacity probe)`;
+        try {
+          const probe = {
+            baseUrl: url,
+            payload: mlflowMlp(1),
+            connections: PROBE_CONNECTIONS,
+            seconds: cfg.seconds,
+            warmupSeconds: cfg.warmupSeconds,
+            threads: cfg.threads,
+          };
+          await measure("saturated", satLabel, () => closedLoop("autocannon", probe), "autocannon closed loop");
+        } catch (e) {
+          failed("saturated", satLabel, String(PROBE_CONNECTIONS), e);
+        }
+        const capacity = Math.max(byId("mlp-1")?.rps ?? 0, byId("saturated")?.rps ?? 0) || null;
+        const factor = cfg.overloadFactor;
+        const scenario = `overload ${factor}x: /invocations MLP 1 row`;
+        if (capacity === null) {
+          failed("overload", scenario, String(cfg.overloadConnections), new Error("no measured capacity (the 1-row MLP scenarios failed)"));
+        } else {
+          const offered = capacity * factor;
+          const samples: number[] = [];
+          const before = memoryOf(pid);
+          const poll = setInterval(() => {
+            const m = memoryOf(pid);
+            if (m !== undefined) samples.push(m.rss);
+          }, 100);
+          try {
+            const payload = mlflowMlp(1);
+            const job: AutocannonJob = {
+              url,
+              warmup: undefined,
+              stream: streamOf(payload, nextRun()),
+              warmupSeconds: 0,
+              seconds: overloadSeconds,
+              connections: cfg.overloadConnections,
+              overallRate: offered,
+              timeoutSeconds: 10,
+            };
+            const r = await measure(
+              "overload",
+              `${scenario} (offered ${Math.round(offered).toLocaleString("en-US")} req/s)`,
+              () => runChild<LoadResult>("autocannon", job, (overloadSeconds + 60) * 1000),
+            );
+            const result = r.raw as LoadResult;
+            clearInterval(poll);
+            const after = memoryOf(pid);
+            const isAlive = server.child.exitCode === null && (await alive(url));
+            const peak = Math.max(...samples, before?.rss ?? 0);
+            const sentRate = result.completed === undefined ? null : result.completed / result.seconds;
+            overloadDetail = {
+              capacityRps: capacity,
+              offeredRps: offered,
+              completedRps: sentRate,
+              acceptedRps: result.rps,
+              acceptedP50: result.p50,
+              acceptedP99: result.p99,
+              statuses: result.statuses,
+              socketErrors: result.socketErrors,
+              timeouts: result.timeouts,
+              rssBeforeBytes: before?.rss ?? null,
+              rssPeakBytes: peak,
+              rssAfterBytes: after?.rss ?? null,
+              hwmBytes: after?.hwm ?? null,
+              alive: isAlive,
+              seconds: result.seconds,
+              connections: cfg.overloadConnections,
+              serverCores: result.serverCores ?? null,
+              clientCores: result.clientCores ?? null,
+            };
+            const statusText = Object.entries(result.statuses).map(([k, v]) => `${k}:${v}`).join(" ") || "no non-2xx";
+            r.note = [
+              `${statusText}; socket err ${result.socketErrors}, timeouts ${result.timeouts}`,
+              `RSS ${((before?.rss ?? 0) / MiB).toFixed(0)} -> peak ${(peak / MiB).toFixed(0)} MiB`,
+              isAlive ? "alive" : "NOT ALIVE",
+              r.note,
+            ].join("; ");
+            r.ratio = result.rps / capacity;
+            r.baseline = BASELINE_NAMES.capacity ?? null;
+            say(`bench: overload: completed ${sentRate === null ? "?" : Math.round(sentRate).toLocaleString("en-US")} req/s, ${statusText}, RSS peak ${(peak / MiB).toFixed(0)} MiB, ${isAlive ? "server alive" : "server NOT alive"}`);
+          } catch (e) {
+            clearInterval(poll);
+            failed("overload", scenario, String(cfg.overloadConnections), e);
+          }
+        }
+      }
+    } catch (e) {
+      failed("mlship-serve", "mlship serve (CLI)", "-", e);
+    } finally {
+      if (server !== undefined) await stop(server, 15_000);
+    }
+  }
+
+  // (e) Digits CNN, 1 image per request at concurrency 64: batching on vs off, each a CLI server of its own that
+  // differs only in the batch-size setting (1 turns batching off; unset keeps mlship's default).
+  if (want("digits")) {
+    for (const batching of [true, false]) {
+      const id = batching ? "digits-on" : "digits-off";
+      const scenario = `mlship V2 infer CNN 1 image, batching ${batching ? "on" : "off"}`;
+      if (batchSizeKey === undefined) {
+        row({ id, scenario, concurrency: String(cfg.digitsConnections), note: "not available: no batch-size setting in the config schema" });
+        continue;
+      }
+      let server: Spawned | undefined;
+      try {
+        const cli = await startCli(id, ["digits"], batching ? {} : { [batchSizeKey.env]: "1" }, false);
+        server = cli.proc;
+        serverPid = cli.pid;
+        await check(cli.url, v2Digits());
+        await measure(id, scenario, () => loop(cli.url, v2Digits(), cfg.digitsConnections), batching ? "default batching settings" : `${batchSizeKey.env}=1`);
+      } catch (e) {
+        failed(id, scenario, String(cfg.digitsConnections), e);
+      } finally {
+        if (server !== undefined) await stop(server, 15_000);
+      }
+    }
+  }
+
+  // The HTTP ceiling again: how much the machine drifted during the run.
+  if (want("bare")) await bare("bare-end", "bare node:http again (drift check)");
+} finally {
+  fs.rmSync(tmp, { recursive: true, force: true });
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Ratios and targets
+
+for (const id of ["mlp-1", "mlp-32", "v2-mlp-1", "cache-hit", "bare-end"]) ratio(id, "bare");
+ratio("grpc-node", "rest-node");
+ratio("grpc-h2load", "rest-h2load");
+ratio("digits-on", "digits-off");
+const drift = byId("bare-end")?.ratio;
+if (drift !== undefined && drift !== null && Math.abs(drift - 1) > 0.15) {
+  warnings.push(`the bare HTTP ceiling moved ${((drift - 1) * 100).toFixed(0)}% between the start and the end of the run: other load on the machine; ratios are noisy`);
+}
+const bareRow = byId("bare");
+const fmt = (n: number | null | undefined, d = 0): string => (n === null || n === undefined || !Number.isFinite(n) ? "-" : d === 0 ? Math.round(n).toLocaleString("en-US") : n.toFixed(d));
+
+const targets: Target[] = [];
+{
+  const name = "1-row MLP over REST >= 0.6x the bare-HTTP ceiling";
+  const r = byId("mlp-1");
+  if (r === undefined || bareRow === undefined || r.ratio === null) targets.push({ name, verdict: "N/A", detail: "not measured in this run" });
+  else {
+    const v2 = byId("v2-mlp-1");
+    targets.push({
+      name,
+      verdict: r.ratio >= 0.6 ? "PASS" : "FAIL",
+      detail: `${r.ratio.toFixed(2)}x (/invocations ${fmt(r.rps)} vs ${fmt(bareRow.rps)} req/s${v2?.ratio === null || v2 === undefined ? "" : `; V2 infer ${v2.ratio?.toFixed(2)}x`})`,
+    });
+  }
+}
+{
+  const name = `digits CNN at concurrency ${cfg.digitsConnections}: batching on >= 3x off, p99 no worse`;
+  const on = byId("digits-on");
+  const off = byId("digits-off");
+  if (on === undefined || off === undefined || on.ratio === null) targets.push({ name, verdict: "N/A", detail: "not measured in this run" });
+  else {
+    const p99ok = (on.p99 ?? Infinity) <= (off.p99 ?? 0);
+    targets.push({
+      name,
+      verdict: on.ratio >= 3 && p99ok ? "PASS" : "FAIL",
+      detail: `${on.ratio.toFixed(2)}x (${fmt(on.rps)} vs ${fmt(off.rps)} req/s), p99 ${fmt(on.p99, 2)} vs ${fmt(off.p99, 2)} ms`,
+    });
+  }
+}
+{
+  const name = "cache-hit path >= 0.8x the bare-HTTP ceiling";
+  const r = byId("cache-hit");
+  if (cacheKey === undefined) targets.push({ name, verdict: "N/A", detail: "no prediction cache in this build" });
+  else if (r === undefined || r.ratio === null || bareRow === undefined) targets.push({ name, verdict: "N/A", detail: "not measured in this run" });
+  else targets.push({ name, verdict: r.ratio >= 0.8 ? "PASS" : "FAIL", detail: `${r.ratio.toFixed(2)}x (${fmt(r.rps)} vs ${fmt(bareRow.rps)} req/s)` });
+}
+{
+  const name = `at ${cfg.overloadFactor}x overload: no crash, RSS bounded, every error a 429/503, accepted p99 kept (<= 2x the p99 at capacity)`;
+  const o = overloadDetail as {
+    alive: boolean;
+    statuses: Record<string, number>;
+    socketErrors: number;
+    timeouts: number;
+    rssBeforeBytes: number | null;
+    rssPeakBytes: number;
+    acceptedP99: number;
+    acceptedRps: number;
+    completedRps: number | null;
+    offeredRps: number;
+    serverCores: number | null;
+    clientCores: number | null;
+  } | null;
+  if (o === null) targets.push({ name, verdict: "N/A", detail: "not measured in this run" });
+  else {
+    // "Their p99": what requests see at capacity without overload, i.e. the saturated probe (same client, 2xx
+    // latencies), or the c=BENCH_CONNECTIONS scenario when the probe is missing.
+    const probe = byId("saturated") ?? byId("mlp-1");
+    const normalP99 = probe?.p99 ?? Number.NaN;
+    const normalWhere = probe?.id === "saturated" ? `at capacity (c=${PROBE_CONNECTIONS})` : `at c=${cfg.connections}`;
+    const other = Object.keys(o.statuses).filter((s) => s !== "429" && s !== "503");
+    const errorsOk = other.length === 0 && o.socketErrors === 0 && o.timeouts === 0;
+    const rssBefore = o.rssBeforeBytes ?? Number.NaN;
+    const rssOk = o.rssPeakBytes <= Math.max(rssBefore * 1.5, rssBefore + 128 * MiB);
+    const p99Ok = o.acceptedP99 <= 2 * normalP99;
+    const figures =
+      `alive ${o.alive ? "yes" : "NO"}; offered ${fmt(o.offeredRps)} req/s, completed ${fmt(o.completedRps)}/s, accepted ${fmt(o.acceptedRps)}/s; ` +
+      `errors ${JSON.stringify(o.statuses)} + ${o.socketErrors} socket + ${o.timeouts} timeouts${errorsOk ? "" : " (not all 429/503)"}; ` +
+      `RSS ${fmt(rssBefore / MiB)} -> peak ${fmt(o.rssPeakBytes / MiB)} MiB${rssOk ? "" : " (grew > 1.5x)"}; ` +
+      `accepted p99 ${fmt(o.acceptedP99, 2)} ms vs ${fmt(normalP99, 2)} ms ${normalWhere}${p99Ok ? "" : " (more than 2x)"}; ` +
+      `CPU: server ${fmt(o.serverCores, 2)} cores, load generator ${fmt(o.clientCores, 2)} cores`;
+    if (overloadKeys.length === 0) {
+      targets.push({ name, verdict: "N/A", detail: `no overload control in this build (no queue/overload setting in the config schema); measured: ${figures}` });
+    } else {
+      targets.push({ name, verdict: o.alive && errorsOk && rssOk && p99Ok ? "PASS" : "FAIL", detail: figures });
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Output
+
+const finishedAt = new Date();
+let commit: string | null = null;
+try {
+  commit = (await run("git", ["rev-parse", "--short", "HEAD"], { cwd: ROOT })).stdout.trim();
+} catch {
+  commit = null;
+}
+let wrkVersion: string | null = null;
+if (cfg.loadgen === "wrk") {
+  // `wrk -v` prints its version and exits 1.
+  wrkVersion = await run("wrk", ["-v"]).then(
+    (r) => r.stdout,
+    (e: { stdout?: string }) => e.stdout ?? "",
+  ).then((s) => /wrk (\S+)/.exec(s)?.[1] ?? null);
+}
+const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, "package.json"), "utf8")) as { version: string };
+const report: Report = {
+  startedAt: startedAt.toISOString(),
+  finishedAt: finishedAt.toISOString(),
+  wallSeconds: (performance.now() - t0) / 1000,
+  environment: {
+    cpu: os.cpus()[0]?.model.trim() ?? "unknown CPU",
+    cores: os.availableParallelism(),
+    memoryGiB: Math.round(os.totalmem() / 1024 ** 3),
+    os: `${os.type()} ${os.release()}`,
+    node: process.version,
+    mlship: pkg.version,
+    commit,
+    loadAverageAtStart: Number(loadAverageAtStart.toFixed(2)),
+    cpuBusyBeforeStart: busyAtStart === undefined ? null : Number(busyAtStart.toFixed(3)),
+    loadAverageAtEnd: Number((os.loadavg()[0] ?? 0).toFixed(2)),
+    wrk: wrkVersion,
+    features: {
+      cache: cacheKey?.key ?? null,
+      overloadControl: overloadKeys.map((k) => k.key),
+      batchSize: batchSizeKey?.key ?? null,
+      grpc: grpcAvailable,
+    },
+  },
+  settings: {
+    loadgen: cfg.loadgen,
+    seconds: cfg.seconds,
+    warmupSeconds: cfg.warmupSeconds,
+    connections: cfg.connections,
+    digitsConnections: cfg.digitsConnections,
+    wrkThreads: cfg.threads,
+    computeProcs: cfg.computeProcs,
+    overloadConnections: cfg.overloadConnections,
+    overloadFactor: cfg.overloadFactor,
+    overloadSeconds,
+    grpcChannels: cfg.grpcChannels,
+    grpcClient: cfg.grpcClient,
+    workers: cfg.workers ?? "default (one per core)",
+    quick: cfg.quick,
+    only: [...cfg.only],
+  },
+  rows,
+  targets,
+  overload: overloadDetail,
+  warnings,
+};
+
+say("");
+say(textTable(rows));
+say("");
+say("Targets (issue 3):");
+say(targetLines(targets));
+if (warnings.length > 0) {
+  say("");
+  say("Warnings:");
+  for (const w of warnings) say(`- ${w}`);
+}
+// latest.md is the last complete run; quick or partial runs only leave their own timestamped files.
+const complete = !cfg.quick && cfg.only.size === GROUPS.length;
+const written = writeResults(report, cfg.resultsDir, cfg.writeLatest && complete);
+say("");
+say(`bench: ${report.wallSeconds.toFixed(0)} s; results: ${written.map((p) => path.relative(process.cwd(), p)).join(", ")}`);

@@ -11,7 +11,7 @@ import { importModel, type ImportOptions } from "./package/index.js";
 import { LocalArtifactStore, openSqlStore, type ArtifactStore, type SqlStore } from "./store/index.js";
 import { createRegistry, validateAliasName, validateModelName, type Registry, type VersionRecord } from "./registry/index.js";
 import { createOnnxRuntime, type ModelRuntime } from "./runtime/index.js";
-import { createScoringService, type ScoringService } from "./scoring/index.js";
+import { createPredictionCache, createScoringService, type PredictionCache, type ScoringService } from "./scoring/index.js";
 
 /** Every folder mlship uses under `home`, in one place. */
 export interface MlshipPaths {
@@ -63,6 +63,7 @@ export async function createMlship(config: MlshipConfig = loadConfig(), options:
 
   let runtimes: Record<string, ModelRuntime> | undefined;
   let scoring: ScoringService | undefined;
+  let cache: PredictionCache | undefined;
   let closed: Promise<void> | undefined;
 
   const getRuntimes = (): Record<string, ModelRuntime> => {
@@ -71,6 +72,7 @@ export async function createMlship(config: MlshipConfig = loadConfig(), options:
       onnx: createOnnxRuntime({
         workers: config.runtime.workers,
         intraOpThreads: config.runtime.intraOpThreads,
+        interOpThreads: config.runtime.interOpThreads,
         logger,
       }),
     };
@@ -88,12 +90,37 @@ export async function createMlship(config: MlshipConfig = loadConfig(), options:
       return getRuntimes();
     },
     get scoring() {
-      scoring ??= createScoringService({ registry, runtimes: getRuntimes(), logger });
+      if (scoring === undefined) {
+        // One warning per minute at most: a Redis that is down fails every request's lookup.
+        let lastWarn = Number.NEGATIVE_INFINITY;
+        cache = createPredictionCache(config.cache.backend, {
+          maxBytes: config.cache.maxBytes,
+          onError: (err, operation) => {
+            if (Date.now() - lastWarn < 60_000) return;
+            lastWarn = Date.now();
+            logger.warn({ err, operation }, "prediction cache unavailable; serving without it");
+          },
+        });
+        scoring = createScoringService({
+          registry,
+          runtimes: getRuntimes(),
+          logger,
+          cache,
+          cacheTtlSeconds: config.cache.ttlSeconds,
+          workers: config.runtime.workers,
+          serving: {
+            batching: { enabled: config.serving.maxBatchSize > 1, max_batch_size: config.serving.maxBatchSize, max_delay_ms: config.serving.maxDelayMs },
+            max_queue: config.serving.maxQueue,
+            timeout_ms: config.serving.timeoutMs,
+          },
+        });
+      }
       return scoring;
     },
     close() {
       closed ??= (async () => {
         await scoring?.close();
+        await cache?.close();
         for (const runtime of Object.values(runtimes ?? {})) await runtime.close();
         await registry.close();
         await store.close();

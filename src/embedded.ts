@@ -184,7 +184,7 @@ async function loadFromPath(target: string, options: LoadModelOptions): Promise<
     logger: options.logger,
   });
   const runtimes: Record<string, ModelRuntime> = { onnx: runtime };
-  const scoring = createScoringService({ registry, runtimes, logger: options.logger, backgroundRefresh: false });
+  const scoring = createScoringService({ registry, runtimes, logger: options.logger, backgroundRefresh: false, workers: options.workers ?? 1 });
   const cleanup = async (): Promise<void> => {
     await scoring.close();
     await runtime.close();
@@ -325,6 +325,17 @@ function singlePackageRegistry(name: string, pkg: ModelPackage, digest: string, 
     setModelTags: readOnly,
     setVersionTags: readOnly,
     setModelDescription: readOnly,
+    // A package loaded without a registry has no overrides: its own `serving` section is what applies.
+    getVersionSettings: async (n, v) => {
+      checkName(n);
+      if (v !== 1) {
+        throw new MlshipError("MLSHIP_ERR_MODEL_VERSION_NOT_FOUND", `model ${name} has only version 1 (loaded from ${source})`, {
+          field: "version",
+        });
+      }
+      return {};
+    },
+    setVersionSettings: readOnly,
     changeToken: async () => "static",
     close: async () => undefined,
   };

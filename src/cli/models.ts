@@ -1,6 +1,6 @@
 import { Command } from "commander";
 import { isMlshipError } from "../core/index.js";
-import type { Manifest, Signature } from "../package/index.js";
+import type { Manifest, ServingSettings, Signature } from "../package/index.js";
 import { parseModelRef, type AliasEvent, type ModelRecord, type VersionRecord } from "../registry/index.js";
 import { registerModel } from "../app.js";
 import { collect, parseColumns, parseMetrics, parsePairs, parseVersion, usageError } from "./args.js";
@@ -231,6 +231,91 @@ export function modelsCommand(ctx: CliContext): Command {
       if (o.json === true) return printJson(ctx.io, record);
       const label = ref.version === undefined ? ref.name : `${ref.name}@${ref.version}`;
       printLine(ctx.io, `${label} tags: ${formatKv(record.tags) || "-"}`);
+    });
+
+  models
+    .command("settings")
+    .description("show a version's effective serving settings (and where each comes from), or change its override")
+    .argument("<name>", "model name")
+    .argument("<version>", "version number")
+    .option("--max-batch-size <n>", "most rows one batched run holds")
+    .option("--max-delay-ms <n>", "most a request waits for others to join its batch (0: only what is queued)")
+    .option("--preferred-batch-sizes <a,b>", "batch sizes sent at once when reached, e.g. 4,8")
+    .option("--batching <on|off>", "adaptive batching for this version")
+    .option("--cache <on|off>", "prediction cache for this version")
+    .option("--max-queue <n>", "requests queued or running before 429")
+    .option("--timeout-ms <n>", "per-request deadline before 503")
+    .option("--instances <n>", "worker instances serving this version")
+    .option("--reset", "drop the registry override (package and server defaults apply again)")
+    .option("--json", "print JSON")
+    .action(async (name: string, versionText: string, _opts: unknown, cmd: Command) => {
+      const o = globals<
+        JsonFlag & {
+          maxBatchSize?: string;
+          maxDelayMs?: string;
+          preferredBatchSizes?: string;
+          batching?: string;
+          cache?: string;
+          maxQueue?: string;
+          timeoutMs?: string;
+          instances?: string;
+          reset?: boolean;
+        }
+      >(cmd);
+      const version = parseVersion(versionText);
+      const int = (text: string | undefined, flag: string): number | undefined => {
+        if (text === undefined) return undefined;
+        if (!/^\s*\d+\s*$/.test(text)) throw usageError(`${flag} must be a whole number, got "${text}"`, flag);
+        return Number(text);
+      };
+      const onOff = (text: string | undefined, flag: string): boolean | undefined => {
+        if (text === undefined) return undefined;
+        if (text === "on" || text === "true") return true;
+        if (text === "off" || text === "false") return false;
+        throw usageError(`${flag} must be on or off, got "${text}"`, flag);
+      };
+      const change: ServingSettings = {};
+      const batching: NonNullable<ServingSettings["batching"]> = {};
+      const maxBatch = int(o.maxBatchSize, "--max-batch-size");
+      if (maxBatch !== undefined) batching.max_batch_size = maxBatch;
+      const maxDelay = int(o.maxDelayMs, "--max-delay-ms");
+      if (maxDelay !== undefined) batching.max_delay_ms = maxDelay;
+      if (o.preferredBatchSizes !== undefined) {
+        batching.preferred_batch_sizes = o.preferredBatchSizes.split(",").map((x) => int(x, "--preferred-batch-sizes") as number);
+      }
+      const enabled = onOff(o.batching, "--batching");
+      if (enabled !== undefined) batching.enabled = enabled;
+      if (Object.keys(batching).length > 0) change.batching = batching;
+      const cache = onOff(o.cache, "--cache");
+      if (cache !== undefined) change.cache = { enabled: cache };
+      const maxQueue = int(o.maxQueue, "--max-queue");
+      if (maxQueue !== undefined) change.max_queue = maxQueue;
+      const timeout = int(o.timeoutMs, "--timeout-ms");
+      if (timeout !== undefined) change.timeout_ms = timeout;
+      const instances = int(o.instances, "--instances");
+      if (instances !== undefined) change.instances = instances;
+      const app = await ctx.app(o);
+      const changing = o.reset === true || Object.keys(change).length > 0;
+      if (changing) {
+        // Flags change only the fields they name; the rest of the override stays.
+        const current = o.reset === true ? {} : await app.registry.getVersionSettings(name, version);
+        const merged: ServingSettings = { ...current, ...change };
+        if (change.batching !== undefined) merged.batching = { ...current.batching, ...change.batching };
+        if (change.cache !== undefined) merged.cache = { ...current.cache, ...change.cache };
+        await app.registry.setVersionSettings(name, version, merged, { by: app.config.user });
+      }
+      const effective = await app.scoring.settings(name, version);
+      const override = await app.registry.getVersionSettings(name, version);
+      if (o.json === true) return printJson(ctx.io, { ...effective, override });
+      const rows: string[][] = [];
+      const flat = (prefix: string, value: unknown): void => {
+        if (typeof value === "object" && value !== null && !Array.isArray(value)) {
+          for (const [k, v] of Object.entries(value)) flat(prefix === "" ? k : `${prefix}.${k}`, v);
+        } else rows.push([prefix, Array.isArray(value) ? value.join(",") : String(value), effective.sources[prefix] ?? "default"]);
+      };
+      flat("", effective.settings);
+      printLine(ctx.io, `${name}@${version} serving settings${changing ? " (updated)" : ""}`);
+      printLine(ctx.io, formatTable(["SETTING", "VALUE", "FROM"], rows));
     });
 
   return models;

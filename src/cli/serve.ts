@@ -76,7 +76,9 @@ async function listen(ctx: CliContext, app: Mlship, defaultModel: string | null)
   const { config } = app;
   // Loaded here so registry commands do not pay for Fastify and prom-client at start-up.
   const { buildServer, createGrpcServer } = await import("../serve/index.js");
+  let draining = false;
   const server = buildServer({
+    isDraining: () => draining,
     scoring: app.scoring,
     registry: app.registry,
     logger: app.logger,
@@ -117,6 +119,8 @@ async function listen(ctx: CliContext, app: Mlship, defaultModel: string | null)
     const stop = (reason: string): void => {
       if (stopping) return;
       stopping = true;
+      // Readiness turns false first, so balancers stop sending traffic while in-flight requests finish.
+      draining = true;
       detach();
       app.logger.info({ reason }, "shutting down: draining in-flight requests");
       const force = setTimeout(() => {

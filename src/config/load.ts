@@ -86,6 +86,18 @@ export function loadConfigWithSources(options: LoadConfigOptions = {}): LoadedCo
     runtime: {
       workers: pick("runtime.workers", Math.max(1, os.availableParallelism())),
       intraOpThreads: pick("runtime.intraOpThreads", 1),
+      interOpThreads: pick("runtime.interOpThreads", 1),
+    },
+    serving: {
+      maxBatchSize: pick("serving.maxBatchSize", 64),
+      maxDelayMs: pick("serving.maxDelayMs", 2),
+      maxQueue: pick("serving.maxQueue", 256),
+      timeoutMs: pick("serving.timeoutMs", 30_000),
+    },
+    cache: {
+      backend: pick("cache.backend", "memory"),
+      maxBytes: pick("cache.maxBytes", 64 * 1024 * 1024),
+      ttlSeconds: pick("cache.ttlSeconds", 300),
     },
     log: { level: pick("log.level", "info") },
     user: pick("user", defaultUser()),
@@ -202,6 +214,18 @@ function parseValue(def: KeyDef, raw: unknown, source: string, base: string): Co
       const file = raw.startsWith("sqlite:") ? raw.slice("sqlite:".length) : raw;
       if (file.trim() === "") throw bad("a postgres:// URL or a SQLite file (sqlite:<file>)");
       return `sqlite:${path.resolve(base, expandHome(file))}`;
+    }
+    case "cache": {
+      if (raw === "memory" || raw === "off") return raw;
+      if (typeof raw === "string" && /^rediss?:\/\//.test(raw)) {
+        try {
+          new URL(raw);
+        } catch {
+          throw bad("a valid redis:// URL");
+        }
+        return raw;
+      }
+      throw bad("memory, off or a redis:// URL");
     }
     case "ref": {
       if (raw === null) return null;

@@ -38,6 +38,27 @@ export interface MlshipConfig {
     readonly workers: number;
     /** onnxruntime intra-op threads per worker. Default 1 (workers already use the cores). */
     readonly intraOpThreads: number;
+    /** onnxruntime inter-op threads per worker (parallel branches of a graph). Default 1. */
+    readonly interOpThreads: number;
+  };
+  /** Server-wide serving defaults; a version's package `serving` section and its registry override win. */
+  readonly serving: {
+    /** Most rows one batched run holds. Default 64. */
+    readonly maxBatchSize: number;
+    /** Hard bound on the extra wait a request spends for others to join its batch, in milliseconds. Default 2. */
+    readonly maxDelayMs: number;
+    /** Requests queued or running per model version before 429. Default 256. */
+    readonly maxQueue: number;
+    /** Per-request deadline, in milliseconds; 503 past it. Default 30000. */
+    readonly timeoutMs: number;
+  };
+  readonly cache: {
+    /** Prediction cache: `memory` (in-process LRU), `off`, or a `redis://` / `rediss://` URL shared by replicas. Default `memory`. */
+    readonly backend: string;
+    /** Bound on the in-process cache, in bytes. Default 64 MiB. */
+    readonly maxBytes: number;
+    /** Entry lifetime when a version's `serving.cache.ttl_seconds` is unset, in seconds. Default 300. */
+    readonly ttlSeconds: number;
   };
   readonly log: {
     /** pino level: fatal, error, warn, info, debug, trace or silent. Default `info`. */
@@ -64,6 +85,14 @@ export type ConfigKey =
   | "server.grpcMaxMessageBytes"
   | "runtime.workers"
   | "runtime.intraOpThreads"
+  | "runtime.interOpThreads"
+  | "serving.maxBatchSize"
+  | "serving.maxDelayMs"
+  | "serving.maxQueue"
+  | "serving.timeoutMs"
+  | "cache.backend"
+  | "cache.maxBytes"
+  | "cache.ttlSeconds"
   | "log.level"
   | "user";
 
@@ -75,7 +104,7 @@ export interface KeyDef {
   env: string;
   /** The CLI flag that sets it, where one exists. */
   flag?: string;
-  kind: "path" | "string" | "int" | "level" | "store" | "ref";
+  kind: "path" | "string" | "int" | "level" | "store" | "ref" | "cache";
   /** Smallest/largest accepted integer. */
   min?: number;
   max?: number;
@@ -140,6 +169,45 @@ export const KEYS: readonly KeyDef[] = [
     key: "runtime.intraOpThreads", env: "MLSHIP_INTRA_OP_THREADS", kind: "int", min: 1, max: 1024,
     unit: "threads", defaultText: "1",
     doc: "onnxruntime intra-op threads per worker.",
+  },
+  {
+    key: "runtime.interOpThreads", env: "MLSHIP_INTER_OP_THREADS", kind: "int", min: 1, max: 1024,
+    unit: "threads", defaultText: "1",
+    doc: "onnxruntime inter-op threads per worker.",
+  },
+  {
+    key: "serving.maxBatchSize", env: "MLSHIP_MAX_BATCH_SIZE", kind: "int", min: 1, max: 65_536,
+    unit: "rows", defaultText: "64",
+    doc: "Default batching.max_batch_size of every version (1 turns batching off).",
+  },
+  {
+    key: "serving.maxDelayMs", env: "MLSHIP_MAX_DELAY_MS", kind: "int", min: 0, max: 60_000,
+    unit: "ms", defaultText: "2",
+    doc: "Default batching.max_delay_ms: the most a request waits for others to join its batch.",
+  },
+  {
+    key: "serving.maxQueue", env: "MLSHIP_MAX_QUEUE", kind: "int", min: 1, max: 1_000_000,
+    unit: "requests", defaultText: "256",
+    doc: "Default max_queue: requests queued or running per version before 429 + Retry-After.",
+  },
+  {
+    key: "serving.timeoutMs", env: "MLSHIP_TIMEOUT_MS", kind: "int", min: 1, max: 3_600_000,
+    unit: "ms", defaultText: "30000",
+    doc: "Default timeout_ms: per-request deadline; 503 + Retry-After past it.",
+  },
+  {
+    key: "cache.backend", env: "MLSHIP_CACHE", kind: "cache", defaultText: "memory",
+    doc: "Prediction cache: memory (in-process LRU), off, or a redis:// URL shared by replicas.",
+  },
+  {
+    key: "cache.maxBytes", env: "MLSHIP_CACHE_MAX_BYTES", kind: "int", min: 0, max: Number.MAX_SAFE_INTEGER,
+    unit: "bytes", defaultText: "67108864 (64 MiB)",
+    doc: "Bound on the in-process prediction cache (least recently used entries go first).",
+  },
+  {
+    key: "cache.ttlSeconds", env: "MLSHIP_CACHE_TTL_SECONDS", kind: "int", min: 1, max: 31_536_000,
+    unit: "s", defaultText: "300",
+    doc: "Lifetime of a cached prediction when the version's serving.cache.ttl_seconds is unset.",
   },
   {
     key: "log.level", env: "MLSHIP_LOG_LEVEL", flag: "--log-level", kind: "level", defaultText: "info",

@@ -121,6 +121,14 @@ export const ERROR_CODES = {
     http: 503, grpc: GrpcStatus.UNAVAILABLE, mlflow: "TEMPORARILY_UNAVAILABLE",
     description: "The worker pool is closed or a worker died; retry after the Retry-After delay.",
   },
+  MLSHIP_ERR_SERVE_OVERLOADED: {
+    http: 429, grpc: GrpcStatus.RESOURCE_EXHAUSTED, mlflow: "REQUEST_LIMIT_EXCEEDED",
+    description: "The model version's queue is full (max_queue); retry after the Retry-After delay.",
+  },
+  MLSHIP_ERR_SERVE_TIMEOUT: {
+    http: 503, grpc: GrpcStatus.UNAVAILABLE, mlflow: "TEMPORARILY_UNAVAILABLE",
+    description: "The request was not answered within its deadline (timeout_ms); retry after the Retry-After delay.",
+  },
   MLSHIP_ERR_SERVE_ROUTE_NOT_FOUND: {
     http: 404, grpc: GrpcStatus.UNIMPLEMENTED, mlflow: "ENDPOINT_NOT_FOUND",
     description: "No route matches the method and path.",

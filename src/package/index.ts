@@ -1,6 +1,7 @@
 export type * from "./types.js";
 export {
   checkPackageFiles,
+  checkServingSettings,
   defaultAs,
   EXAMPLE_KEYS,
   loadPackage,

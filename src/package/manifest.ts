@@ -12,6 +12,7 @@ import type {
   PostprocessStep,
   PreprocessStep,
   ResizeKernel,
+  ServingSettings,
   Signature,
   TensorSpec,
 } from "./types.js";
@@ -80,6 +81,7 @@ function toPlain(manifest: Manifest): Record<string, unknown> {
   plain.preprocess = manifest.preprocess.map(dropUndefined);
   plain.postprocess = manifest.postprocess.map(dropUndefined);
   plain.metadata = dropUndefined(manifest.metadata);
+  if (manifest.serving !== undefined) plain.serving = manifest.serving;
   return plain;
 }
 
@@ -275,7 +277,7 @@ class ManifestChecker {
   manifest(raw: unknown): Manifest {
     const top = this.record(raw, "(root)");
     this.keys(top, ["format_version", "flavor", "files", "signature", "input_example", "preprocess", "postprocess",
-      "metadata"], "");
+      "metadata", "serving"], "");
     if (top.format_version === undefined) throw this.fail("format_version is required", "format_version");
     if (typeof top.format_version !== "number" || !Number.isInteger(top.format_version)) {
       throw this.fail(`format_version must be the integer 1, got ${describe(top.format_version)}`, "format_version");
@@ -303,6 +305,9 @@ class ManifestChecker {
     this.checkClassLabels(metadata, signature);
     const manifest: Manifest = { format_version: 1, flavor: "onnx", files, signature, preprocess, postprocess, metadata };
     if (input_example !== undefined) manifest.input_example = input_example;
+    if (top.serving !== undefined && top.serving !== null) {
+      manifest.serving = checkServingSettings(top.serving, "serving", (what, field) => this.fail(what, field));
+    }
     return manifest;
   }
 
@@ -697,4 +702,73 @@ export function defaultAs(type: PostprocessStep["type"], output: string, k?: num
     case "labels": return `${output}_labels`;
     case "top_k": return `${output}_top${k ?? ""}`;
   }
+}
+
+/**
+ * Validates a `serving` section (package manifest or registry override) and returns it without unknown or unset
+ * fields. `fail(what, field)` builds the error, so the package reports PACKAGE_INVALID and the registry
+ * INPUT_INVALID, both naming the field (`batching.max_batch_size must be an integer >= 1`).
+ */
+export function checkServingSettings(
+  raw: unknown,
+  at: string,
+  fail: (what: string, field: string) => MlshipError,
+): ServingSettings {
+  const where = (key: string): string => (at === "" ? key : `${at}.${key}`);
+  if (!isRecord(raw)) throw fail(`${at || "settings"} must be a mapping, got ${describe(raw)}`, at || "settings");
+  const allowed = ["batching", "cache", "max_queue", "timeout_ms", "instances"];
+  for (const key of Object.keys(raw)) {
+    if (!allowed.includes(key)) throw fail(`unknown field ${where(key)} (allowed: ${allowed.join(", ")})`, where(key));
+  }
+  const int = (value: unknown, field: string, min: number): number => {
+    if (typeof value !== "number" || !Number.isInteger(value) || value < min) {
+      throw fail(`${field} must be an integer >= ${min}, got ${describe(value)}`, field);
+    }
+    return value;
+  };
+  const bool = (value: unknown, field: string): boolean => {
+    if (typeof value !== "boolean") throw fail(`${field} must be true or false, got ${describe(value)}`, field);
+    return value;
+  };
+  const out: ServingSettings = {};
+  if (raw.batching !== undefined && raw.batching !== null) {
+    const b = raw.batching;
+    const f = where("batching");
+    if (!isRecord(b)) throw fail(`${f} must be a mapping, got ${describe(b)}`, f);
+    const keys = ["enabled", "max_batch_size", "max_delay_ms", "preferred_batch_sizes"];
+    for (const key of Object.keys(b)) if (!keys.includes(key)) throw fail(`unknown field ${f}.${key} (allowed: ${keys.join(", ")})`, `${f}.${key}`);
+    const batching: NonNullable<ServingSettings["batching"]> = {};
+    if (b.enabled !== undefined) batching.enabled = bool(b.enabled, `${f}.enabled`);
+    if (b.max_batch_size !== undefined) batching.max_batch_size = int(b.max_batch_size, `${f}.max_batch_size`, 1);
+    if (b.max_delay_ms !== undefined) {
+      batching.max_delay_ms = int(b.max_delay_ms, `${f}.max_delay_ms`, 0);
+      if (batching.max_delay_ms > 60_000) throw fail(`${f}.max_delay_ms must be at most 60000, got ${batching.max_delay_ms}`, `${f}.max_delay_ms`);
+    }
+    if (b.preferred_batch_sizes !== undefined) {
+      const p = b.preferred_batch_sizes;
+      if (!Array.isArray(p)) throw fail(`${f}.preferred_batch_sizes must be a list of integers >= 1, got ${describe(p)}`, `${f}.preferred_batch_sizes`);
+      batching.preferred_batch_sizes = [...new Set(p.map((v, i) => int(v, `${f}.preferred_batch_sizes[${i}]`, 1)))].sort((x, y) => x - y);
+    }
+    if (
+      batching.max_batch_size !== undefined &&
+      batching.preferred_batch_sizes?.some((s) => s > (batching.max_batch_size as number)) === true
+    ) {
+      throw fail(`${f}.preferred_batch_sizes must not exceed max_batch_size (${batching.max_batch_size})`, `${f}.preferred_batch_sizes`);
+    }
+    out.batching = batching;
+  }
+  if (raw.cache !== undefined && raw.cache !== null) {
+    const c = raw.cache;
+    const f = where("cache");
+    if (!isRecord(c)) throw fail(`${f} must be a mapping, got ${describe(c)}`, f);
+    for (const key of Object.keys(c)) if (key !== "enabled" && key !== "ttl_seconds") throw fail(`unknown field ${f}.${key} (allowed: enabled, ttl_seconds)`, `${f}.${key}`);
+    const cache: NonNullable<ServingSettings["cache"]> = {};
+    if (c.enabled !== undefined) cache.enabled = bool(c.enabled, `${f}.enabled`);
+    if (c.ttl_seconds !== undefined) cache.ttl_seconds = int(c.ttl_seconds, `${f}.ttl_seconds`, 1);
+    out.cache = cache;
+  }
+  if (raw.max_queue !== undefined) out.max_queue = int(raw.max_queue, where("max_queue"), 1);
+  if (raw.timeout_ms !== undefined) out.timeout_ms = int(raw.timeout_ms, where("timeout_ms"), 1);
+  if (raw.instances !== undefined) out.instances = int(raw.instances, where("instances"), 1);
+  return out;
 }

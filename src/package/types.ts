@@ -85,6 +85,37 @@ export interface Manifest {
   preprocess: PreprocessStep[];
   postprocess: PostprocessStep[];
   metadata: PackageMetadata;
+  /** How the version is served; each field can be overridden at runtime in the registry (version settings). */
+  serving?: ServingSettings;
+}
+
+/**
+ * Serving settings of a model version. Effective value = server defaults <- package `serving` <- registry override
+ * (`Registry.setVersionSettings`), merged field by field.
+ */
+export interface ServingSettings {
+  batching?: {
+    /** Off for models without a batch axis whatever this says. */
+    enabled?: boolean;
+    /** Most rows one merged run may hold. */
+    max_batch_size?: number;
+    /** Hard bound on the wait a request may spend for others to join its batch (milliseconds). */
+    max_delay_ms?: number;
+    /** Batch sizes to prefer: a batch that reaches one is sent at once. */
+    preferred_batch_sizes?: number[];
+  };
+  cache?: {
+    /** Prediction cache for this version (default on when the server has a cache). */
+    enabled?: boolean;
+    /** Entry lifetime (seconds); server default when unset. */
+    ttl_seconds?: number;
+  };
+  /** Most requests queued or running for this version; beyond it requests get 429 with Retry-After. */
+  max_queue?: number;
+  /** Per-request deadline (milliseconds) from arrival to answer; 503 past it. */
+  timeout_ms?: number;
+  /** Worker instances that load this version (default: every worker). */
+  instances?: number;
 }
 
 /** A package on disk: a folder with `mlship.yaml` and the files it names. */

@@ -2,7 +2,7 @@ import os from "node:os";
 import path from "node:path";
 import type { Kysely, Selectable, Updateable } from "kysely";
 import { MlshipError } from "../core/index.js";
-import { loadPackage, type Manifest } from "../package/index.js";
+import { checkServingSettings, loadPackage, type Manifest, type ServingSettings } from "../package/index.js";
 import {
   isUniqueViolation,
   mapStoreError,
@@ -117,6 +117,11 @@ function checkNumberMap(value: unknown, field: string): Record<string, number> {
     out[k] = v;
   }
   return out;
+}
+
+/** Checks a registry override of serving settings; errors name the field (`batching.max_batch_size`). */
+export function validateVersionSettings(settings: unknown): ServingSettings {
+  return checkServingSettings(settings, "", (what, field) => new MlshipError("MLSHIP_ERR_INPUT_INVALID", what, { field }));
 }
 
 function checkVersionNumber(version: unknown): number {
@@ -658,6 +663,33 @@ class SqlRegistry implements Registry {
         const model = await this.#model(db, name);
         await db.updateTable("models").set({ description, updated_at: now() }).where("id", "=", model.id).execute();
         return this.#modelRecordOf(db, await this.#model(db, name));
+      });
+    });
+  }
+
+  getVersionSettings(name: string, version: number): Promise<ServingSettings> {
+    return this.#guard(async () => {
+      checkVersionNumber(version);
+      const db = this.#db;
+      const model = await this.#model(db, name);
+      const row = await this.#version(db, model, version);
+      const stored = await db.selectFrom("version_settings").select("settings").where("version_id", "=", row.id).executeTakeFirst();
+      return stored === undefined ? {} : (parseObject(stored.settings) as ServingSettings);
+    });
+  }
+
+  setVersionSettings(name: string, version: number, settings: ServingSettings, actor?: Actor): Promise<ServingSettings> {
+    return this.#guard(async () => {
+      const checked = validateVersionSettings(settings);
+      return this.#writeVersion(name, version, async (db, _model, row) => {
+        const at = now();
+        const values = { settings: JSON.stringify(checked), updated_at: at, updated_by: actorName(actor) };
+        await db
+          .insertInto("version_settings")
+          .values({ version_id: row.id, ...values })
+          .onConflict((oc) => oc.column("version_id").doUpdateSet(values))
+          .execute();
+        return checked;
       });
     });
   }

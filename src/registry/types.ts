@@ -1,4 +1,4 @@
-import type { Manifest } from "../package/index.js";
+import type { Manifest, ServingSettings } from "../package/index.js";
 
 /** A parsed model reference: `name`, `name@3`, `name@production`, `models:/name@production`, `models:/name/3`. */
 export interface ModelRef {
@@ -97,6 +97,10 @@ export interface Registry {
   setModelTags(name: string, tags: Record<string, string>): Promise<ModelRecord>;
   setVersionTags(name: string, version: number, tags: Record<string, string>): Promise<VersionRecord>;
   setModelDescription(name: string, description: string): Promise<ModelRecord>;
+  /** The runtime override of a version's serving settings ({} when none); see ServingSettings. */
+  getVersionSettings(name: string, version: number): Promise<ServingSettings>;
+  /** Replaces the override (merge on the caller's side); recorded with who and when; bumps the change token. */
+  setVersionSettings(name: string, version: number, settings: ServingSettings, actor?: Actor): Promise<ServingSettings>;
   /** Changes whenever any registry state changes, including changes made by another process. Cheap to poll. */
   changeToken(): Promise<string>;
   close(): Promise<void>;

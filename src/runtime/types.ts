@@ -9,6 +9,8 @@ export interface LoadSpec {
   modelPath: string;
   /** Flavor-specific options (e.g. ONNX session options). */
   options?: Record<string, unknown>;
+  /** How many workers load this version (default: every worker); runs go only to those. */
+  instances?: number;
 }
 
 export interface RunOptions {

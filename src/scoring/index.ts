@@ -4,4 +4,7 @@ export type { JsonScalar, V2InferResponse, V2OutputTensor } from "./format.js";
 export { MLFLOW_FORMATS } from "./mlflow-input.js";
 export { postprocessOutputSpecs } from "./context.js";
 export { toFloat16Bits } from "./values.js";
+export { decodeRaw, encodeRaw, RAW_ELEMENT_BYTES, splitLengthPrefixed } from "./raw.js";
 export type * from "./types.js";
+export { createPredictionCache, MemoryPredictionCache, RedisPredictionCache, predictionKey } from "./cache/index.js";
+export type { CachedPrediction, CacheErrorListener, CreateCacheOptions, MemoryCacheOptions, ModelIdentity, PredictionCache, RedisCacheOptions } from "./cache/index.js";

@@ -5,14 +5,18 @@ import { MlshipError, silentLogger, toMlshipError } from "../core/index.js";
 import type { Logger, Tensor } from "../core/index.js";
 import { formatModelRef, parseModelRef } from "../registry/index.js";
 import type { ModelRef, ResolvedVersion } from "../registry/index.js";
+import type { Manifest, ServingSettings } from "../package/index.js";
 import type { LoadedModel } from "../runtime/index.js";
-import { createBatcher, type Batcher } from "./batcher.js";
+import { DEFAULT_SERVING, Lane, mergeServing, Scheduler, type LaneSettings } from "./batcher.js";
+import { predictionKey } from "./cache/index.js";
 import { buildContext, type ModelContext } from "./context.js";
 import { mlflowToFeeds } from "./mlflow-input.js";
 import { runPostprocess } from "./package-ops.js";
 import { checkTensorFeeds } from "./tensor-input.js";
 import type {
   ActiveModel,
+  BatchInfo,
+  CacheStats,
   LoadedInfo,
   LoadEvent,
   ModelMetadata,
@@ -37,7 +41,11 @@ interface LoadEntry {
   context: ModelContext;
   /** Set when the version was archived while loading: unload as soon as the load ends. */
   retired: boolean;
-  batcher: Batcher | undefined;
+  /** The version's queue in front of the pool (admission, deadline, batching); set once loaded. */
+  lane: Lane | undefined;
+  /** Effective serving settings: server defaults <- package `serving` <- registry override. */
+  serving: ServingSettings;
+  laneSettings: LaneSettings;
 }
 
 const NOT_FOUND_CODES = new Set(["MLSHIP_ERR_MODEL_NOT_FOUND", "MLSHIP_ERR_MODEL_VERSION_NOT_FOUND", "MLSHIP_ERR_MODEL_ALIAS_NOT_FOUND", "MLSHIP_ERR_MODEL_REF_INVALID"]);
@@ -66,9 +74,55 @@ export function createScoringService(options: ScoringServiceOptions): ScoringSer
   const refreshMs = options.refreshMs ?? 500;
   const loadWaitMs = options.loadWaitMs ?? 10_000;
   const retryAfterSeconds = options.retryAfterSeconds ?? 1;
-  const maxBatchRows = options.maxBatchRows ?? 128;
+  const maxBatchRows = options.maxBatchRows ?? DEFAULT_SERVING.batching.max_batch_size;
+  const scheduler = new Scheduler(options.workers ?? 1);
+  const serverServing = mergeServing(
+    { ...DEFAULT_SERVING, batching: { ...DEFAULT_SERVING.batching, enabled: maxBatchRows > 1, max_batch_size: Math.max(1, maxBatchRows) } },
+    options.serving,
+  );
+  const laneSettingsOf = (serving: ServingSettings): LaneSettings => ({
+    batching: {
+      enabled: serving.batching?.enabled ?? true,
+      maxBatchSize: serving.batching?.max_batch_size ?? DEFAULT_SERVING.batching.max_batch_size,
+      maxDelayMs: serving.batching?.max_delay_ms ?? DEFAULT_SERVING.batching.max_delay_ms,
+      preferred: serving.batching?.preferred_batch_sizes ?? [],
+    },
+    maxQueue: serving.max_queue ?? DEFAULT_SERVING.max_queue,
+    timeoutMs: serving.timeout_ms ?? DEFAULT_SERVING.timeout_ms,
+    instances: Math.min(serving.instances ?? scheduler.workers, scheduler.workers),
+  });
+  /** Re-reads a loaded version's registry override (after a registry change). */
+  const applySettings = async (entry: LoadEntry, manifest: Manifest): Promise<void> => {
+    let override: ServingSettings = {};
+    try {
+      override = await registry.getVersionSettings(entry.name, entry.version);
+    } catch (err) {
+      logger.warn({ err, model: entry.name, version: entry.version }, "could not read a version's serving settings; keeping the package's");
+    }
+    entry.serving = mergeServing(serverServing, manifest.serving, override);
+    entry.laneSettings = laneSettingsOf(entry.serving);
+  };
   const maxCachedRefs = Math.max(1, options.maxCachedRefs ?? 10_000);
   const events = new EventEmitter();
+  const cache = options.cache;
+  const defaultCacheTtl = options.cacheTtlSeconds ?? 300;
+  const cacheCounts = new Map<string, { model: string; version: number; hits: number; misses: number }>();
+  /**
+   * Seconds to keep this version's results, 0 when it opts out of the cache. Reads the loaded version's effective
+   * settings (registry override included), falling back to the package's own.
+   */
+  const cacheTtlOf = (resolved: ResolvedVersion): number => {
+    const v = resolved.version;
+    const c = (entries.get(runtimeKey(v.name, v.version, v.digest))?.serving ?? v.manifest.serving)?.cache;
+    return cache === undefined || c?.enabled === false ? 0 : (c?.ttl_seconds ?? defaultCacheTtl);
+  };
+  const countCache = (model: string, version: number, hit: boolean): void => {
+    const k = `${model}@${version}`;
+    let c = cacheCounts.get(k);
+    if (c === undefined) cacheCounts.set(k, (c = { model, version, hits: 0, misses: 0 }));
+    if (hit) c.hits++;
+    else c.misses++;
+  };
 
   let token: string | undefined;
   let lastCheck = Number.NEGATIVE_INFINITY;
@@ -88,7 +142,10 @@ export function createScoringService(options: ScoringServiceOptions): ScoringSer
           token = next;
           resolutions.clear();
           names = undefined;
-          if (!first) await sweep();
+          if (!first) {
+            await sweep();
+            await Promise.all([...entries.values()].map((e) => applySettings(e, e.context.manifest)));
+          }
         }
       } catch (err) {
         // With a token we keep answering from the cache; the next poll tries again.
@@ -125,6 +182,7 @@ export function createScoringService(options: ScoringServiceOptions): ScoringSer
   const retire = async (entry: LoadEntry): Promise<void> => {
     if (entries.get(entry.key) === entry) entries.delete(entry.key);
     entry.retired = true;
+    entry.lane?.close();
     if (entry.loaded === undefined) return; // the load's completion handler unloads it
     const runtime = runtimes[entry.flavor];
     try {
@@ -179,7 +237,7 @@ export function createScoringService(options: ScoringServiceOptions): ScoringSer
    * describes, keep the listeners after it from hearing the event, or (for load events, emitted from a promise
    * callback) surface as an unhandled rejection that ends the process.
    */
-  const subscribe = <E>(name: "scored" | "loaded", listener: (event: E) => void): (() => void) => {
+  const subscribe = <E>(name: "scored" | "loaded" | "batch", listener: (event: E) => void): (() => void) => {
     const guarded = (event: E): void => {
       try {
         listener(event);
@@ -205,9 +263,18 @@ export function createScoringService(options: ScoringServiceOptions): ScoringSer
     }
     const context = buildContext(v.name, v.version, v.manifest);
     const started = performance.now();
-    const promise = runtime.load({ key, modelPath: path.join(resolved.packageDir, v.manifest.files.model) }).then(
-      (loaded) => ({ loaded, seconds: (performance.now() - started) / 1000 }),
-    );
+    // The override is read first: `instances` decides which workers load the version.
+    const overrideRead = registry.getVersionSettings(v.name, v.version).catch((err: unknown) => {
+      logger.warn({ err, model: v.name, version: v.version }, "could not read a version's serving settings; using the package's");
+      return {} satisfies ServingSettings;
+    });
+    const promise = overrideRead
+      .then((override) => {
+        const instances = mergeServing(serverServing, v.manifest.serving, override).instances;
+        const modelPath = path.join(resolved.packageDir, v.manifest.files.model);
+        return runtime.load(instances === undefined ? { key, modelPath } : { key, modelPath, instances });
+      })
+      .then((loaded) => ({ loaded, seconds: (performance.now() - started) / 1000 }));
     const entry: LoadEntry = {
       key,
       name: v.name,
@@ -218,14 +285,29 @@ export function createScoringService(options: ScoringServiceOptions): ScoringSer
       seconds: undefined,
       context,
       retired: false,
-      batcher: undefined,
+      lane: undefined,
+      serving: mergeServing(serverServing, v.manifest.serving),
+      laneSettings: laneSettingsOf(mergeServing(serverServing, v.manifest.serving)),
     };
+    void overrideRead.then((override) => {
+      entry.serving = mergeServing(serverServing, v.manifest.serving, override);
+      entry.laneSettings = laneSettingsOf(entry.serving);
+    });
     entries.set(key, entry);
     promise.then(
       ({ loaded, seconds }) => {
+        entry.lane = new Lane(loaded, {
+          name: v.name,
+          version: v.version,
+          settings: () => entry.laneSettings,
+          scheduler,
+          retryAfterSeconds,
+          onBatch: (b) => {
+            if (events.listenerCount("batch") > 0) events.emit("batch", { model: v.name, version: v.version, ...b } satisfies BatchInfo);
+          },
+        });
         entry.loaded = loaded;
         entry.seconds = seconds;
-        entry.batcher = createBatcher(loaded, loaded.inputs, loaded.outputs, maxBatchRows);
         logger.info({ model: v.name, version: v.version, seconds }, "model version loaded");
         events.emit("loaded", { model: v.name, version: v.version, key, seconds, ok: true } satisfies LoadEvent);
         if (entry.retired) void retire(entry);
@@ -253,7 +335,7 @@ export function createScoringService(options: ScoringServiceOptions): ScoringSer
     loadSeconds: entry.seconds ?? 0,
   });
 
-  const loadResolved = async (resolved: ResolvedVersion): Promise<{ active: ActiveModel; context: ModelContext; batcher: Batcher | undefined }> => {
+  const loadResolved = async (resolved: ResolvedVersion): Promise<{ active: ActiveModel; context: ModelContext; lane: Lane | undefined }> => {
     const entry = startLoad(resolved);
     if (entry.loaded === undefined) {
       let timeout: NodeJS.Timeout | undefined;
@@ -274,7 +356,7 @@ export function createScoringService(options: ScoringServiceOptions): ScoringSer
       }
       entry.loaded ??= (await entry.promise).loaded;
     }
-    return { active: activeOf(resolved, entry), context: entry.context, batcher: entry.batcher };
+    return { active: activeOf(resolved, entry), context: entry.context, lane: entry.lane };
   };
 
   const load = async (ref: string | ModelRef): Promise<ActiveModel> => (await loadResolved(await resolve(ref))).active;
@@ -285,7 +367,7 @@ export function createScoringService(options: ScoringServiceOptions): ScoringSer
   ): Promise<{ feeds: Record<string, Tensor>; rows: number; orientation: Orientation; outputs?: string[]; id?: string; parameters?: Record<string, unknown> }> => {
     switch (input.kind) {
       case "v2": {
-        const p = await v2RequestToFeeds(input.body, context);
+        const p = await v2RequestToFeeds(input.body, context, input.binary);
         return { feeds: p.feeds, rows: p.rows, orientation: "columnar", outputs: p.outputs, id: p.id, parameters: p.parameters };
       }
       case "mlflow":
@@ -312,7 +394,7 @@ export function createScoringService(options: ScoringServiceOptions): ScoringSer
       model = resolved.version.name;
       version = resolved.version.version;
       alias = resolved.alias;
-      const { active, context, batcher } = await loadResolved(resolved);
+      const { active, context, lane } = await loadResolved(resolved);
       const prepared = await prepare(input, context);
       feeds = prepared.feeds;
       rows = prepared.rows;
@@ -325,15 +407,26 @@ export function createScoringService(options: ScoringServiceOptions): ScoringSer
           }
         }
       }
+      // Keyed on the validated tensors (so every protocol shares entries) before the runtime takes their buffers.
+      const cacheTtl = cacheTtlOf(resolved);
+      const cacheKey = cacheTtl > 0 ? predictionKey({ name: model, version: resolved.version.version, digest: resolved.version.digest }, feeds, wanted) : undefined;
+      if (cacheKey !== undefined && cache !== undefined) {
+        const hit = await cache.get(cacheKey);
+        countCache(model, resolved.version.version, hit !== undefined);
+        if (hit !== undefined) {
+          const latencyMs = performance.now() - started;
+          if (listening()) events.emit("scored", { model, version, alias, protocol: opts.protocol, requestId: opts.requestId, rows, latencyMs, ok: true, inputs: feeds, outputs: hit.outputs, at: new Date() } satisfies ScoringEvent);
+          return { model, version: resolved.version.version, alias, outputs: hit.outputs, rows, orientation: prepared.orientation, id: prepared.id, parameters: prepared.parameters, latencyMs, cached: true };
+        }
+      }
       // Post-processing may read any model output, so only a model without it can skip computing outputs.
       const runOutputs = context.postprocess.length === 0 ? wanted : undefined;
       // Small requests share a run with the others of this event-loop turn; the outputs are filtered below.
       // The runtime takes the feeds' buffers (they are transferred to a worker); the event keeps its own copy.
       const runFeeds = listening() ? copyFeeds(feeds) : feeds;
-      const raw =
-        batcher !== undefined && opts.signal === undefined
-          ? await batcher.run(runFeeds, rows)
-          : await active.loaded.run(runFeeds, runOutputs === undefined ? { signal: opts.signal } : { outputs: runOutputs, signal: opts.signal });
+      // A batch runs every output (it serves several requests), so the output filter only goes to unbatched runs.
+      const runOptions = runOutputs === undefined || lane?.batching === true ? { signal: opts.signal } : { outputs: runOutputs, signal: opts.signal };
+      const raw = lane !== undefined ? await lane.run(runFeeds, rows, runOptions) : await active.loaded.run(runFeeds, runOptions);
       let outputs = context.postprocess.length === 0 ? raw : runPostprocess(raw, context);
       if (wanted !== undefined) {
         const picked: Record<string, Tensor> = {};
@@ -343,9 +436,11 @@ export function createScoringService(options: ScoringServiceOptions): ScoringSer
         }
         outputs = picked;
       }
+      // set() encodes (copies) the outputs before its first await, so the caller may mutate or transfer them.
+      if (cacheKey !== undefined) void cache?.set(cacheKey, { outputs }, cacheTtl).catch((err: unknown) => logger.warn({ err }, "prediction cache store failed"));
       const latencyMs = performance.now() - started;
       if (listening()) events.emit("scored", { model, version, alias, protocol: opts.protocol, requestId: opts.requestId, rows, latencyMs, ok: true, inputs: feeds, outputs, at: new Date() } satisfies ScoringEvent);
-      return { model, version, alias, outputs, rows, orientation: prepared.orientation, id: prepared.id, parameters: prepared.parameters, latencyMs };
+      return { model, version, alias, outputs, rows, orientation: prepared.orientation, id: prepared.id, parameters: prepared.parameters, latencyMs, cached: cacheKey === undefined ? undefined : false };
     } catch (err) {
       const e = toMlshipError(err);
       const latencyMs = performance.now() - started;
@@ -424,6 +519,29 @@ export function createScoringService(options: ScoringServiceOptions): ScoringSer
     refresh: checkToken,
     onScored: (listener) => subscribe("scored", listener),
     onLoaded: (listener) => subscribe("loaded", listener),
+    onBatch: (listener) => subscribe("batch", listener),
+    async settings(name, version) {
+      const record = await registry.getVersion(name, version);
+      const override = await registry.getVersionSettings(name, version);
+      const settings = mergeServing(serverServing, record.manifest.serving, override);
+      const sources: Record<string, "default" | "package" | "registry"> = {};
+      const mark = (layer: ServingSettings | undefined, source: "default" | "package" | "registry"): void => {
+        for (const [k, v] of Object.entries(layer ?? {})) {
+          if (v === undefined) continue;
+          if ((k === "batching" || k === "cache") && typeof v === "object" && v !== null) {
+            for (const [f, x] of Object.entries(v)) if (x !== undefined) sources[`${k}.${f}`] = source;
+          } else sources[k] = source;
+        }
+      };
+      mark(serverServing, "default");
+      mark(record.manifest.serving, "package");
+      mark(override, "registry");
+      return { model: name, version, settings, sources };
+    },
+    cacheStats(): CacheStats | undefined {
+      if (cache === undefined) return undefined;
+      return { backend: cache.backend, errors: cache.errors(), versions: [...cacheCounts.values()].map((c) => ({ ...c })) };
+    },
     async close() {
       closed = true;
       if (timer !== undefined) clearInterval(timer);

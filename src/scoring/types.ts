@@ -1,7 +1,8 @@
 import type { ErrorCode, Logger, Tensor } from "../core/index.js";
-import type { Manifest, TensorSpec } from "../package/index.js";
+import type { Manifest, ServingSettings, TensorSpec } from "../package/index.js";
 import type { ModelRef, Registry, ResolvedVersion } from "../registry/index.js";
 import type { LoadedModel, ModelRuntime } from "../runtime/index.js";
+import type { PredictionCache } from "./cache/index.js";
 
 export interface ScoringServiceOptions {
   registry: Registry;
@@ -15,10 +16,17 @@ export interface ScoringServiceOptions {
   /** Retry-After (seconds) sent with MLSHIP_ERR_MODEL_NOT_READY. Default 1. */
   retryAfterSeconds?: number;
   /**
-   * Requests for one version that arrive in the same event-loop turn run as one batch of up to this many rows
-   * (models whose inputs and outputs all have a variable batch axis only). 0 or 1 turns it off. Default 128.
+   * Default `batching.max_batch_size` (0 or 1 turns batching off by default), under `serving`, the package's
+   * `serving` section and the registry override. Default 64.
    */
   maxBatchRows?: number;
+  /**
+   * Server-wide serving defaults (batching, max_queue, timeout_ms); a version's package `serving` section and its
+   * registry override win field by field.
+   */
+  serving?: ServingSettings;
+  /** Inference workers behind the runtimes: bounds runs in flight and shares them fairly between versions. Default 1. */
+  workers?: number;
   /** At most this many references' resolutions (found or not) are cached between registry changes. Default 10000. */
   maxCachedRefs?: number;
   /**
@@ -26,6 +34,13 @@ export interface ScoringServiceOptions {
    * traffic. The timer is unref'd (it never keeps a process alive). Default true.
    */
   backgroundRefresh?: boolean;
+  /**
+   * Prediction cache (owned by the caller, who closes it). Versions whose `serving.cache.enabled` is false
+   * bypass it. Unset: no cache.
+   */
+  cache?: PredictionCache;
+  /** Entry lifetime when the version's `serving.cache.ttl_seconds` is unset. Default 300. */
+  cacheTtlSeconds?: number;
 }
 
 /** A resolved version whose model is loaded in its runtime. */
@@ -68,8 +83,11 @@ export interface ModelMetadata {
  * validation happens in scoring and names the field.
  */
 export type ScoringInput =
-  /** Open Inference Protocol V2 JSON request body. */
-  | { kind: "v2"; body: unknown }
+  /**
+   * Open Inference Protocol V2 JSON request body; `binary` holds the bytes that followed the JSON header under
+   * the binary tensor extension (inputs with `parameters.binary_data_size` take their data from it, in order).
+   */
+  | { kind: "v2"; body: unknown; binary?: Uint8Array }
   /** MLflow scoring JSON body (`dataframe_split`, `dataframe_records`, `instances` or `inputs`, plus `params`). */
   | { kind: "mlflow"; body: unknown }
   /** MLflow CSV body (header row = column names). */
@@ -106,6 +124,38 @@ export interface ScoreResult {
   /** V2 request `parameters` or MLflow `params` (accepted; no model uses them yet). */
   parameters: Record<string, unknown> | undefined;
   latencyMs: number;
+  /** True when the outputs came from the prediction cache (the model did not run). */
+  cached?: boolean;
+}
+
+/** One run sent to the runtime by a version's queue, for the batch-size and queue-wait histograms. */
+export interface BatchInfo {
+  model: string;
+  version: number;
+  /** Rows in the run. */
+  rows: number;
+  /** Requests merged into it. */
+  requests: number;
+  /** Seconds each request waited in the queue before the run was sent. */
+  waits: number[];
+}
+
+/** A version's effective serving settings and where each value came from. */
+export interface EffectiveSettings {
+  model: string;
+  version: number;
+  settings: ServingSettings;
+  /** Dotted field -> "default" | "package" | "registry". */
+  sources: Record<string, "default" | "package" | "registry">;
+}
+
+/** Prediction cache counters, for metrics. */
+export interface CacheStats {
+  backend: string;
+  /** Backend failures (the requests went on without the cache). */
+  errors: number;
+  /** Hits and misses per version that has used the cache. */
+  versions: { model: string; version: number; hits: number; misses: number }[];
 }
 
 /** One event per scoring request, for monitoring and logs. `inputs`/`outputs` are shared, not copied. */
@@ -162,6 +212,12 @@ export interface ScoringService {
   refresh(): Promise<void>;
   onScored(listener: (event: ScoringEvent) => void): () => void;
   onLoaded(listener: (event: LoadEvent) => void): () => void;
+  /** One event per run a version's queue sends (batched or not). */
+  onBatch(listener: (event: BatchInfo) => void): () => void;
+  /** Effective serving settings of a version (defaults <- package <- registry override), with each value's source. */
+  settings(name: string, version: number): Promise<EffectiveSettings>;
+  /** Prediction cache counters, or undefined when the service has no cache. */
+  cacheStats(): CacheStats | undefined;
   /** Stops the refresh timer. The runtimes belong to the caller and stay open. */
   close(): Promise<void>;
 }

@@ -2,6 +2,7 @@ import { allocate, dtypeFromV2, elementCount, MlshipError, V2_DATATYPE } from ".
 import type { Tensor, TensorData } from "../core/index.js";
 import type { ModelContext } from "./context.js";
 import { decodeImages } from "./images.js";
+import { decodeRaw } from "./raw.js";
 import { countLeaves, isRecord, shapeFits, shapeText, strictWriter, type ValueWriter } from "./values.js";
 
 export interface PreparedRequest {
@@ -75,8 +76,79 @@ function parseShape(value: unknown, field: string): number[] {
   return shape;
 }
 
-/** Turns a V2 JSON inference request into model feeds, strictly checked against the signature. */
-export async function v2RequestToFeeds(body: unknown, ctx: ModelContext): Promise<PreparedRequest> {
+const UTF8 = new TextDecoder("utf-8", { fatal: true });
+
+/**
+ * Binary tensor extension: cuts `binary` into one slice per input that declares `parameters.binary_data_size`,
+ * in input order, before any input is decoded, so a size that does not add up is reported first and nothing is
+ * allocated on a declared size alone. Entries that are not objects are left to the main loop's errors.
+ */
+function binarySlices(inputs: readonly unknown[], binary: Uint8Array | undefined): Array<Uint8Array | undefined> {
+  const slices = new Array<Uint8Array | undefined>(inputs.length);
+  let offset = 0;
+  let last: string | undefined;
+  for (let i = 0; i < inputs.length; i++) {
+    const entry = inputs[i];
+    const params = isRecord(entry) ? entry.parameters : undefined;
+    if (!isRecord(params) || params.binary_data_size === undefined) continue;
+    const field = `inputs[${i}].parameters.binary_data_size`;
+    const size = params.binary_data_size;
+    if (typeof size !== "number" || !Number.isSafeInteger(size) || size < 0) {
+      throw invalid(field, `${field} must be a non-negative integer (the input's size in bytes), got ${JSON.stringify(size)}`);
+    }
+    if (binary === undefined) {
+      throw invalid(
+        field,
+        `${field}: binary tensor data needs the Inference-Header-Content-Length header (the length of the JSON part), with the tensor bytes after the JSON`,
+      );
+    }
+    if (size > binary.length - offset) {
+      throw invalid(
+        field,
+        `${field} is ${size} but only ${binary.length - offset} bytes remain (${binary.length} bytes follow the JSON header; earlier binary inputs take ${offset})`,
+      );
+    }
+    slices[i] = binary.subarray(offset, offset + size);
+    offset += size;
+    last = field;
+  }
+  if (binary !== undefined && offset !== binary.length) {
+    if (last === undefined) {
+      throw invalid(
+        "inference-header-content-length",
+        `${binary.length} bytes follow the JSON header (Inference-Header-Content-Length) but no input has parameters.binary_data_size`,
+      );
+    }
+    throw invalid(last, `the inputs' binary_data_size values add up to ${offset} bytes but ${binary.length} bytes follow the JSON header; ${last} is the last binary input`);
+  }
+  return slices;
+}
+
+/** BYTES elements sent as binary: base64 for image inputs (the image decoder takes base64), UTF-8 text otherwise. */
+function bytesToStrings(buffers: readonly Buffer[], image: boolean, field: string): string[] {
+  return buffers.map((b, j) => {
+    if (image) {
+      if (b.length === 0) throw invalid(field, `${field}: element ${j} is an empty image (send the encoded PNG/JPEG/WebP bytes)`);
+      return b.toString("base64");
+    }
+    try {
+      return UTF8.decode(b);
+    } catch {
+      throw new MlshipError("MLSHIP_ERR_INPUT_DTYPE", `${field}: element ${j} is not valid UTF-8 text (string tensors hold text)`, { field });
+    }
+  });
+}
+
+function checkBoolParameter(params: unknown, key: string, field: string): void {
+  if (!isRecord(params) || params[key] === undefined) return;
+  if (typeof params[key] !== "boolean") throw invalid(`${field}.${key}`, `${field}.${key} must be true or false, got ${JSON.stringify(params[key])}`);
+}
+
+/**
+ * Turns a V2 inference request into model feeds, strictly checked against the signature. `binary` is the part
+ * of the body after the JSON header under the binary tensor extension.
+ */
+export async function v2RequestToFeeds(body: unknown, ctx: ModelContext, binary?: Uint8Array): Promise<PreparedRequest> {
   if (!isRecord(body)) throw invalid("body", "the request body must be a JSON object with an \"inputs\" array");
   let id: string | undefined;
   if (body.id !== undefined) {
@@ -87,12 +159,14 @@ export async function v2RequestToFeeds(body: unknown, ctx: ModelContext): Promis
   if (body.parameters !== undefined) {
     if (!isRecord(body.parameters)) throw invalid("parameters", "parameters must be an object");
     parameters = body.parameters;
+    checkBoolParameter(parameters, "binary_data_output", "parameters");
   }
   const rawInputs = body.inputs;
   if (rawInputs === undefined) {
     throw new MlshipError("MLSHIP_ERR_INPUT_MISSING", "the request has no \"inputs\" array", { field: "inputs" });
   }
   if (!Array.isArray(rawInputs)) throw invalid("inputs", "inputs must be an array of tensors");
+  const slices = binarySlices(rawInputs, binary);
 
   const feeds: Record<string, Tensor> = {};
   const seen = new Map<string, number>();
@@ -121,15 +195,13 @@ export async function v2RequestToFeeds(body: unknown, ctx: ModelContext): Promis
     const shape = parseShape(entry.shape, `${field}.shape`);
     const params = entry.parameters;
     if (params !== undefined && !isRecord(params)) throw invalid(`${field}.parameters`, `${field}.parameters must be an object`);
-    if (params !== undefined && params.binary_data_size !== undefined) {
-      throw new MlshipError(
-        "MLSHIP_ERR_INPUT_CONTENT_TYPE",
-        `${field}: binary tensor data is not supported; send "data" as JSON`,
-        { field: `${field}.parameters.binary_data_size` },
-      );
-    }
+    const slice = slices[i];
     const data = entry.data;
-    if (!Array.isArray(data)) {
+    if (slice !== undefined && data !== undefined) {
+      throw invalid(`${field}.data`, `${field}.data: give either data or parameters.binary_data_size, not both`);
+    }
+    const sizeField = `${field}.parameters.binary_data_size`;
+    if (slice === undefined && !Array.isArray(data)) {
       throw new MlshipError("MLSHIP_ERR_INPUT_MISSING", `${field}.data is required (a flat or nested array)`, { field: `${field}.data` });
     }
 
@@ -141,10 +213,18 @@ export async function v2RequestToFeeds(body: unknown, ctx: ModelContext): Promis
           { field: `${field}.shape` },
         );
       }
-      const describeImage = (): string => `image input '${name}' is BYTES [-1], base64 strings`;
-      const strings = allocate("string", checkDataSize(data, shape, `${field}.data`, describeImage));
-      fillTensor(data, strings, strictWriter("string"), `${field}.data`, describeImage);
-      const tensor = await decodeImages(strings as string[], image, `${field}.data`);
+      let strings: string[];
+      let where = `${field}.data`;
+      if (slice !== undefined) {
+        where = sizeField;
+        const what = `image input '${name}' (BYTES ${shapeText(shape)}, encoded images)`;
+        strings = bytesToStrings(decodeRaw(slice, "string", elementCount(shape), sizeField, what) as Buffer[], true, sizeField);
+      } else {
+        const describeImage = (): string => `image input '${name}' is BYTES [-1], base64 strings`;
+        strings = allocate("string", checkDataSize(data as unknown[], shape, where, describeImage)) as string[];
+        fillTensor(data as unknown[], strings, strictWriter("string"), where, describeImage);
+      }
+      const tensor = await decodeImages(strings, image, where);
       if (feeds[image.target.name] !== undefined) {
         throw invalid(`${field}.name`, `${field}.name: input '${image.target.name}' is given twice (directly and as image input '${name}')`);
       }
@@ -176,9 +256,15 @@ export async function v2RequestToFeeds(body: unknown, ctx: ModelContext): Promis
       );
     }
     if (feeds[name] !== undefined) throw invalid(`${field}.name`, `${field}.name: input '${name}' is given twice`);
-    const describeInput = (): string => `input '${name}' is ${expected} ${shapeText(shape)}`;
-    const out = allocate(spec.dtype, checkDataSize(data, shape, `${field}.data`, describeInput));
-    fillTensor(data, out, strictWriter(spec.dtype), `${field}.data`, describeInput);
+    let out: TensorData;
+    if (slice !== undefined) {
+      const raw = decodeRaw(slice, spec.dtype, elementCount(shape), sizeField, `input '${name}' (${expected} ${shapeText(shape)})`);
+      out = spec.dtype === "string" ? bytesToStrings(raw as Buffer[], false, sizeField) : (raw as TensorData);
+    } else {
+      const describeInput = (): string => `input '${name}' is ${expected} ${shapeText(shape)}`;
+      out = allocate(spec.dtype, checkDataSize(data as unknown[], shape, `${field}.data`, describeInput));
+      fillTensor(data as unknown[], out, strictWriter(spec.dtype), `${field}.data`, describeInput);
+    }
     feeds[name] = { dtype: spec.dtype, shape, data: out };
     rows ??= shape.length > 0 ? shape[0] : 1;
   }
@@ -202,10 +288,9 @@ export async function v2RequestToFeeds(body: unknown, ctx: ModelContext): Promis
       if (!ctx.outputNames.has(oname)) {
         throw invalid(`outputs[${j}].name`, `outputs[${j}].name: model '${ctx.name}' has no output '${oname}' (outputs: ${[...ctx.outputNames].join(", ")})`);
       }
-      if (isRecord(o) && isRecord(o.parameters) && o.parameters.binary_data === true) {
-        throw new MlshipError("MLSHIP_ERR_INPUT_CONTENT_TYPE", `outputs[${j}]: binary tensor data is not supported`, {
-          field: `outputs[${j}].parameters.binary_data`,
-        });
+      if (isRecord(o) && o.parameters !== undefined) {
+        if (!isRecord(o.parameters)) throw invalid(`outputs[${j}].parameters`, `outputs[${j}].parameters must be an object`);
+        checkBoolParameter(o.parameters, "binary_data", `outputs[${j}].parameters`);
       }
       outputs.push(oname);
     }

@@ -107,8 +107,23 @@ const registry0001: StoreMigration = {
   },
 };
 
+/** Runtime overrides of a version's serving settings (batching, queue, timeout...), one row per version. */
+const versionSettings0002: StoreMigration = {
+  name: "0002_version_settings",
+  async up(db) {
+    await db.schema
+      .createTable("version_settings")
+      .ifNotExists()
+      .addColumn("version_id", "integer", (col) => col.primaryKey().references("model_versions.id"))
+      .addColumn("settings", "text", (col) => col.notNull().defaultTo("{}"))
+      .addColumn("updated_at", "text", (col) => col.notNull())
+      .addColumn("updated_by", "text", (col) => col.notNull())
+      .execute();
+  },
+};
+
 /** Every migration, in order. Later areas (prediction logs, rollouts, ...) append theirs here. */
-export const MIGRATIONS: readonly StoreMigration[] = [registry0001];
+export const MIGRATIONS: readonly StoreMigration[] = [registry0001, versionSettings0002];
 
 /** The table Kysely's Migrator records applied migrations in (and its lock table). */
 export const MIGRATION_TABLE = "mlship_migration";

@@ -66,10 +66,21 @@ export interface AliasEventsTable {
   action: string;
 }
 
+/** The registry override of a version's serving settings (see ServingSettings). */
+export interface VersionSettingsTable {
+  /** model_versions.id */
+  version_id: number;
+  /** JSON object (ServingSettings). */
+  settings: string;
+  updated_at: string;
+  updated_by: string;
+}
+
 export interface Database {
   registry_state: RegistryStateTable;
   models: ModelsTable;
   model_versions: ModelVersionsTable;
   model_aliases: ModelAliasesTable;
   alias_events: AliasEventsTable;
+  version_settings: VersionSettingsTable;
 }

@@ -33,6 +33,27 @@ describe("mlship CLI in-process", () => {
     expect(second).toMatchObject({ code: 0, stdout: "2\n" });
   });
 
+  it("shows and changes a version's serving settings with their sources", async () => {
+    const shown = await cli("models", "settings", "breast-cancer", "1");
+    expect(shown.stderr).toBe("");
+    expect(shown.code).toBe(0);
+    expect(shown.stdout).toMatch(/batching\.max_batch_size\s+64\s+default/);
+    const set = await cli("models", "settings", "breast-cancer", "1", "--max-batch-size", "8", "--preferred-batch-sizes", "4,8", "--max-queue", "10", "--json");
+    expect(set.code).toBe(0);
+    const parsed = JSON.parse(set.stdout) as { settings: { batching: Record<string, unknown>; max_queue: number }; sources: Record<string, string>; override: unknown };
+    expect(parsed.settings.batching).toMatchObject({ max_batch_size: 8, preferred_batch_sizes: [4, 8], enabled: true });
+    expect(parsed.sources["batching.max_batch_size"]).toBe("registry");
+    expect(parsed.override).toEqual({ batching: { max_batch_size: 8, preferred_batch_sizes: [4, 8] }, max_queue: 10 });
+    // Flags change only what they name.
+    const more = await cli("models", "settings", "breast-cancer", "1", "--batching", "off", "--json");
+    expect((JSON.parse(more.stdout) as { override: unknown }).override).toEqual({ batching: { max_batch_size: 8, preferred_batch_sizes: [4, 8], enabled: false }, max_queue: 10 });
+    const bad = await cli("models", "settings", "breast-cancer", "1", "--max-batch-size", "0");
+    expect(bad.code).not.toBe(0);
+    expect(oneErrorLine(bad.stderr)).toContain("batching.max_batch_size must be an integer >= 1");
+    const reset = await cli("models", "settings", "breast-cancer", "1", "--reset", "--json");
+    expect((JSON.parse(reset.stdout) as { override: unknown }).override).toEqual({});
+  });
+
   it("lists models as a table and as JSON", async () => {
     const table = await cli("models", "list");
     expect(table.code).toBe(0);

@@ -320,3 +320,38 @@ describe("mkdir guard", () => {
     await expect(writePackage(dir, baseManifest())).resolves.toBeDefined();
   });
 });
+
+describe("serving section", () => {
+  it("validates and keeps the serving settings, and writes them back", () => {
+    const m = validateManifest({
+      ...baseManifest(),
+      serving: { batching: { enabled: true, max_batch_size: 32, max_delay_ms: 4, preferred_batch_sizes: [16, 8] }, cache: { enabled: false }, max_queue: 100, timeout_ms: 5000, instances: 2 },
+    });
+    expect(m.serving).toEqual({
+      batching: { enabled: true, max_batch_size: 32, max_delay_ms: 4, preferred_batch_sizes: [8, 16] },
+      cache: { enabled: false },
+      max_queue: 100,
+      timeout_ms: 5000,
+      instances: 2,
+    });
+    expect(parseManifest(stringifyManifest(m)).serving).toEqual(m.serving);
+    expect(validateManifest(baseManifest()).serving).toBeUndefined();
+  });
+
+  it("names the field of a bad value", async () => {
+    const cases: Array<[unknown, string, string]> = [
+      [{ batching: { max_batch_size: 0 } }, "serving.batching.max_batch_size", "must be an integer >= 1"],
+      [{ batching: { max_delay_ms: 1.5 } }, "serving.batching.max_delay_ms", "must be an integer >= 0"],
+      [{ batching: { preferred_batch_sizes: [4, 128], max_batch_size: 64 } }, "serving.batching.preferred_batch_sizes", "must not exceed"],
+      [{ batching: { enabled: "yes" } }, "serving.batching.enabled", "true or false"],
+      [{ max_queue: -1 }, "serving.max_queue", ">= 1"],
+      [{ speed: 1 }, "serving.speed", "unknown field"],
+    ];
+    for (const [serving, field, text] of cases) {
+      const e = await catchMlship(() => validateManifest({ ...baseManifest(), serving }));
+      expect(e.code).toBe("MLSHIP_ERR_PACKAGE_INVALID");
+      expect(e.field).toBe(field);
+      expect(e.message).toContain(text);
+    }
+  });
+});

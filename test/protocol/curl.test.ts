@@ -114,7 +114,7 @@ describe("the REST protocols through curl", () => {
       const body = json(server);
       expect(body.name).toBe("mlship");
       expect(body.version).toMatch(/^\d+\.\d+\.\d+/);
-      expect(body.extensions).toEqual([]);
+      expect(body.extensions).toEqual(["binary_tensor_data"]);
     });
 
     it("serves model metadata and readiness by name, by version and by alias", async () => {

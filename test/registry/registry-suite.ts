@@ -494,6 +494,58 @@ export function registrySuite(label: string, backend: SuiteBackend): void {
       });
     });
 
+    describe("version settings", () => {
+      it("stores a version's serving-settings override, replaces it, and bumps the change token", async () => {
+        await registerN("m", 2);
+        expect(await registry.getVersionSettings("m", 1)).toEqual({});
+        const before = await registry.changeToken();
+        const saved = await registry.setVersionSettings(
+          "m",
+          1,
+          { batching: { max_batch_size: 16, max_delay_ms: 5, preferred_batch_sizes: [8, 4, 8] }, max_queue: 10 },
+          { by: "ops" },
+        );
+        expect(saved).toEqual({ batching: { max_batch_size: 16, max_delay_ms: 5, preferred_batch_sizes: [4, 8] }, max_queue: 10 });
+        expect(await registry.changeToken()).not.toBe(before);
+        expect(await registry.getVersionSettings("m", 1)).toEqual(saved);
+        // Another connection sees it; the other version has none.
+        const other = await secondRegistry();
+        expect(await other.getVersionSettings("m", 1)).toEqual(saved);
+        expect(await other.getVersionSettings("m", 2)).toEqual({});
+        await registry.setVersionSettings("m", 1, { timeout_ms: 500 });
+        expect(await registry.getVersionSettings("m", 1)).toEqual({ timeout_ms: 500 });
+        await registry.setVersionSettings("m", 1, {});
+        expect(await registry.getVersionSettings("m", 1)).toEqual({});
+      });
+
+      it("rejects invalid values naming the field, and unknown models or versions", async () => {
+        await registerN("m", 1);
+        await expectMlshipError(
+          registry.setVersionSettings("m", 1, { batching: { max_batch_size: 0 } }),
+          "MLSHIP_ERR_INPUT_INVALID",
+          "batching.max_batch_size must be an integer >= 1",
+        );
+        await expectMlshipError(
+          registry.setVersionSettings("m", 1, { batching: { max_delay_ms: -1 } }),
+          "MLSHIP_ERR_INPUT_INVALID",
+          "batching.max_delay_ms",
+        );
+        await expectMlshipError(
+          registry.setVersionSettings("m", 1, { max_queue: 1.5 }),
+          "MLSHIP_ERR_INPUT_INVALID",
+          "max_queue",
+        );
+        await expectMlshipError(
+          registry.setVersionSettings("m", 1, { nope: 1 } as unknown as Record<string, never>),
+          "MLSHIP_ERR_INPUT_INVALID",
+          "nope",
+        );
+        await expectMlshipError(registry.setVersionSettings("m", 9, {}), "MLSHIP_ERR_MODEL_VERSION_NOT_FOUND", "9");
+        await expectMlshipError(registry.getVersionSettings("x", 1), "MLSHIP_ERR_MODEL_NOT_FOUND", '"x"');
+        expect(await registry.getVersionSettings("m", 1)).toEqual({});
+      });
+    });
+
     describe("several connections", () => {
       it("gives concurrent registrations of one model from two connections distinct versions", async () => {
         const other = await secondRegistry();

@@ -79,7 +79,7 @@ describe("HTTP server: V2 and MLflow protocols on real models", () => {
     expect(ready.statusCode).toBe(200);
     expect(ready.json()).toEqual({ ready: true });
     const pkg = JSON.parse(await readFile(new URL("../../package.json", import.meta.url), "utf8")) as { version: string };
-    expect((await app.inject("/v2")).json()).toEqual({ name: "mlship", version: pkg.version, extensions: [] });
+    expect((await app.inject("/v2")).json()).toEqual({ name: "mlship", version: pkg.version, extensions: ["binary_tensor_data"] });
     expect(mlshipVersion()).toBe(pkg.version);
     const version = await app.inject("/version");
     expect(version.statusCode).toBe(200);

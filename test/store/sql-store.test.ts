@@ -117,7 +117,7 @@ describe("openSqlStore", () => {
       const rows = await second.db.selectFrom("models").select("name").execute();
       expect(rows).toEqual([{ name: "kept" }]);
       const applied = await sql<{ name: string }>`select name from mlship_migration order by name`.execute(second.db);
-      expect(applied.rows.map((r) => r.name)).toEqual(["0001_registry"]);
+      expect(applied.rows.map((r) => r.name)).toEqual(MIGRATIONS.map((m) => m.name));
     }
   });
 
@@ -125,14 +125,15 @@ describe("openSqlStore", () => {
     const lite = await tableColumns(await open());
     const post = await tableColumns(await open(`${SERVER}/${pgName}`));
     expect(Object.keys(lite).sort()).toEqual(
-      ["alias_events", "mlship_migration", "mlship_migration_lock", "model_aliases", "model_versions", "models", "registry_state"],
+      ["alias_events", "mlship_migration", "mlship_migration_lock", "model_aliases", "model_versions", "models", "registry_state",
+        "version_settings"],
     );
     expect(post).toEqual(lite);
   });
 
   it("runs migrations added later, in order, and only once", async () => {
     const added: StoreMigration = {
-      name: "0002_prediction_log",
+      name: "9999_prediction_log",
       async up(db, dialect) {
         await db.schema
           .createTable("prediction_log")
@@ -146,7 +147,7 @@ describe("openSqlStore", () => {
       const upgraded = await open(url, { migrations: [...MIGRATIONS, added] });
       await open(url, { migrations: [...MIGRATIONS, added] });
       const applied = await sql<{ name: string }>`select name from mlship_migration order by name`.execute(upgraded.db);
-      expect(applied.rows.map((r) => r.name)).toEqual(["0001_registry", "0002_prediction_log"]);
+      expect(applied.rows.map((r) => r.name)).toEqual([...MIGRATIONS.map((m) => m.name), "9999_prediction_log"]);
       expect(Object.keys(await tableColumns(upgraded))).toContain("prediction_log");
     }
   });

@@ -24,6 +24,8 @@ export interface OnnxRuntimeOptions {
   workers?: number;
   /** ORT intra-op threads per worker session (default 1: the pool already uses every core). */
   intraOpThreads?: number;
+  /** ORT inter-op threads per worker session (default 1; more than 1 runs independent graph branches in parallel). */
+  interOpThreads?: number;
   /** How long `close()` waits for in-flight runs (ms, default 5000). */
   drainTimeoutMs?: number;
   logger?: Logger;
@@ -41,7 +43,13 @@ export class OnnxRuntime implements ModelRuntime {
         field: "intraOpThreads",
       });
     }
-    const workerData: OnnxWorkerData = { intraOpThreads };
+    const interOpThreads = options.interOpThreads ?? 1;
+    if (!Number.isInteger(interOpThreads) || interOpThreads < 1) {
+      throw new MlshipError("MLSHIP_ERR_CONFIG_INVALID", `interOpThreads must be a positive integer, got ${String(interOpThreads)}`, {
+        field: "interOpThreads",
+      });
+    }
+    const workerData: OnnxWorkerData = { intraOpThreads, interOpThreads };
     this.pool = new WorkerPool({
       workerUrl: siblingWorkerUrl(import.meta.url, "worker"),
       size: options.workers,
@@ -144,6 +152,6 @@ class OnnxModel implements LoadedModel {
 }
 
 /** An ONNX runtime on a fresh worker pool. Build one per process (in app.ts) and `close()` it on shutdown. */
-export function createOnnxRuntime(options: { workers?: number; intraOpThreads?: number; logger?: Logger } = {}): OnnxRuntime {
+export function createOnnxRuntime(options: OnnxRuntimeOptions = {}): OnnxRuntime {
   return new OnnxRuntime(options);
 }

@@ -7,6 +7,8 @@ import type { OrtSignature } from "./convert.js";
 
 export interface OnnxWorkerData {
   intraOpThreads: number;
+  /** Absent in payloads from older callers: 1. */
+  interOpThreads?: number;
 }
 
 const defaults = workerPayload<OnnxWorkerData>();
@@ -15,8 +17,9 @@ serveWorker(async (spec) => {
   const options: ort.InferenceSession.SessionOptions = {
     // Parallelism comes from the pool's workers; ORT's own thread pools would oversubscribe the cores.
     intraOpNumThreads: defaults.intraOpThreads,
-    interOpNumThreads: 1,
-    executionMode: "sequential",
+    interOpNumThreads: defaults.interOpThreads ?? 1,
+    // Inter-op threads only run graph branches side by side in parallel mode.
+    executionMode: (defaults.interOpThreads ?? 1) > 1 ? "parallel" : "sequential",
     graphOptimizationLevel: "all",
     // ORT would also print every run error to stderr; the message already travels back in the rejected promise.
     logSeverityLevel: 4,

@@ -1,7 +1,8 @@
 /**
  * A pool of `worker_threads` workers that load models and run them off the caller's event loop.
  *
- * - `load` broadcasts to every worker (so any of them can serve a run) and resolves when all have loaded.
+ * - `load` broadcasts to every worker (so any of them can serve a run), or to `spec.instances` of them (those holding
+ *   the fewest models), and resolves when all of those have loaded; runs go only to them.
  * - `run` goes to the least-busy live worker that has the model ready (or, failing that, the least-busy one,
  *   which loads it lazily: the worker orders the run behind its load).
  * - A worker that dies rejects its in-flight requests with MLSHIP_ERR_RUNTIME_UNAVAILABLE; a replacement starts
@@ -94,6 +95,8 @@ interface Slot {
 interface ModelEntry {
   spec: LoadSpec;
   ready: Promise<ModelSignature>;
+  /** Indexes of the workers that hold this model (`spec.instances` of them); undefined: every worker. */
+  slots: ReadonlySet<number> | undefined;
 }
 
 /** Runs a `.ts` worker entry from sources; see the file for why `--import tsx` in execArgv is not enough. */
@@ -150,8 +153,8 @@ export class WorkerPool {
     const existing = this.models.get(spec.key);
     if (existing !== undefined) return existing.ready;
     this.start();
-    const entry: ModelEntry = { spec, ready: Promise.resolve({ inputs: [], outputs: [] }) };
-    entry.ready = this.broadcastLoad(spec).catch(async (error: unknown) => {
+    const entry: ModelEntry = { spec, ready: Promise.resolve({ inputs: [], outputs: [] }), slots: this.assignSlots(spec) };
+    entry.ready = this.broadcastLoad(spec, entry.slots).catch(async (error: unknown) => {
       if (this.models.get(spec.key) === entry) {
         this.models.delete(spec.key);
         await this.unloadEverywhere(spec.key).catch(() => undefined);
@@ -267,6 +270,7 @@ export class WorkerPool {
     });
     worker.on("exit", (code: number) => this.onExit(slot, worker, code));
     for (const entry of this.models.values()) {
+      if (entry.slots !== undefined && !entry.slots.has(slot.index)) continue;
       this.loadOnSlot(slot, entry.spec).catch((error: unknown) => {
         this.logger.warn({ err: error, worker: slot.index, model: entry.spec.key }, "replacement worker could not re-load a model");
       });
@@ -373,8 +377,20 @@ export class WorkerPool {
     );
   }
 
-  private async broadcastLoad(spec: LoadSpec): Promise<ModelSignature> {
-    const live = this.slots.filter((s) => s.worker !== undefined);
+  /** The workers a model with `spec.instances` goes to: those holding the fewest models, so versions spread out. */
+  private assignSlots(spec: LoadSpec): ReadonlySet<number> | undefined {
+    const n = spec.instances;
+    if (n === undefined || !Number.isInteger(n) || n >= this.size || n < 1) return undefined;
+    const load = new Array<number>(this.size).fill(0);
+    for (const entry of this.models.values()) {
+      for (let i = 0; i < this.size; i++) if (entry.slots === undefined || entry.slots.has(i)) load[i] = (load[i] ?? 0) + 1;
+    }
+    const order = [...load.keys()].sort((a, b) => (load[a] ?? 0) - (load[b] ?? 0) || a - b);
+    return new Set(order.slice(0, n));
+  }
+
+  private async broadcastLoad(spec: LoadSpec, slots: ReadonlySet<number> | undefined): Promise<ModelSignature> {
+    const live = this.slots.filter((s) => s.worker !== undefined && (slots === undefined || slots.has(s.index)));
     if (live.length === 0) throw unavailable(`cannot load ${spec.key}: no inference worker is running; retry shortly`);
     const results = await Promise.all(live.map((slot) => this.loadSurvivingCrash(slot, spec)));
     const signature = results.find((r): r is ModelSignature => !(r instanceof MlshipError));
@@ -411,6 +427,7 @@ export class WorkerPool {
   }
 
   private pick(key: string): Slot | undefined {
+    const allowed = this.models.get(key)?.slots;
     let best: Slot | undefined;
     let bestReady = false;
     const n = this.slots.length;
@@ -419,6 +436,7 @@ export class WorkerPool {
     for (let i = 0; i < n; i++) {
       const slot = this.slots[(offset + i) % n];
       if (slot?.worker === undefined) continue;
+      if (allowed !== undefined && !allowed.has(slot.index)) continue;
       const ready = slot.ready.has(key);
       if (best === undefined || (ready && !bestReady) || (ready === bestReady && slot.pending.size < best.pending.size)) {
         best = slot;

@@ -1,7 +1,7 @@
-import os from "node:os";
 import { allocate, dtypeFromV2, elementCount, MlshipError, V2_DATATYPE } from "../../core/index.js";
 import type { DType, ErrorCode, Tensor, TensorData } from "../../core/index.js";
 import type { Manifest, TensorSpec } from "../../package/index.js";
+import { decodeRaw, encodeRaw } from "../../scoring/index.js";
 import type { ModelMetadata } from "../../scoring/index.js";
 import type {
   ContentsField,
@@ -49,15 +49,6 @@ export function buildModelInfo(md: ModelMetadata, manifest: Manifest): ModelInfo
     outputs: new Set(md.signature.outputs.map((s) => s.name)),
   };
 }
-
-const LITTLE_ENDIAN = os.endianness() === "LE";
-
-const ELEMENT_BYTES: Record<Exclude<DType, "string">, number> = {
-  float16: 2, float32: 4, float64: 8,
-  int8: 1, int16: 2, int32: 4, int64: 8,
-  uint8: 1, uint16: 2, uint32: 4, uint64: 8,
-  bool: 1,
-};
 
 /** The typed-contents field each dtype travels in; FP16 has none (the protocol sends it raw only). */
 const CONTENTS_FIELD: Record<DType, ContentsField | undefined> = {
@@ -163,67 +154,10 @@ function asBuffer(bytes: Uint8Array): Buffer {
   return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
-/** Reverses each element's bytes in place, for the rare big-endian host (the wire is little-endian). */
-function swapBytes(bytes: Uint8Array, size: number): void {
-  for (let i = 0; i + size <= bytes.length; i += size) bytes.subarray(i, i + size).reverse();
-}
-
 interface Described {
   /** "input 'x' (FP32 [2,30])", for messages. */
   what: string;
   name: string;
-}
-
-/** BYTES elements as 4-byte little-endian length + bytes, one after another. */
-function splitLengthPrefixed(bytes: Buffer, count: number, field: string, d: Described): Buffer[] {
-  const out: Buffer[] = [];
-  let pos = 0;
-  while (pos < bytes.length) {
-    if (out.length === count) {
-      throw fail("MLSHIP_ERR_INPUT_SHAPE", field, `${field} has bytes after the ${count} BYTES elements ${d.what} needs (each is a 4-byte little-endian length, then the bytes)`);
-    }
-    if (bytes.length - pos < 4) {
-      throw fail("MLSHIP_ERR_INPUT_INVALID", field, `${field}: element ${out.length} starts at byte ${pos} but fewer than 4 bytes remain for its little-endian length`);
-    }
-    const n = bytes.readUInt32LE(pos);
-    pos += 4;
-    if (n > bytes.length - pos) {
-      throw fail("MLSHIP_ERR_INPUT_INVALID", field, `${field}: element ${out.length} declares ${n} bytes but only ${bytes.length - pos} remain`);
-    }
-    out.push(bytes.subarray(pos, pos + n));
-    pos += n;
-  }
-  if (out.length !== count) {
-    throw fail("MLSHIP_ERR_INPUT_SHAPE", field, `${field} holds ${out.length} BYTES elements but ${d.what} needs ${count}`);
-  }
-  return out;
-}
-
-function fromRaw(bytesIn: Uint8Array, dtype: DType, count: number, field: string, d: Described): TensorData | Buffer[] {
-  const bytes = asBuffer(bytesIn);
-  if (dtype === "string") return splitLengthPrefixed(bytes, count, field, d);
-  const size = ELEMENT_BYTES[dtype];
-  const expected = count * size;
-  if (bytes.length !== expected) {
-    throw fail(
-      "MLSHIP_ERR_INPUT_SHAPE",
-      field,
-      `${field} has ${bytes.length} bytes but ${d.what} needs ${expected} (${count} elements x ${size} bytes, little-endian)`,
-    );
-  }
-  // A copy, never a view: the runtime transfers the feed's buffer to a worker, and the received bytes share
-  // a buffer with the rest of the message (and may be misaligned for a typed-array view).
-  const out = allocate(dtype, count) as Exclude<TensorData, string[]>;
-  const view = new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
-  view.set(bytes);
-  if (!LITTLE_ENDIAN && size > 1) swapBytes(view, size);
-  if (dtype === "bool") {
-    for (let j = 0; j < count; j++) {
-      const b = view[j] as number;
-      if (b > 1) throw fail("MLSHIP_ERR_INPUT_DTYPE", `${field}[${j}]`, `${field}[${j}]: a BOOL element is one byte, 0 or 1; got ${b}`);
-    }
-  }
-  return out;
 }
 
 function fromContents(contents: InferTensorContents | null, dtype: DType, count: number, field: string, d: Described): TensorData | Buffer[] {
@@ -363,7 +297,7 @@ export function decodeInputs(request: ModelInferRequest, model: ModelInfo): Reco
         );
       }
       const rawField = `raw_input_contents[${i}]`;
-      data = fromRaw(raw[i] as Uint8Array, dtype, count, rawField, d);
+      data = decodeRaw(raw[i] as Uint8Array, dtype, count, rawField, d.what);
       where = (j) => `${rawField}[${j}]`;
     } else {
       data = fromContents(input.contents, dtype, count, `${field}.contents`, d);
@@ -412,25 +346,6 @@ function typedContents(t: Tensor): OutputContents {
   }
 }
 
-function rawContents(t: Tensor): Buffer {
-  if (t.dtype === "string") {
-    const parts: Buffer[] = [];
-    for (const s of t.data as string[]) {
-      const bytes = Buffer.from(s, "utf8");
-      const len = Buffer.allocUnsafe(4);
-      len.writeUInt32LE(bytes.length, 0);
-      parts.push(len, bytes);
-    }
-    return Buffer.concat(parts);
-  }
-  const data = t.data as Exclude<TensorData, string[]>;
-  const bytes = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-  if (LITTLE_ENDIAN) return bytes;
-  const copy = Buffer.from(bytes);
-  swapBytes(copy, ELEMENT_BYTES[t.dtype]);
-  return copy;
-}
-
 /** Response tensors: typed contents, or one `raw_output_contents` entry per output (see `wantsRawOutput`). */
 export function encodeOutputs(outputs: Record<string, Tensor>, raw: boolean): { outputs: InferOutputTensor[]; raw_output_contents: Buffer[] } {
   const entries = Object.entries(outputs);
@@ -441,7 +356,7 @@ export function encodeOutputs(outputs: Record<string, Tensor>, raw: boolean): { 
     const base = { name, datatype: V2_DATATYPE[t.dtype], shape: t.shape.slice() };
     if (useRaw) {
       tensors.push(base);
-      rawContentsList.push(rawContents(t));
+      rawContentsList.push(encodeRaw(t));
     } else {
       tensors.push({ ...base, contents: typedContents(t) });
     }

@@ -1,5 +1,6 @@
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { MlshipError } from "../../core/index.js";
+import { INFERENCE_HEADER, splitBinaryBody } from "./binary.js";
 import { routeProtocol } from "./errors.js";
 
 interface MediaType {
@@ -52,25 +53,50 @@ export class CsvBody {
   constructor(readonly text: string) {}
 }
 
+function parseJsonText(text: string): unknown {
+  if (text.trim() === "") throw new MlshipError("MLSHIP_ERR_INPUT_JSON", "the request body is empty; send a JSON document", { field: "body" });
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (err) {
+    const reason = err instanceof Error ? err.message : String(err);
+    throw new MlshipError("MLSHIP_ERR_INPUT_JSON", `malformed JSON: ${reason}. Ensure that input is a valid JSON formatted string`, {
+      field: "body",
+    });
+  }
+}
+
 /**
- * The only parsers on mlship's routes: JSON (syntax errors become MLSHIP_ERR_INPUT_JSON) and CSV. Anything else
- * is Fastify's 415, mapped by the error handler. Registered inside the plugin's own context, so a host server's
- * parsers are untouched.
+ * A body that may use the binary tensor extension: on the V2 routes an `Inference-Header-Content-Length`
+ * header splits it into JSON and tensor bytes (a `BinaryBody`); otherwise it is all JSON.
+ */
+function parseMaybeBinary(request: FastifyRequest, body: string | Buffer): unknown {
+  const header = request.headers[INFERENCE_HEADER];
+  if (header !== undefined && typeof body !== "string" && routeProtocol(request) === "v2") return splitBinaryBody(body, header, parseJsonText);
+  return parseJsonText(typeof body === "string" ? body : body.toString("utf8"));
+}
+
+/**
+ * The only parsers on mlship's routes: JSON (syntax errors become MLSHIP_ERR_INPUT_JSON), CSV and, on the V2
+ * routes, the binary tensor extension (`application/octet-stream`, or JSON with `Inference-Header-Content-Length`).
+ * Anything else is Fastify's 415, mapped by the error handler. Registered inside the plugin's own context, so a
+ * host server's parsers are untouched.
  */
 export function registerParsers(app: FastifyInstance, bodyLimit: number): void {
   app.removeAllContentTypeParsers();
-  app.addContentTypeParser("application/json", { parseAs: "string", bodyLimit }, async (request: FastifyRequest, body: string | Buffer) => {
+  // As a buffer: under the binary extension the bytes after the JSON header are not text.
+  app.addContentTypeParser("application/json", { parseAs: "buffer", bodyLimit }, async (request: FastifyRequest, body: string | Buffer) => {
     checkParams(request);
-    const text = typeof body === "string" ? body : body.toString("utf8");
-    if (text.trim() === "") throw new MlshipError("MLSHIP_ERR_INPUT_JSON", "the request body is empty; send a JSON document", { field: "body" });
-    try {
-      return JSON.parse(text) as unknown;
-    } catch (err) {
-      const reason = err instanceof Error ? err.message : String(err);
-      throw new MlshipError("MLSHIP_ERR_INPUT_JSON", `malformed JSON: ${reason}. Ensure that input is a valid JSON formatted string`, {
-        field: "body",
-      });
+    return parseMaybeBinary(request, body);
+  });
+  app.addContentTypeParser("application/octet-stream", { parseAs: "buffer", bodyLimit }, async (request: FastifyRequest, body: string | Buffer) => {
+    if (routeProtocol(request) !== "v2") {
+      throw new MlshipError(
+        "MLSHIP_ERR_INPUT_CONTENT_TYPE",
+        "application/octet-stream is only taken by the V2 infer routes (binary tensor data); send application/json, text/csv or application/csv",
+        { field: "content-type" },
+      );
     }
+    return parseMaybeBinary(request, body);
   });
   app.addContentTypeParser(["text/csv", "application/csv"], { parseAs: "string", bodyLimit }, async (request: FastifyRequest, body: string | Buffer) => {
     checkParams(request);

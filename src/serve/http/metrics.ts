@@ -49,6 +49,59 @@ export function registerMetrics(app: FastifyInstance, scoring: ScoringService, r
       }
     },
   });
+  // The scoring service counts cache lookups (every transport's); these series read its totals at scrape time.
+  new Counter({
+    name: "mlship_cache_hits_total",
+    help: "Prediction cache hits (answered without running the model), by model and version.",
+    labelNames: ["model", "version"] as const,
+    registers: [register],
+    collect() {
+      this.reset();
+      for (const v of scoring.cacheStats()?.versions ?? []) this.inc({ model: v.model, version: String(v.version) }, v.hits);
+    },
+  });
+  new Counter({
+    name: "mlship_cache_misses_total",
+    help: "Prediction cache misses (the model ran and the result was stored), by model and version.",
+    labelNames: ["model", "version"] as const,
+    registers: [register],
+    collect() {
+      this.reset();
+      for (const v of scoring.cacheStats()?.versions ?? []) this.inc({ model: v.model, version: String(v.version) }, v.misses);
+    },
+  });
+  new Counter({
+    name: "mlship_cache_errors_total",
+    help: "Prediction cache backend failures (the request went on without the cache), by backend.",
+    labelNames: ["backend"] as const,
+    registers: [register],
+    collect() {
+      this.reset();
+      const stats = scoring.cacheStats();
+      if (stats !== undefined) this.inc({ backend: stats.backend }, stats.errors);
+    },
+  });
+
+  const batchSize = new Histogram({
+    name: "mlship_batch_size",
+    help: "Rows per run sent to the runtime (adaptive batching merges requests), by model and version.",
+    labelNames: ["model", "version"] as const,
+    buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512],
+    registers: [register],
+  });
+  const queueWait = new Histogram({
+    name: "mlship_queue_wait_seconds",
+    help: "Seconds a request waited in its version's queue before its run was sent, by model and version.",
+    labelNames: ["model", "version"] as const,
+    buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+    registers: [register],
+  });
+  const unsubscribe = scoring.onBatch((b) => {
+    const labels = { model: b.model, version: String(b.version) };
+    batchSize.observe(labels, b.rows);
+    for (const w of b.waits) queueWait.observe(labels, w);
+  });
+  app.addHook("onClose", async () => unsubscribe());
 
   app.addHook("onResponse", async (request, reply) => {
     const config = request.routeOptions.config as Partial<RouteConfig> | undefined;

@@ -31,6 +31,7 @@ export function registerMlflowRoutes(app: FastifyInstance, scoring: ScoringServi
     const input = body instanceof CsvBody ? { kind: "csv" as const, text: body.text } : { kind: "mlflow" as const, body };
     const result = await scoring.score(ref, input, { protocol: "mlflow", requestId: String(request.id) });
     answeredBy(request, reply, result.model, result.version, result.rows);
+    if (result.cached !== undefined) reply.header("mlship-cache", result.cached ? "hit" : "miss");
     return formatMlflowResponse(result);
   };
 

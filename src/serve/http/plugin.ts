@@ -4,6 +4,7 @@ import { registerParsers } from "./content.js";
 import { sendError } from "./errors.js";
 import { registerMetrics } from "./metrics.js";
 import { registerMlflowRoutes } from "./mlflow.js";
+import { registerSettingsRoutes } from "./settings.js";
 import type { MlshipPluginOptions } from "./types.js";
 import { registerV2Routes } from "./v2.js";
 
@@ -23,6 +24,16 @@ export const mlshipPlugin: FastifyPluginAsync<MlshipPluginOptions> = async (app:
   registerParsers(app, bodyLimit);
   app.setErrorHandler((err, request, reply) => sendError(request, reply, err));
   if (options.metrics !== false) registerMetrics(app, scoring, options.metricsRegistry);
+  const isDraining = options.isDraining;
+  if (isDraining !== undefined) {
+    // A draining server stops taking new traffic from load balancers at once, while its in-flight requests finish.
+    app.addHook("onRequest", async (request, reply) => {
+      if (isDraining() && request.method === "GET" && /\/v2\/health\/ready(\?|$)/.test(request.url)) {
+        await reply.code(503).header("retry-after", "1").type("application/json; charset=utf-8").send({ ready: false });
+      }
+    });
+  }
+  if (options.settingsRoutes !== false) registerSettingsRoutes(app, scoring, options.registry);
   registerV2Routes(app, scoring, bodyLimit);
   registerMlflowRoutes(app, scoring, bodyLimit, options.defaultModel);
 };

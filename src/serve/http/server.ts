@@ -18,7 +18,9 @@ export function buildServer(options: BuildServerOptions): FastifyInstance {
     // Per-request info logs cost more than the inference at high rates; errors are logged where they happen.
     logController: new LogController({ disableRequestLogging: true }),
     requestIdHeader: "x-request-id",
-    return503OnClosing: true,
+    // While draining, requests already on open connections are still answered (readiness says 503 {"ready":false}
+    // through the plugin's hook, inference completes); the listener is closed, and shutdownTimeoutMs bounds it all.
+    return503OnClosing: false,
     frameworkErrors: (err, request, reply) => {
       sendError(request, reply, err, routeProtocol(request));
     },
@@ -42,6 +44,8 @@ export function buildServer(options: BuildServerOptions): FastifyInstance {
     bodyLimitBytes: bodyLimit,
     metrics: options.metrics,
     metricsRegistry: options.metricsRegistry,
+    isDraining: options.isDraining,
+    settingsRoutes: options.settingsRoutes,
   });
   return app;
 }

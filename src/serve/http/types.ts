@@ -15,6 +15,10 @@ export interface MlshipPluginOptions {
   metrics?: boolean;
   /** prom-client registry to record into; default a new one per plugin instance (never the global one). */
   metricsRegistry?: PromRegistry;
+  /** When it returns true, `GET /v2/health/ready` answers 503 `{"ready":false}` (shutdown drain). */
+  isDraining?: () => boolean;
+  /** Serve `GET/PUT /api/v1/models/{name}/versions/{version}/settings`. Default true. */
+  settingsRoutes?: boolean;
   /** Path prefix for every route (Fastify's own register option). */
   prefix?: string;
 }

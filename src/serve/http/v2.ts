@@ -3,6 +3,7 @@ import { MlshipError } from "../../core/index.js";
 import { parseModelRef } from "../../registry/index.js";
 import { formatV2Response, v2TensorMetadata } from "../../scoring/index.js";
 import type { ScoringService } from "../../scoring/index.js";
+import { BINARY_EXTENSION, BinaryBody, binaryOutputNames, sendBinaryResponse } from "./binary.js";
 import { CsvBody } from "./content.js";
 import { answeredBy } from "./state.js";
 import type { RouteConfig } from "./types.js";
@@ -43,7 +44,7 @@ export function registerV2Routes(app: FastifyInstance, scoring: ScoringService, 
     return { ready };
   });
 
-  app.get("/v2", { config: V2 }, async () => ({ name: "mlship", version: mlshipVersion(), extensions: [] as string[] }));
+  app.get("/v2", { config: V2 }, async () => ({ name: "mlship", version: mlshipVersion(), extensions: [BINARY_EXTENSION] }));
 
   const metadata = async (request: FastifyRequest<{ Params: ModelParams }>, reply: FastifyReply) => {
     const md = await scoring.metadata(v2Ref(request.params));
@@ -77,8 +78,13 @@ export function registerV2Routes(app: FastifyInstance, scoring: ScoringService, 
         field: "content-type",
       });
     }
-    const result = await scoring.score(ref, { kind: "v2", body: request.body }, { protocol: "v2", requestId: String(request.id) });
+    const { body } = request;
+    const input = body instanceof BinaryBody ? { kind: "v2" as const, body: body.json, binary: body.binary } : { kind: "v2" as const, body };
+    const result = await scoring.score(ref, input, { protocol: "v2", requestId: String(request.id) });
     answeredBy(request, reply, result.model, result.version, result.rows);
+    if (result.cached !== undefined) reply.header("mlship-cache", result.cached ? "hit" : "miss");
+    const binary = binaryOutputNames(input.body, Object.keys(result.outputs));
+    if (binary.size > 0) return sendBinaryResponse(reply, result, binary);
     return formatV2Response(result);
   };
   app.post("/v2/models/:name/infer", { config: V2_INFER, bodyLimit }, infer);

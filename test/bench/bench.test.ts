@@ -1,0 +1,119 @@
+/**
+ * Smoke test of `npm run bench`: the body templates, the wrk report parser, and one short real run (the HTTP
+ * ceiling and the digits batching pair, autocannon as load generator so it needs nothing outside node_modules)
+ * that writes its JSON and markdown to a temporary folder. It runs the built dist/, like the bench.
+ */
+import { spawn } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { describe, expect, it } from "vitest";
+import { bodyOf, constant, mlflowMlp, streamOf, v2Digits, v2Mlp } from "../../bench/lib/bodies.js";
+import { parseWrk } from "../../bench/lib/load.js";
+import type { Report } from "../../bench/lib/report.js";
+
+const REPO = fileURLToPath(new URL("../../", import.meta.url));
+
+describe("bench body templates", () => {
+  it("give valid JSON whose input differs per request and per run, and one body when constant", () => {
+    for (const payload of [mlflowMlp(1), mlflowMlp(32), v2Mlp(1), v2Digits()]) {
+      const s1 = streamOf(payload, 1);
+      const s2 = streamOf(payload, 2);
+      const bodies = [bodyOf(s1, 0), bodyOf(s1, 1), bodyOf(s1, 999_999), bodyOf(s2, 0)];
+      expect(new Set(bodies).size).toBe(4);
+      for (const b of bodies) expect(() => JSON.parse(b) as unknown).not.toThrow();
+      // Distinct after the server narrows the cell to float32, too.
+      const a = payload.a;
+      expect(Math.fround(a.base + 999_999 * a.step)).not.toBe(Math.fround(a.base + 999_998 * a.step));
+      const fixed = constant(payload);
+      expect(bodyOf(streamOf(fixed, 7), 123)).toBe(bodyOf(streamOf(fixed, 1), 0));
+    }
+    const mlflow = JSON.parse(bodyOf(streamOf(mlflowMlp(32), 1), 5)) as { dataframe_split: { columns: string[]; data: number[][] } };
+    expect(mlflow.dataframe_split.data).toHaveLength(32);
+    expect(mlflow.dataframe_split.columns).toHaveLength(30);
+    const digits = JSON.parse(bodyOf(streamOf(v2Digits(), 1), 5)) as { inputs: Array<{ shape: number[]; data: number[] }> };
+    expect(digits.inputs[0]?.shape).toEqual([1, 1, 8, 8]);
+    expect(digits.inputs[0]?.data).toHaveLength(64);
+  });
+});
+
+describe("wrk report parser", () => {
+  it("reads requests, percentiles in any unit, non-2xx and socket errors", () => {
+    const out = [
+      "Running 5s test @ http://127.0.0.1:45039/invocations",
+      "  2 threads and 16 connections",
+      "  Thread Stats   Avg      Stdev     Max   +/- Stdev",
+      "    Latency   310.12us  200.00us   9.01ms   90.47%",
+      "  Latency Distribution",
+      "     50%  530.00us",
+      "     75%    3.03ms",
+      "     90%   29.16ms",
+      "     99%    1.20s",
+      "  100000 requests in 5.00s, 21.50MB read",
+      "  Socket errors: connect 0, read 2, write 1, timeout 3",
+      "  Non-2xx or 3xx responses: 10",
+      "Requests/sec:  20000.00",
+    ].join("\n");
+    const r = parseWrk(out, 16);
+    expect(r.ok).toBe(99_990);
+    expect(r.rps).toBeCloseTo(19_998, 0);
+    expect(r.p50).toBeCloseTo(0.53, 6);
+    expect(r.p99).toBe(1200);
+    expect(r.errors).toBe(10 + 3 + 3);
+    expect(r.statuses).toEqual({ "non-2xx": 10 });
+    expect(r.timeouts).toBe(3);
+  });
+});
+
+describe("npm run bench (quick, partial)", () => {
+  it("measures the HTTP ceiling and digits batching on/off, prints the table and targets, writes JSON and markdown", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mlship-bench-test-"));
+    try {
+      const child = spawn(process.execPath, ["--import", "tsx", "bench/run.ts"], {
+        cwd: REPO,
+        env: {
+          ...process.env,
+          BENCH_QUICK: "1",
+          BENCH_ONLY: "bare,digits",
+          BENCH_SECONDS: "0.5",
+          BENCH_WARMUP_SECONDS: "0",
+          BENCH_CONNECTIONS: "4",
+          BENCH_DIGITS_CONNECTIONS: "8",
+          BENCH_WORKERS: "1",
+          BENCH_LOADGEN: "autocannon",
+          BENCH_RESULTS_DIR: dir,
+        },
+        stdio: ["ignore", "pipe", "pipe"],
+      });
+      let stdout = "";
+      let stderr = "";
+      child.stdout.on("data", (c: Buffer) => (stdout += c.toString()));
+      child.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
+      const code = await new Promise<number | null>((resolve) => child.on("exit", resolve));
+      expect(code, `${stdout}\n${stderr}`).toBe(0);
+      expect(stdout).toContain("Targets (issue 3):");
+      expect(stdout).toMatch(/bare node:http, constant JSON \(HTTP ceiling\)\s+4\s+[\d,]+/);
+
+      const files = fs.readdirSync(dir);
+      expect(files.filter((f) => f.endsWith(".json"))).toHaveLength(1);
+      expect(files.filter((f) => f.endsWith(".md"))).toHaveLength(1);
+      expect(files).not.toContain("latest.md");
+      const report = JSON.parse(fs.readFileSync(path.join(dir, files.find((f) => f.endsWith(".json")) as string), "utf8")) as Report;
+      for (const id of ["bare", "digits-on", "digits-off", "bare-end"]) {
+        const row = report.rows.find((r) => r.id === id);
+        expect(row?.rps, id).toBeGreaterThan(0);
+        expect(row?.errors, id).toBe(0);
+      }
+      const on = report.rows.find((r) => r.id === "digits-on");
+      expect(on?.ratio).toBeGreaterThan(0);
+      expect(on?.baseline).toBe("batching off");
+      expect(report.targets).toHaveLength(4);
+      expect(report.targets[1]?.verdict).toMatch(/^(PASS|FAIL)$/);
+      expect(report.targets[0]?.verdict).toBe("N/A");
+      expect(report.settings.loadgen).toBe("autocannon");
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }, 180_000);
+});
