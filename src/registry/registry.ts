@@ -378,7 +378,8 @@ class SqlRegistry implements Registry {
             const at = now();
             await db
               .insertInto("models")
-              .values({ name, description: null, tags: "{}", created_at: at, updated_at: at })
+              // A new model starts with its first version's description, so `models list` says what it is.
+              .values({ name, description, tags: "{}", created_at: at, updated_at: at })
               .onConflict((oc) => oc.column("name").doNothing())
               .execute();
             const model = await this.#model(db, name);

@@ -124,7 +124,8 @@ export function registrySuite(label: string, backend: SuiteBackend): void {
         const model = await registry.getModel("breast-cancer");
         expect(model.latestVersion).toBe(3);
         expect(model.aliases).toEqual({});
-        expect(model.description).toBeNull();
+        // The model took its first version's description; later versions do not change it.
+        expect(model.description).toBe("first cut");
         expect(model.tags).toEqual({});
         expect((await registry.listVersions("breast-cancer")).map((v) => v.version)).toEqual([1, 2, 3]);
         expect(await registry.getVersion("breast-cancer", 1)).toEqual(v1);
