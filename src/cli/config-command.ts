@@ -1,12 +1,25 @@
 import { Command } from "commander";
 import { KEYS, type ConfigKey, type MlshipConfig } from "../config/index.js";
+import { redactUrl } from "../store/index.js";
 import type { CliContext, GlobalOptions } from "./context.js";
 import { formatTable, printJson, printLine } from "./io.js";
 
 function valueOf(config: MlshipConfig, key: ConfigKey): unknown {
   let value: unknown = config;
   for (const part of key.split(".")) value = (value as Record<string, unknown>)[part];
-  return value;
+  // Store and cache URLs may carry passwords; the printout is for humans and logs, never for secrets.
+  return typeof value === "string" && value.includes("://") ? redactUrl(value) : value;
+}
+
+function redactedConfig(config: MlshipConfig): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const def of KEYS) {
+    const parts = def.key.split(".");
+    let node = out;
+    for (const part of parts.slice(0, -1)) node = (node[part] ??= {}) as Record<string, unknown>;
+    node[parts[parts.length - 1]!] = valueOf(config, def.key);
+  }
+  return out;
 }
 
 export function configCommand(ctx: CliContext): Command {
@@ -16,7 +29,7 @@ export function configCommand(ctx: CliContext): Command {
     .action((_opts: unknown, cmd: Command) => {
       const o = cmd.optsWithGlobals<GlobalOptions & { json?: boolean }>();
       const loaded = ctx.loadConfig(o);
-      if (o.json === true) return printJson(ctx.io, loaded);
+      if (o.json === true) return printJson(ctx.io, { ...loaded, config: redactedConfig(loaded.config) });
       printLine(ctx.io, `config file: ${loaded.file ?? "(none)"}`);
       printLine(
         ctx.io,

@@ -281,6 +281,17 @@ describe("mlship CLI in-process", () => {
     expect(table.stdout).toMatch(/server\.port\s+8080\s+default\s+MLSHIP_PORT/);
   });
 
+  it("never prints the passwords in store and cache URLs", async () => {
+    const env = { MLSHIP_HOME: home, MLSHIP_STORE: "postgres://app:s3cret@db.internal:5432/mlship", MLSHIP_CACHE: "redis://:hunter2@cache:6379/0" };
+    for (const args of [["config"], ["config", "--json"]]) {
+      const r = await runCli(args, { env, cwd: home });
+      expect(r.code).toBe(0);
+      expect(r.stdout).not.toContain("s3cret");
+      expect(r.stdout).not.toContain("hunter2");
+      expect(r.stdout).toContain("postgres://app:***@db.internal:5432/mlship");
+    }
+  });
+
   it("says which port is taken when it cannot listen", async () => {
     const net = await import("node:net");
     const blocker = net.createServer();
