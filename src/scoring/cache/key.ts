@@ -9,6 +9,32 @@ export interface ModelIdentity {
   digest: string;
 }
 
+const MAX_PREFIXES = 1024;
+const prefixes = new Map<string, Buffer>();
+
+function lengthPrefixed(s: string): Buffer[] {
+  const b = Buffer.from(s, "utf8");
+  const len = Buffer.allocUnsafe(4);
+  len.writeUInt32LE(b.length, 0);
+  return [len, b];
+}
+
+/** The hashed bytes that depend only on the model identity and the requested outputs. */
+function prefixOf(model: ModelIdentity, outputs: readonly string[] | undefined): Buffer {
+  const id = JSON.stringify([model.name, model.version, model.digest, outputs ?? null]);
+  let prefix = prefixes.get(id);
+  if (prefix === undefined) {
+    const fields = ["mlship-prediction-v1", model.name, String(model.version), model.digest];
+    if (outputs === undefined) fields.push("*all*");
+    else fields.push(`outputs:${outputs.length}`, ...outputs);
+    prefix = Buffer.concat(fields.flatMap(lengthPrefixed));
+    // Output lists come from clients: bounded, and starting over is cheap.
+    if (prefixes.size >= MAX_PREFIXES) prefixes.clear();
+    prefixes.set(id, prefix);
+  }
+  return prefix;
+}
+
 /**
  * Cache key of one request: sha256 over the model identity, the requested outputs (or "all") and every input
  * tensor after parsing and validation (name, dtype, shape, raw element bytes; strings length-prefixed), inputs
@@ -24,15 +50,8 @@ export function predictionKey(model: ModelIdentity, feeds: Record<string, Tensor
     h.update(len);
     h.update(b);
   };
-  field("mlship-prediction-v1");
-  field(model.name);
-  field(String(model.version));
-  field(model.digest);
-  if (outputs === undefined) field("*all*");
-  else {
-    field(`outputs:${outputs.length}`);
-    for (const o of outputs) field(o);
-  }
+  // The same bytes as hashing each field in turn (sha256 streams), built once per model version and outputs.
+  h.update(prefixOf(model, outputs));
   const names = Object.keys(feeds).sort();
   field(`inputs:${names.length}`);
   for (const name of names) {

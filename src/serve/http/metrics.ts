@@ -1,4 +1,4 @@
-import type { FastifyInstance } from "fastify";
+import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { ScoringService } from "../../scoring/index.js";
 import { peekState } from "./state.js";
@@ -103,7 +103,7 @@ export function registerMetrics(app: FastifyInstance, scoring: ScoringService, r
   });
   app.addHook("onClose", async () => unsubscribe());
 
-  app.addHook("onResponse", async (request, reply) => {
+  const record = (request: FastifyRequest, reply: FastifyReply): void => {
     const config = request.routeOptions.config as Partial<RouteConfig> | undefined;
     if (config?.inference !== true) return;
     const state = peekState(request);
@@ -114,6 +114,16 @@ export function registerMetrics(app: FastifyInstance, scoring: ScoringService, r
     duration.observe({ model, version, protocol }, reply.elapsedTime / 1000);
     if (reply.statusCode >= 400) errors.inc({ model, version, code: state?.errorCode ?? `HTTP_${reply.statusCode}` });
     else if (state !== undefined && state.rows > 0) rows.inc({ model, version }, state.rows);
+  };
+  // Callback style: no promise and no extra microtask turn per request.
+  app.addHook("onResponse", (request, reply, done) => {
+    try {
+      record(request, reply);
+    } catch (err) {
+      done(err as Error);
+      return;
+    }
+    done();
   });
 
   app.get("/metrics", { config: { protocol: "v2" } satisfies RouteConfig }, async (_request, reply) => {
