@@ -3,7 +3,7 @@ import tseslint from "typescript-eslint";
 import importX from "eslint-plugin-import-x";
 
 export default tseslint.config(
-  { ignores: ["dist/**", "node_modules/**", ".mlship/**", "coverage/**", "bin/**", "eslint.config.js"] },
+  { ignores: ["dist/**", "node_modules/**", ".mlship/**", ".tmp/**", "coverage/**", "bin/**", "eslint.config.js"] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
