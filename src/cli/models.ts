@@ -163,33 +163,25 @@ export function modelsCommand(ctx: CliContext): Command {
       printLine(ctx.io, moveText(event));
     });
 
-  models
-    .command("archive")
-    .description("archive a version: it is unloaded and no longer served (refused while an alias points at it)")
-    .argument("<name>", "model name")
-    .argument("<version>", "version number")
-    .option("--reason <text>", "why")
-    .action(async (name: string, versionText: string, _opts: unknown, cmd: Command) => {
-      const o = globals<{ reason?: string }>(cmd);
-      const version = parseVersion(versionText);
-      const app = await ctx.app(o);
-      const record = await app.registry.archive(name, version, { by: app.config.user, reason: o.reason });
-      printLine(ctx.io, `${record.name}@${record.version} archived`);
-    });
-
-  models
-    .command("unarchive")
-    .description("make an archived version servable again")
-    .argument("<name>", "model name")
-    .argument("<version>", "version number")
-    .option("--reason <text>", "why")
-    .action(async (name: string, versionText: string, _opts: unknown, cmd: Command) => {
-      const o = globals<{ reason?: string }>(cmd);
-      const version = parseVersion(versionText);
-      const app = await ctx.app(o);
-      const record = await app.registry.unarchive(name, version, { by: app.config.user, reason: o.reason });
-      printLine(ctx.io, `${record.name}@${record.version} ready`);
-    });
+  const statusChanges = [
+    { verb: "archive", says: "archived", description: "archive a version: it is unloaded and no longer served (refused while an alias points at it)" },
+    { verb: "unarchive", says: "ready", description: "make an archived version servable again" },
+  ] as const;
+  for (const change of statusChanges) {
+    models
+      .command(change.verb)
+      .description(change.description)
+      .argument("<name>", "model name")
+      .argument("<version>", "version number")
+      .option("--reason <text>", "why")
+      .action(async (name: string, versionText: string, _opts: unknown, cmd: Command) => {
+        const o = globals<{ reason?: string }>(cmd);
+        const version = parseVersion(versionText);
+        const app = await ctx.app(o);
+        const record = await app.registry[change.verb](name, version, { by: app.config.user, reason: o.reason });
+        printLine(ctx.io, `${record.name}@${record.version} ${change.says}`);
+      });
+  }
 
   models
     .command("history")
