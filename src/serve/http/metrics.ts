@@ -50,26 +50,20 @@ export function registerMetrics(app: FastifyInstance, scoring: ScoringService, r
     },
   });
   // The scoring service counts cache lookups (every transport's); these series read its totals at scrape time.
-  new Counter({
-    name: "mlship_cache_hits_total",
-    help: "Prediction cache hits (answered without running the model), by model and version.",
-    labelNames: ["model", "version"] as const,
-    registers: [register],
-    collect() {
-      this.reset();
-      for (const v of scoring.cacheStats()?.versions ?? []) this.inc({ model: v.model, version: String(v.version) }, v.hits);
-    },
-  });
-  new Counter({
-    name: "mlship_cache_misses_total",
-    help: "Prediction cache misses (the model ran and the result was stored), by model and version.",
-    labelNames: ["model", "version"] as const,
-    registers: [register],
-    collect() {
-      this.reset();
-      for (const v of scoring.cacheStats()?.versions ?? []) this.inc({ model: v.model, version: String(v.version) }, v.misses);
-    },
-  });
+  const cacheCounter = (name: string, help: string, count: (v: { hits: number; misses: number }) => number): void => {
+    new Counter({
+      name,
+      help,
+      labelNames: ["model", "version"] as const,
+      registers: [register],
+      collect() {
+        this.reset();
+        for (const v of scoring.cacheStats()?.versions ?? []) this.inc({ model: v.model, version: String(v.version) }, count(v));
+      },
+    });
+  };
+  cacheCounter("mlship_cache_hits_total", "Prediction cache hits (answered without running the model), by model and version.", (v) => v.hits);
+  cacheCounter("mlship_cache_misses_total", "Prediction cache misses (the model ran and the result was stored), by model and version.", (v) => v.misses);
   new Counter({
     name: "mlship_cache_errors_total",
     help: "Prediction cache backend failures (the request went on without the cache), by backend.",
