@@ -4,7 +4,7 @@
  */
 import { fileURLToPath } from "node:url";
 import { Client, credentials, Metadata } from "@grpc/grpc-js";
-import type { ServiceError, StatusObject } from "@grpc/grpc-js";
+import type { CallOptions, ServiceError, StatusObject } from "@grpc/grpc-js";
 import { loadSync } from "@grpc/proto-loader";
 import type { MethodDefinition, PackageDefinition } from "@grpc/proto-loader";
 
@@ -35,13 +35,16 @@ export function connect(address: string, options: { maxReceive?: number } = {}):
   });
 }
 
-/** One unary call; resolves with the response and the trailers, rejects with the ServiceError (code, details, metadata). */
-export function rpc<R = Record<string, unknown>>(client: Client, name: Method, request: object, metadata = new Metadata()): Promise<Reply<R>> {
+/**
+ * One unary call; resolves with the response and the trailers, rejects with the ServiceError (code, details, metadata).
+ * `options.deadline` sets the call's gRPC deadline.
+ */
+export function rpc<R = Record<string, unknown>>(client: Client, name: Method, request: object, metadata = new Metadata(), options: CallOptions = {}): Promise<Reply<R>> {
   const def = method(name);
   return new Promise((resolve, reject) => {
     let failure: ServiceError | null = null;
     let value: unknown;
-    const call = client.makeUnaryRequest(def.path, def.requestSerialize, def.responseDeserialize, request, metadata, {}, (err, v) => {
+    const call = client.makeUnaryRequest(def.path, def.requestSerialize, def.responseDeserialize, request, metadata, options, (err, v) => {
       failure = err;
       value = v;
     });
@@ -53,9 +56,9 @@ export function rpc<R = Record<string, unknown>>(client: Client, name: Method, r
 }
 
 /** The ServiceError of a call expected to fail. */
-export async function rpcError(client: Client, name: Method, request: object): Promise<ServiceError> {
+export async function rpcError(client: Client, name: Method, request: object, metadata = new Metadata(), options: CallOptions = {}): Promise<ServiceError> {
   try {
-    await rpc(client, name, request);
+    await rpc(client, name, request, metadata, options);
   } catch (err) {
     return err as ServiceError;
   }

@@ -41,6 +41,10 @@ export interface GrpcServer {
 export const TRAILER_ERROR_CODE = "mlship-error-code";
 export const TRAILER_ERROR_FIELD = "mlship-error-field";
 export const TRAILER_MODEL_VERSION = "mlship-model-version";
+/** `hit` or `miss` on ModelInfer when the version uses the prediction cache (REST's `mlship-cache` header). */
+export const TRAILER_CACHE = "mlship-cache";
+/** Seconds to wait before retrying, on RESOURCE_EXHAUSTED (max_queue) and UNAVAILABLE (REST's `Retry-After`). */
+export const TRAILER_RETRY_AFTER = "retry-after";
 
 /** ASCII metadata values only; anything else (a non-ASCII input name in a field path) is percent-encoded. */
 function metadataValue(value: string): string {
@@ -123,6 +127,23 @@ interface Reply<R> {
   response: R;
   /** A version that answered, for the `mlship-model-version` trailer. */
   modelVersion?: string;
+  /** Whether the prediction cache answered; undefined when the version does not use one. */
+  cached?: boolean;
+}
+
+/**
+ * Why the call's AbortSignal fired: its gRPC deadline passed (grpc-js has already answered DEADLINE_EXCEEDED) or
+ * the client cancelled it. The reason reaches the batcher, which drops the request if its run has not started, and
+ * the scoring events; the client never sees it.
+ */
+function cancellation(call: Pick<ServerUnaryCall<unknown, unknown>, "getDeadline">): MlshipError {
+  const deadline = call.getDeadline();
+  const at = deadline instanceof Date ? deadline.getTime() : deadline;
+  // grpc-js's own deadline timer may fire a few milliseconds before Date.now() reaches the deadline.
+  if (Number.isFinite(at) && Date.now() + 20 >= at) {
+    return new MlshipError("MLSHIP_ERR_SERVE_TIMEOUT", "the call's gRPC deadline passed before it was answered");
+  }
+  return new MlshipError("MLSHIP_ERR_RUNTIME_UNAVAILABLE", "the client cancelled the call before it was answered");
 }
 
 /** The gRPC side of mlship: the Open Inference Protocol service over the scoring pipeline. */
@@ -152,7 +173,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
     return pending;
   };
 
-  const failure = (err: unknown, method: string, requestId: string, ctx: CallContext) => {
+  const failure = (err: unknown, method: string, requestId: string, ctx: CallContext, cancelled: boolean) => {
     const e = toMlshipError(err);
     const field = requestField(e, ctx);
     const trailer = new Metadata();
@@ -165,10 +186,14 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
     }
     trailer.set("x-request-id", metadataValue(requestId));
     if (e.retryAfterSeconds !== undefined || e.grpcStatus === GrpcStatus.UNAVAILABLE) {
-      trailer.set("retry-after", String(Math.max(1, Math.ceil(e.retryAfterSeconds ?? 1))));
+      trailer.set(TRAILER_RETRY_AFTER, String(Math.max(1, Math.ceil(e.retryAfterSeconds ?? 1))));
     }
     let details: string;
-    if (e.httpStatus >= 500 && e.code !== "MLSHIP_ERR_MODEL_NOT_READY") {
+    if (cancelled) {
+      // Nobody is waiting for this answer any more (the deadline passed or the client went away): not a failure.
+      logger.debug({ code: e.code, method, requestId }, `call ended by the client: ${e.message}`);
+      details = e.message;
+    } else if (e.httpStatus >= 500 && e.code !== "MLSHIP_ERR_MODEL_NOT_READY") {
       // Internal failures say what kind they were; the details go to the log only.
       logger.error({ err: e.cause ?? e, code: e.code, method, requestId }, e.message);
       details = `${ERROR_CODES[e.code].description} (request id ${requestId})`;
@@ -180,24 +205,41 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   };
 
   /** Runs a handler; every outcome, thrown or not, becomes one status (a bad request never escapes). */
-  const unary = <Q, R>(method: string, fields: Fields, handle: (request: Q) => Promise<Reply<R>>) => {
+  const unary = <Q, R>(method: string, fields: Fields, handle: (request: Q, signal: AbortSignal) => Promise<Reply<R>>) => {
     return (call: ServerUnaryCall<Q, R>, callback: sendUnaryData<R>): void => {
       const given = call.metadata.get("x-request-id")[0];
       const requestId = typeof given === "string" && given !== "" ? given : randomUUID();
+      // grpc-js emits `cancelled` when the client's deadline passes or it cancels, and also once the answer is
+      // sent; only the first two abort the work (a request still queued is then dropped and never runs).
+      const controller = new AbortController();
+      let answered = false;
+      const onCancelled = (): void => {
+        if (!answered && !controller.signal.aborted) controller.abort(cancellation(call));
+      };
+      call.once("cancelled", onCancelled);
+      if (call.cancelled) onCancelled();
+      const settle = (): void => {
+        answered = true;
+        call.removeListener("cancelled", onCancelled);
+      };
       let pending: Promise<Reply<R>>;
       try {
-        pending = handle(call.request);
+        pending = handle(call.request, controller.signal);
       } catch (err) {
         pending = Promise.reject(err);
       }
       pending.then(
         (reply) => {
+          settle();
           const trailer = new Metadata();
           trailer.set("x-request-id", metadataValue(requestId));
           if (reply.modelVersion !== undefined) trailer.set(TRAILER_MODEL_VERSION, metadataValue(reply.modelVersion));
+          if (reply.cached !== undefined) trailer.set(TRAILER_CACHE, reply.cached ? "hit" : "miss");
           callback(null, reply.response, trailer);
         },
         (err: unknown) => {
+          const cancelled = controller.signal.aborted;
+          settle();
           const request = call.request as Partial<ModelInferRequest & ModelRequest>;
           const version = method === "ModelInfer" ? request.model_version : request.version;
           const ctx: CallContext = {
@@ -205,7 +247,8 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
             versionGiven: typeof version === "string" && version !== "",
             infer: method === "ModelInfer" ? (call.request as ModelInferRequest) : undefined,
           };
-          callback(failure(err, method, requestId, ctx));
+          // After a cancellation grpc-js has already ended the call and ignores this status.
+          callback(failure(err, method, requestId, ctx, cancelled));
         },
       );
     };
@@ -246,7 +289,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
       };
     }),
 
-    ModelInfer: unary("ModelInfer", INFER_FIELDS, async (request: ModelInferRequest): Promise<Reply<ModelInferResponse>> => {
+    ModelInfer: unary("ModelInfer", INFER_FIELDS, async (request: ModelInferRequest, signal): Promise<Reply<ModelInferResponse>> => {
       const ref = modelRef(request.model_name, request.model_version, INFER_FIELDS);
       const model = await modelInfo(ref);
       let raw: boolean;
@@ -261,7 +304,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
         const e = toMlshipError(err);
         throw new MlshipError(e.code, e.message, { field: e.field, cause: e, details: { ...e.details, model: model.name, version: model.version } });
       }
-      const result = await scoring.score(ref, { kind: "tensors", feeds }, { outputs, protocol: "grpc", requestId: request.id === "" ? undefined : request.id });
+      const result = await scoring.score(ref, { kind: "tensors", feeds }, { outputs, protocol: "grpc", requestId: request.id === "" ? undefined : request.id, signal });
       const encoded = encodeOutputs(result.outputs, raw);
       return {
         response: {
@@ -272,6 +315,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
           raw_output_contents: encoded.raw_output_contents,
         },
         modelVersion: `${result.model}@${result.version}`,
+        cached: result.cached,
       };
     }),
   };
