@@ -128,12 +128,17 @@ async function listen(ctx: CliContext, app: Mlship, defaultModel: string | null)
         server.server.closeAllConnections();
       }, config.server.shutdownTimeoutMs);
       force.unref();
+      // server.close() ends only the connections idle at that moment; one whose request is still in flight turns
+      // idle once answered and would otherwise stay open (keep-alive) until the timeout above.
+      const closeIdle = setInterval(() => server.server.closeIdleConnections(), 50);
+      closeIdle.unref();
       void Promise.all([
         server.close().catch((err: unknown) => app.logger.error({ err }, "error while closing the server")),
         // tryShutdown, then forceShutdown once the same grace period is over (close() never rejects).
         grpc?.close(config.server.shutdownTimeoutMs),
       ]).finally(() => {
         clearTimeout(force);
+        clearInterval(closeIdle);
         app.logger.info("server stopped");
         resolve();
       });
