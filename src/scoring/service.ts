@@ -8,7 +8,8 @@ import type { ModelRef, ResolvedVersion } from "../registry/index.js";
 import type { Manifest, ServingSettings } from "../package/index.js";
 import type { LoadedModel } from "../runtime/index.js";
 import { DEFAULT_SERVING, Lane, mergeServing, Scheduler, type LaneSettings } from "./batcher.js";
-import { predictionKey } from "./cache/index.js";
+import { ExactMemo, predictionKey, type ExactEntry } from "./cache/index.js";
+import { parseJsonBody } from "./json-body.js";
 import { buildContext, type ModelContext } from "./context.js";
 import { mlflowToFeeds } from "./mlflow-input.js";
 import { runPostprocess } from "./package-ops.js";
@@ -63,6 +64,10 @@ function copyFeeds(feeds: Record<string, Tensor>): Record<string, Tensor> {
   return out;
 }
 
+function utf8(bytes: Uint8Array): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("utf8");
+}
+
 export function runtimeKey(name: string, version: number, digest: string): string {
   return `${name}@${version}#${digest}`;
 }
@@ -105,6 +110,7 @@ export function createScoringService(options: ScoringServiceOptions): ScoringSer
   const maxCachedRefs = Math.max(1, options.maxCachedRefs ?? 10_000);
   const events = new EventEmitter();
   const cache = options.cache;
+  const memo = cache === undefined ? undefined : new ExactMemo(options.exactMemo);
   const defaultCacheTtl = options.cacheTtlSeconds ?? 300;
   const cacheCounts = new Map<string, { model: string; version: number; hits: number; misses: number }>();
   /**
@@ -113,7 +119,7 @@ export function createScoringService(options: ScoringServiceOptions): ScoringSer
    */
   const cacheTtlOf = (resolved: ResolvedVersion): number => {
     const v = resolved.version;
-    const c = (entries.get(runtimeKey(v.name, v.version, v.digest))?.serving ?? v.manifest.serving)?.cache;
+    const c = (entryOf(resolved)?.serving ?? v.manifest.serving)?.cache;
     return cache === undefined || c?.enabled === false ? 0 : (c?.ttl_seconds ?? defaultCacheTtl);
   };
   const countCache = (model: string, version: number, hit: boolean): void => {
@@ -131,6 +137,16 @@ export function createScoringService(options: ScoringServiceOptions): ScoringSer
   const resolutions = new Map<string, Promise<ResolvedVersion>>();
   let names: Promise<string[]> | undefined;
   const entries = new Map<string, LoadEntry>();
+  /** The entry of a resolution object (resolutions are cached, so a warm request skips building the key). */
+  const entryByResolution = new WeakMap<ResolvedVersion, LoadEntry>();
+  const entryOf = (resolved: ResolvedVersion): LoadEntry | undefined => {
+    const known = entryByResolution.get(resolved);
+    if (known !== undefined && entries.get(known.key) === known) return known;
+    const v = resolved.version;
+    const entry = entries.get(runtimeKey(v.name, v.version, v.digest));
+    if (entry !== undefined) entryByResolution.set(resolved, entry);
+    return entry;
+  };
 
   const checkToken = (): Promise<void> => {
     checking ??= (async () => {
@@ -201,12 +217,23 @@ export function createScoringService(options: ScoringServiceOptions): ScoringSer
     timer.unref();
   }
 
-  const resolve = async (ref: string | ModelRef): Promise<ResolvedVersion> => {
-    if (closed) throw new MlshipError("MLSHIP_ERR_RUNTIME_UNAVAILABLE", "the scoring service is closed");
-    await fresh();
+  /** Parsed and normalised references by their text (pure, so kept across registry changes; bounded). */
+  const refKeys = new Map<string, { parsed: ModelRef; key: string }>();
+  const refKeyOf = (ref: string | ModelRef): { parsed: ModelRef; key: string } => {
+    if (typeof ref !== "string") return { parsed: ref, key: formatModelRef(ref) };
+    let known = refKeys.get(ref);
+    if (known === undefined) {
+      const parsed = parseModelRef(ref);
+      known = { parsed, key: formatModelRef(parsed) };
+      if (refKeys.size >= maxCachedRefs) refKeys.clear();
+      refKeys.set(ref, known);
+    }
+    return known;
+  };
+
+  const resolveFresh = (ref: string | ModelRef): Promise<ResolvedVersion> => {
     // Normalised so that `iris@v3`, `iris@3` and `models:/iris/3` share one cache entry.
-    const parsed = typeof ref === "string" ? parseModelRef(ref) : ref;
-    const key = formatModelRef(parsed);
+    const { parsed, key } = refKeyOf(ref);
     let pending = resolutions.get(key);
     if (pending === undefined) {
       pending = registry.resolve(parsed).then((resolved) => {
@@ -231,6 +258,17 @@ export function createScoringService(options: ScoringServiceOptions): ScoringSer
     return pending;
   };
 
+  /** Synchronous while the change token is fresh: a warm request pays no extra promise turn. */
+  const resolve = (ref: string | ModelRef): Promise<ResolvedVersion> => {
+    if (closed) return Promise.reject(new MlshipError("MLSHIP_ERR_RUNTIME_UNAVAILABLE", "the scoring service is closed"));
+    try {
+      if (performance.now() - lastCheck >= refreshMs) return checkToken().then(() => resolveFresh(ref));
+      return resolveFresh(ref);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  };
+
   const listening = (): boolean => events.listenerCount("scored") > 0;
   /**
    * Listeners are monitoring hooks, each wrapped on its own: one that throws must not fail the request it
@@ -250,10 +288,10 @@ export function createScoringService(options: ScoringServiceOptions): ScoringSer
   };
 
   const startLoad = (resolved: ResolvedVersion): LoadEntry => {
+    const existing = entryOf(resolved);
+    if (existing !== undefined) return existing;
     const v = resolved.version;
     const key = runtimeKey(v.name, v.version, v.digest);
-    const existing = entries.get(key);
-    if (existing !== undefined) return existing;
     const flavor = v.manifest.flavor;
     const runtime = runtimes[flavor];
     if (runtime === undefined) {
@@ -294,6 +332,7 @@ export function createScoringService(options: ScoringServiceOptions): ScoringSer
       entry.laneSettings = laneSettingsOf(entry.serving);
     });
     entries.set(key, entry);
+    entryByResolution.set(resolved, entry);
     promise.then(
       ({ loaded, seconds }) => {
         entry.lane = new Lane(loaded, {
@@ -335,28 +374,34 @@ export function createScoringService(options: ScoringServiceOptions): ScoringSer
     loadSeconds: entry.seconds ?? 0,
   });
 
-  const loadResolved = async (resolved: ResolvedVersion): Promise<{ active: ActiveModel; context: ModelContext; lane: Lane | undefined }> => {
-    const entry = startLoad(resolved);
-    if (entry.loaded === undefined) {
-      let timeout: NodeJS.Timeout | undefined;
-      const waited = new Promise<"timeout">((res) => {
-        timeout = setTimeout(() => res("timeout"), loadWaitMs);
-      });
-      try {
-        const outcome = await Promise.race([entry.promise, waited]);
-        if (outcome === "timeout") {
-          throw new MlshipError(
-            "MLSHIP_ERR_MODEL_NOT_READY",
-            `model '${entry.name}' version ${entry.version} is still loading; retry in ${retryAfterSeconds} s`,
-            { retryAfterSeconds },
-          );
-        }
-      } finally {
-        clearTimeout(timeout);
+  type Loaded = { active: ActiveModel; context: ModelContext; lane: Lane | undefined };
+  const loadedOf = (resolved: ResolvedVersion, entry: LoadEntry): Loaded => ({ active: activeOf(resolved, entry), context: entry.context, lane: entry.lane });
+
+  const waitForLoad = async (resolved: ResolvedVersion, entry: LoadEntry): Promise<Loaded> => {
+    let timeout: NodeJS.Timeout | undefined;
+    const waited = new Promise<"timeout">((res) => {
+      timeout = setTimeout(() => res("timeout"), loadWaitMs);
+    });
+    try {
+      const outcome = await Promise.race([entry.promise, waited]);
+      if (outcome === "timeout") {
+        throw new MlshipError(
+          "MLSHIP_ERR_MODEL_NOT_READY",
+          `model '${entry.name}' version ${entry.version} is still loading; retry in ${retryAfterSeconds} s`,
+          { retryAfterSeconds },
+        );
       }
-      entry.loaded ??= (await entry.promise).loaded;
+    } finally {
+      clearTimeout(timeout);
     }
-    return { active: activeOf(resolved, entry), context: entry.context, lane: entry.lane };
+    entry.loaded ??= (await entry.promise).loaded;
+    return loadedOf(resolved, entry);
+  };
+
+  /** The loaded version, synchronously once it is loaded (the common case costs no promise turn). */
+  const loadResolved = (resolved: ResolvedVersion): Loaded | Promise<Loaded> => {
+    const entry = startLoad(resolved);
+    return entry.loaded === undefined ? waitForLoad(resolved, entry) : loadedOf(resolved, entry);
   };
 
   const load = async (ref: string | ModelRef): Promise<ActiveModel> => (await loadResolved(await resolve(ref))).active;
@@ -374,12 +419,33 @@ export function createScoringService(options: ScoringServiceOptions): ScoringSer
       case "csv":
       case "records":
         return mlflowToFeeds(input, context);
+      case "json":
+        return prepare(input.protocol === "v2" ? { kind: "v2", body: parseJsonBody(utf8(input.bytes)) } : { kind: "mlflow", body: parseJsonBody(utf8(input.bytes)) }, context);
       case "tensors": {
         const feeds = await checkTensorFeeds(input.feeds, context);
         const first = Object.values(feeds)[0];
         return { feeds, rows: first === undefined || first.shape.length === 0 ? 1 : (first.shape[0] as number), orientation: "columnar" };
       }
     }
+  };
+
+  /** A request answered from the prediction cache or the exact-body memo: counted, reported, returned. */
+  const cachedAnswer = (
+    resolved: ResolvedVersion,
+    hit: Omit<ExactEntry, "rendered">,
+    rendered: Map<string, Uint8Array> | undefined,
+    started: number,
+    opts: ScoreOptions,
+  ): ScoreResult => {
+    const v = resolved.version;
+    countCache(v.name, v.version, true);
+    const latencyMs = performance.now() - started;
+    if (listening()) {
+      events.emit("scored", { model: v.name, version: v.version, alias: resolved.alias, protocol: opts.protocol, requestId: opts.requestId, rows: hit.rows, latencyMs, ok: true, inputs: hit.inputs, outputs: hit.outputs, at: new Date() } satisfies ScoringEvent);
+    }
+    const result: ScoreResult = { model: v.name, version: v.version, alias: resolved.alias, outputs: hit.outputs, rows: hit.rows, orientation: hit.orientation, id: hit.id, parameters: hit.parameters, latencyMs, cached: true };
+    if (rendered !== undefined) result.rendered = rendered;
+    return result;
   };
 
   const score = async (ref: string | ModelRef, input: ScoringInput, opts: ScoreOptions = {}): Promise<ScoreResult> => {
@@ -394,7 +460,18 @@ export function createScoringService(options: ScoringServiceOptions): ScoringSer
       model = resolved.version.name;
       version = resolved.version.version;
       alias = resolved.alias;
-      const { active, context, lane } = await loadResolved(resolved);
+      const loading = loadResolved(resolved);
+      const { active, context, lane } = loading instanceof Promise ? await loading : loading;
+      const cacheTtl = cacheTtlOf(resolved);
+      let exactKey: string | undefined;
+      if (input.kind === "json") {
+        if (cacheTtl > 0 && memo !== undefined) {
+          exactKey = ExactMemo.key(active.key, input.protocol, opts.outputs, input.bytes);
+          const hit = memo.get(exactKey);
+          // An entry made while nobody listened has no inputs to report; a listener now gets them parsed again.
+          if (hit !== undefined && (hit.inputs !== undefined || !listening())) return cachedAnswer(resolved, hit, hit.rendered, started, opts);
+        }
+      }
       const prepared = await prepare(input, context);
       feeds = prepared.feeds;
       rows = prepared.rows;
@@ -407,17 +484,26 @@ export function createScoringService(options: ScoringServiceOptions): ScoringSer
           }
         }
       }
+      /**
+       * Files a cache hit under its exact body, for the next identical request. Only on a hit: a body seen once is
+       * usually never seen again, so the first answer costs no memo entry (repeats reach it from the second).
+       */
+      const remember = (outputs: Record<string, Tensor>, inputs: Record<string, Tensor> | undefined): Map<string, Uint8Array> | undefined => {
+        if (exactKey === undefined || memo === undefined) return undefined;
+        const rendered = new Map<string, Uint8Array>();
+        const entry: ExactEntry = { outputs, rows, orientation: prepared.orientation, id: prepared.id, parameters: prepared.parameters, inputs, rendered };
+        memo.set(exactKey, entry, cacheTtl);
+        return rendered;
+      };
       // Keyed on the validated tensors (so every protocol shares entries) before the runtime takes their buffers.
-      const cacheTtl = cacheTtlOf(resolved);
       const cacheKey = cacheTtl > 0 ? predictionKey({ name: model, version: resolved.version.version, digest: resolved.version.digest }, feeds, wanted) : undefined;
       if (cacheKey !== undefined && cache !== undefined) {
         const hit = await cache.get(cacheKey);
-        countCache(model, resolved.version.version, hit !== undefined);
         if (hit !== undefined) {
-          const latencyMs = performance.now() - started;
-          if (listening()) events.emit("scored", { model, version, alias, protocol: opts.protocol, requestId: opts.requestId, rows, latencyMs, ok: true, inputs: feeds, outputs: hit.outputs, at: new Date() } satisfies ScoringEvent);
-          return { model, version: resolved.version.version, alias, outputs: hit.outputs, rows, orientation: prepared.orientation, id: prepared.id, parameters: prepared.parameters, latencyMs, cached: true };
+          const answer = { outputs: hit.outputs, rows, orientation: prepared.orientation, id: prepared.id, parameters: prepared.parameters, inputs: feeds };
+          return cachedAnswer(resolved, answer, remember(hit.outputs, listening() ? feeds : undefined), started, opts);
         }
+        countCache(model, resolved.version.version, false);
       }
       // Post-processing may read any model output, so only a model without it can skip computing outputs.
       const runOutputs = context.postprocess.length === 0 ? wanted : undefined;

@@ -2,7 +2,7 @@ import type { ErrorCode, Logger, Tensor } from "../core/index.js";
 import type { Manifest, ServingSettings, TensorSpec } from "../package/index.js";
 import type { ModelRef, Registry, ResolvedVersion } from "../registry/index.js";
 import type { LoadedModel, ModelRuntime } from "../runtime/index.js";
-import type { PredictionCache } from "./cache/index.js";
+import type { ExactMemoOptions, PredictionCache } from "./cache/index.js";
 
 export interface ScoringServiceOptions {
   registry: Registry;
@@ -41,6 +41,11 @@ export interface ScoringServiceOptions {
   cache?: PredictionCache;
   /** Entry lifetime when the version's `serving.cache.ttl_seconds` is unset. Default 300. */
   cacheTtlSeconds?: number;
+  /**
+   * Bounds of the in-process exact-body memo in front of `cache` (used for `json` inputs of versions that cache).
+   * `maxEntries: 0` turns it off. Default 10000 entries, 16 MiB.
+   */
+  exactMemo?: ExactMemoOptions;
 }
 
 /** A resolved version whose model is loaded in its runtime. */
@@ -90,6 +95,11 @@ export type ScoringInput =
   | { kind: "v2"; body: unknown; binary?: Uint8Array }
   /** MLflow scoring JSON body (`dataframe_split`, `dataframe_records`, `instances` or `inputs`, plus `params`). */
   | { kind: "mlflow"; body: unknown }
+  /**
+   * A V2 or MLflow JSON body as received (UTF-8 bytes), parsed by scoring. When the version caches, a body seen
+   * before byte for byte is answered from the exact-body memo without being parsed (`ScoreResult.rendered`).
+   */
+  | { kind: "json"; protocol: "v2" | "mlflow"; bytes: Uint8Array }
   /** MLflow CSV body (header row = column names). */
   | { kind: "csv"; text: string }
   /** Rows as objects keyed by column (or input) name, as the embedded `predict(records)` passes them. */
@@ -126,6 +136,12 @@ export interface ScoreResult {
   latencyMs: number;
   /** True when the outputs came from the prediction cache (the model did not run). */
   cached?: boolean;
+  /**
+   * Only for `json` inputs the exact-body memo holds: the transport's encoded responses for this body, by format
+   * name. A transport that finds its format here sends those bytes; otherwise it may store what it encodes. The
+   * result's `outputs` are then shared with the memo and must not be modified.
+   */
+  rendered?: Map<string, Uint8Array>;
 }
 
 /** One run sent to the runtime by a version's queue, for the batch-size and queue-wait histograms. */

@@ -27,25 +27,30 @@ function stringPayload(data: readonly string[]): Buffer {
 
 export function encodePrediction(value: CachedPrediction): Buffer {
   const entries = Object.entries(value.outputs);
-  const parts: Uint8Array[] = [];
-  const head = Buffer.allocUnsafe(7);
-  head.writeUInt32LE(MAGIC, 0);
-  head.writeUInt8(FORMAT, 4);
-  head.writeUInt16LE(entries.length, 5);
-  parts.push(head);
-  for (const [name, t] of entries) {
-    const nameBytes = Buffer.from(name, "utf8");
-    const meta = Buffer.allocUnsafe(2 + nameBytes.length + 2 + 8 * t.shape.length + 4);
-    let o = meta.writeUInt16LE(nameBytes.length, 0);
-    o += nameBytes.copy(meta, o);
-    o = meta.writeUInt8(DTYPES.indexOf(t.dtype), o);
-    o = meta.writeUInt8(t.shape.length, o);
-    for (const d of t.shape) o = meta.writeDoubleLE(d, o);
-    const payload = Array.isArray(t.data) ? stringPayload(t.data) : rawBytes(t.data);
-    meta.writeUInt32LE(payload.byteLength, o);
-    parts.push(meta, payload);
-  }
-  return Buffer.concat(parts);
+  // Sized first and written into one buffer: the entry is made on every cache miss.
+  const names = entries.map(([name]) => Buffer.from(name, "utf8"));
+  const payloads = entries.map(([, t]) => (Array.isArray(t.data) ? stringPayload(t.data) : rawBytes(t.data)));
+  let size = 7;
+  entries.forEach(([, t], i) => {
+    size += 2 + (names[i] as Buffer).length + 2 + 8 * t.shape.length + 4 + (payloads[i] as Uint8Array).byteLength;
+  });
+  const out = Buffer.allocUnsafe(size);
+  out.writeUInt32LE(MAGIC, 0);
+  out.writeUInt8(FORMAT, 4);
+  let o = out.writeUInt16LE(entries.length, 5);
+  entries.forEach(([, t], i) => {
+    const name = names[i] as Buffer;
+    const payload = payloads[i] as Uint8Array;
+    o = out.writeUInt16LE(name.length, o);
+    o += name.copy(out, o);
+    o = out.writeUInt8(DTYPES.indexOf(t.dtype), o);
+    o = out.writeUInt8(t.shape.length, o);
+    for (const d of t.shape) o = out.writeDoubleLE(d, o);
+    o = out.writeUInt32LE(payload.byteLength, o);
+    out.set(payload, o);
+    o += payload.byteLength;
+  });
+  return out;
 }
 
 class Reader {

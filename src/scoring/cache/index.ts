@@ -6,6 +6,7 @@ import type { CacheErrorListener, PredictionCache } from "./types.js";
 export { MemoryPredictionCache, type MemoryCacheOptions } from "./memory.js";
 export { RedisPredictionCache, type RedisCacheOptions } from "./redis.js";
 export { predictionKey, type ModelIdentity } from "./key.js";
+export { ExactMemo, type ExactEntry, type ExactMemoOptions } from "./exact.js";
 export { decodePrediction, encodePrediction } from "./codec.js";
 export type { CacheErrorListener, CachedPrediction, PredictionCache } from "./types.js";
 

@@ -1,4 +1,4 @@
-import { createHash } from "node:crypto";
+import { hash } from "node:crypto";
 import type { Tensor } from "../../core/index.js";
 
 /** The exact model a result was computed by: a reused version number with other files gets another digest. */
@@ -21,7 +21,7 @@ function lengthPrefixed(s: string): Buffer[] {
 
 /** The hashed bytes that depend only on the model identity and the requested outputs. */
 function prefixOf(model: ModelIdentity, outputs: readonly string[] | undefined): Buffer {
-  const id = JSON.stringify([model.name, model.version, model.digest, outputs ?? null]);
+  const id = outputs === undefined ? `${model.digest}\u0000${model.version}\u0000${model.name}` : JSON.stringify([model.name, model.version, model.digest, outputs]);
   let prefix = prefixes.get(id);
   if (prefix === undefined) {
     const fields = ["mlship-prediction-v1", model.name, String(model.version), model.digest];
@@ -35,6 +35,42 @@ function prefixOf(model: ModelIdentity, outputs: readonly string[] | undefined):
   return prefix;
 }
 
+/** Appends length-prefixed fields and raw bytes into one buffer, grown as needed, for a single hash call. */
+class KeyBytes {
+  private buf: Buffer;
+  private at = 0;
+  constructor(initial: number) {
+    this.buf = Buffer.allocUnsafe(Math.max(256, initial));
+  }
+  private room(n: number): void {
+    if (this.at + n <= this.buf.length) return;
+    const next = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.at + n));
+    this.buf.copy(next, 0, 0, this.at);
+    this.buf = next;
+  }
+  bytes(b: Uint8Array): void {
+    this.room(b.byteLength);
+    this.buf.set(b, this.at);
+    this.at += b.byteLength;
+  }
+  field(s: string): void {
+    const n = Buffer.byteLength(s, "utf8");
+    this.room(4 + n);
+    this.at = this.buf.writeUInt32LE(n, this.at);
+    this.at += this.buf.write(s, this.at, "utf8");
+  }
+  /** The tensor's byte length as a float64, then its bytes. */
+  payload(d: Uint8Array): void {
+    this.room(8 + d.byteLength);
+    this.at = this.buf.writeDoubleLE(d.byteLength, this.at);
+    this.buf.set(d, this.at);
+    this.at += d.byteLength;
+  }
+  digest(): string {
+    return hash("sha256", this.buf.subarray(0, this.at), "hex");
+  }
+}
+
 /**
  * Cache key of one request: sha256 over the model identity, the requested outputs (or "all") and every input
  * tensor after parsing and validation (name, dtype, shape, raw element bytes; strings length-prefixed), inputs
@@ -42,33 +78,28 @@ function prefixOf(model: ModelIdentity, outputs: readonly string[] | undefined):
  * Must run before the feeds are handed to the runtime (their buffers are transferred to a worker).
  */
 export function predictionKey(model: ModelIdentity, feeds: Record<string, Tensor>, outputs: readonly string[] | undefined): string {
-  const h = createHash("sha256");
-  const field = (s: string): void => {
-    const b = Buffer.from(s, "utf8");
-    const len = Buffer.allocUnsafe(4);
-    len.writeUInt32LE(b.length, 0);
-    h.update(len);
-    h.update(b);
-  };
-  // The same bytes as hashing each field in turn (sha256 streams), built once per model version and outputs.
-  h.update(prefixOf(model, outputs));
   const names = Object.keys(feeds).sort();
-  field(`inputs:${names.length}`);
+  let size = 64;
+  for (const name of names) {
+    const d = (feeds[name] as Tensor).data;
+    size += 64 + (Array.isArray(d) ? 0 : d.byteLength);
+  }
+  const prefix = prefixOf(model, outputs);
+  const key = new KeyBytes(prefix.length + size);
+  key.bytes(prefix);
+  key.field(`inputs:${names.length}`);
   for (const name of names) {
     const t = feeds[name] as Tensor;
-    field(name);
-    field(t.dtype);
-    field(t.shape.join(","));
+    key.field(name);
+    key.field(t.dtype);
+    key.field(t.shape.join(","));
     if (Array.isArray(t.data)) {
-      field(`strings:${t.data.length}`);
-      for (const s of t.data) field(s);
+      key.field(`strings:${t.data.length}`);
+      for (const s of t.data) key.field(s);
     } else {
       const d = t.data;
-      const len = Buffer.allocUnsafe(8);
-      len.writeDoubleLE(d.byteLength, 0);
-      h.update(len);
-      h.update(new Uint8Array(d.buffer, d.byteOffset, d.byteLength));
+      key.payload(new Uint8Array(d.buffer, d.byteOffset, d.byteLength));
     }
   }
-  return h.digest("hex");
+  return key.digest();
 }

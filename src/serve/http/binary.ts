@@ -76,10 +76,10 @@ interface HeaderOutput {
 }
 
 /**
- * Sends a V2 response with the `binary` outputs as raw bytes after the JSON header (which gives their
+ * A V2 response with the `binary` outputs as raw bytes after the JSON header (which gives their
  * `binary_data_size` instead of `data`); the others stay JSON in the header.
  */
-export function sendBinaryResponse(reply: FastifyReply, result: ScoreResult, binary: ReadonlySet<string>): FastifyReply {
+export function binaryResponse(result: ScoreResult, binary: ReadonlySet<string>): { headerLength: number; bytes: Buffer } {
   const outputs: HeaderOutput[] = [];
   const blobs: Buffer[] = [];
   for (const [name, t] of Object.entries(result.outputs)) {
@@ -101,6 +101,12 @@ export function sendBinaryResponse(reply: FastifyReply, result: ScoreResult, bin
     }),
     "utf8",
   );
-  reply.header(INFERENCE_HEADER, String(header.length)).type("application/octet-stream");
-  return reply.send(Buffer.concat([header, ...blobs]));
+  return { headerLength: header.length, bytes: Buffer.concat([header, ...blobs]) };
+}
+
+/** Sends `binaryResponse` through Fastify. */
+export function sendBinaryResponse(reply: FastifyReply, result: ScoreResult, binary: ReadonlySet<string>): FastifyReply {
+  const { headerLength, bytes } = binaryResponse(result, binary);
+  reply.header(INFERENCE_HEADER, String(headerLength)).type("application/octet-stream");
+  return reply.send(bytes);
 }

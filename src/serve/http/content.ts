@@ -1,5 +1,6 @@
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { MlshipError } from "../../core/index.js";
+import { parseJsonBody } from "../../scoring/index.js";
 import { INFERENCE_HEADER, splitBinaryBody } from "./binary.js";
 import { routeProtocol } from "./errors.js";
 
@@ -53,26 +54,14 @@ export class CsvBody {
   constructor(readonly text: string) {}
 }
 
-function parseJsonText(text: string): unknown {
-  if (text.trim() === "") throw new MlshipError("MLSHIP_ERR_INPUT_JSON", "the request body is empty; send a JSON document", { field: "body" });
-  try {
-    return JSON.parse(text) as unknown;
-  } catch (err) {
-    const reason = err instanceof Error ? err.message : String(err);
-    throw new MlshipError("MLSHIP_ERR_INPUT_JSON", `malformed JSON: ${reason}. Ensure that input is a valid JSON formatted string`, {
-      field: "body",
-    });
-  }
-}
-
 /**
  * A body that may use the binary tensor extension: on the V2 routes an `Inference-Header-Content-Length`
  * header splits it into JSON and tensor bytes (a `BinaryBody`); otherwise it is all JSON.
  */
 function parseMaybeBinary(request: FastifyRequest, body: string | Buffer): unknown {
   const header = request.headers[INFERENCE_HEADER];
-  if (header !== undefined && typeof body !== "string" && routeProtocol(request) === "v2") return splitBinaryBody(body, header, parseJsonText);
-  return parseJsonText(typeof body === "string" ? body : body.toString("utf8"));
+  if (header !== undefined && typeof body !== "string" && routeProtocol(request) === "v2") return splitBinaryBody(body, header, parseJsonBody);
+  return parseJsonBody(typeof body === "string" ? body : body.toString("utf8"));
 }
 
 /**

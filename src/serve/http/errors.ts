@@ -1,5 +1,6 @@
 import type { FastifyReply, FastifyRequest } from "fastify";
 import { ERROR_CODES, errorBody, MlshipError, mlflowErrorBody, toMlshipError } from "../../core/index.js";
+import type { Logger } from "../../core/index.js";
 import { answeredBy, requestState } from "./state.js";
 import type { Protocol, RouteConfig } from "./types.js";
 
@@ -63,31 +64,53 @@ export function routeProtocol(request: FastifyRequest): Protocol {
   return /^\/(invocations|ping|health|version)(\/|\?|$)|^\/v1\//.test(request.url) ? "mlflow" : "v2";
 }
 
+/** What an error answer consists of, whichever way it is sent. */
+export interface ErrorAnswer {
+  status: number;
+  /** `Retry-After` in seconds, when the client should try again. */
+  retryAfter: string | undefined;
+  body: unknown;
+}
+
 /**
- * Sends an error in the route's protocol: V2/native `{"error","code","field"}`, MLflow
+ * An error in a route's protocol: V2/native `{"error","code","field"}`, MLflow
  * `{"error_code","message","mlship_code","field"}`. 5xx bodies say what kind of failure it was and carry the
  * request id; the details go to the log only.
  */
-export function sendError(request: FastifyRequest, reply: FastifyReply, err: unknown, protocol = routeProtocol(request)): FastifyReply {
-  const e = toHttpError(err, request);
+export function errorAnswer(e: MlshipError, protocol: Protocol, requestId: string, log: Pick<Logger, "error" | "debug">, url: string): ErrorAnswer {
   const status = e.httpStatus;
-  requestState(request).errorCode = e.code;
-  const model = e.details?.model;
-  const version = e.details?.version;
-  if (typeof model === "string" && (typeof version === "number" || typeof version === "string")) answeredBy(request, reply, model, version);
   let shown = e;
   if (status >= 500) {
-    request.log.error({ err: e.cause ?? e, code: e.code, url: request.url }, e.message);
+    log.error({ err: e.cause ?? e, code: e.code, url }, e.message);
     if (e.code !== "MLSHIP_ERR_MODEL_NOT_READY") {
-      shown = new MlshipError(e.code, `${ERROR_CODES[e.code].description} (request id ${request.id})`, {
+      shown = new MlshipError(e.code, `${ERROR_CODES[e.code].description} (request id ${requestId})`, {
         retryAfterSeconds: e.retryAfterSeconds,
       });
     }
   } else {
-    request.log.debug({ code: e.code, field: e.field, url: request.url }, e.message);
+    log.debug({ code: e.code, field: e.field, url }, e.message);
   }
-  if (e.retryAfterSeconds !== undefined) reply.header("retry-after", String(Math.max(1, Math.ceil(e.retryAfterSeconds))));
-  else if (status === 503) reply.header("retry-after", "1");
-  reply.code(status).type("application/json; charset=utf-8");
-  return reply.send(protocol === "mlflow" ? mlflowErrorBody(shown) : errorBody(shown));
+  let retryAfter: string | undefined;
+  if (e.retryAfterSeconds !== undefined) retryAfter = String(Math.max(1, Math.ceil(e.retryAfterSeconds)));
+  else if (status === 503) retryAfter = "1";
+  return { status, retryAfter, body: protocol === "mlflow" ? mlflowErrorBody(shown) : errorBody(shown) };
+}
+
+/** The model version an error was labelled with by scoring (for metrics and the version header). */
+export function errorVersion(e: MlshipError): { model: string; version: number | string } | undefined {
+  const model = e.details?.model;
+  const version = e.details?.version;
+  return typeof model === "string" && (typeof version === "number" || typeof version === "string") ? { model, version } : undefined;
+}
+
+/** Sends an error in the route's protocol (see `errorAnswer`). */
+export function sendError(request: FastifyRequest, reply: FastifyReply, err: unknown, protocol = routeProtocol(request)): FastifyReply {
+  const e = toHttpError(err, request);
+  requestState(request).errorCode = e.code;
+  const labelled = errorVersion(e);
+  if (labelled !== undefined) answeredBy(request, reply, labelled.model, labelled.version);
+  const answer = errorAnswer(e, protocol, String(request.id), request.log, request.url);
+  if (answer.retryAfter !== undefined) reply.header("retry-after", answer.retryAfter);
+  reply.code(answer.status).type("application/json; charset=utf-8");
+  return reply.send(answer.body);
 }

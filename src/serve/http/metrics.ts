@@ -1,42 +1,29 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { ScoringService } from "../../scoring/index.js";
+
+export type { RequestRecord } from "./request-series.js";
+import { RequestSeries, type RequestRecord } from "./request-series.js";
 import { peekState } from "./state.js";
 import type { RouteConfig } from "./types.js";
 
 const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
+/** The metric series of one server, shared by its Fastify routes and its inference fast path. */
+export interface RequestMetrics {
+  readonly register: Registry;
+  record(r: RequestRecord): void;
+  /** Stops listening to the scoring service. */
+  dispose(): void;
+}
+
 /**
  * Request metrics per model and version, model load time and process metrics, in a registry of this server's
  * own (two servers in one process never share series).
  */
-export function registerMetrics(app: FastifyInstance, scoring: ScoringService, register: Registry = new Registry()): Registry {
+export function createRequestMetrics(scoring: ScoringService, register: Registry = new Registry()): RequestMetrics {
   collectDefaultMetrics({ register });
-  const requests = new Counter({
-    name: "mlship_requests_total",
-    help: "Inference requests by model, version, protocol and HTTP status.",
-    labelNames: ["model", "version", "protocol", "status"] as const,
-    registers: [register],
-  });
-  const errors = new Counter({
-    name: "mlship_request_errors_total",
-    help: "Inference requests that failed, by model, version and mlship error code.",
-    labelNames: ["model", "version", "code"] as const,
-    registers: [register],
-  });
-  const duration = new Histogram({
-    name: "mlship_request_duration_seconds",
-    help: "Inference request latency (receive to response sent) in seconds.",
-    labelNames: ["model", "version", "protocol"] as const,
-    buckets: LATENCY_BUCKETS,
-    registers: [register],
-  });
-  const rows = new Counter({
-    name: "mlship_rows_total",
-    help: "Rows (batch items) scored, by model and version.",
-    labelNames: ["model", "version"] as const,
-    registers: [register],
-  });
+  const series = new RequestSeries(register, LATENCY_BUCKETS);
   new Gauge({
     name: "mlship_model_load_seconds",
     help: "Seconds the runtime took to load each loaded model version.",
@@ -95,19 +82,29 @@ export function registerMetrics(app: FastifyInstance, scoring: ScoringService, r
     batchSize.observe(labels, b.rows);
     for (const w of b.waits) queueWait.observe(labels, w);
   });
-  app.addHook("onClose", async () => unsubscribe());
+  return {
+    register,
+    record: (r) => series.record(r),
+    dispose: unsubscribe,
+  };
+}
 
+/** Records mlship's inference routes into `metrics` and serves `GET /metrics`. */
+export function registerMetrics(app: FastifyInstance, metrics: RequestMetrics, ownsMetrics: boolean): void {
+  if (ownsMetrics) app.addHook("onClose", async () => metrics.dispose());
   const record = (request: FastifyRequest, reply: FastifyReply): void => {
     const config = request.routeOptions.config as Partial<RouteConfig> | undefined;
     if (config?.inference !== true) return;
     const state = peekState(request);
-    const model = state?.model ?? "";
-    const version = state?.version ?? "";
-    const protocol = config.metricsProtocol ?? config.protocol ?? "";
-    requests.inc({ model, version, protocol, status: String(reply.statusCode) });
-    duration.observe({ model, version, protocol }, reply.elapsedTime / 1000);
-    if (reply.statusCode >= 400) errors.inc({ model, version, code: state?.errorCode ?? `HTTP_${reply.statusCode}` });
-    else if (state !== undefined && state.rows > 0) rows.inc({ model, version }, state.rows);
+    metrics.record({
+      model: state?.model ?? "",
+      version: state?.version ?? "",
+      protocol: config.metricsProtocol ?? config.protocol ?? "",
+      status: reply.statusCode,
+      seconds: reply.elapsedTime / 1000,
+      errorCode: state?.errorCode,
+      rows: state?.rows ?? 0,
+    });
   };
   // Callback style: no promise and no extra microtask turn per request.
   app.addHook("onResponse", (request, reply, done) => {
@@ -121,8 +118,7 @@ export function registerMetrics(app: FastifyInstance, scoring: ScoringService, r
   });
 
   app.get("/metrics", { config: { protocol: "v2" } satisfies RouteConfig }, async (_request, reply) => {
-    reply.type(register.contentType);
-    return register.metrics();
+    reply.type(metrics.register.contentType);
+    return metrics.register.metrics();
   });
-  return register;
 }

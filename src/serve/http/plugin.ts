@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyPluginAsync } from "fastify";
 import { MlshipError } from "../../core/index.js";
 import { registerParsers } from "./content.js";
 import { sendError } from "./errors.js";
-import { registerMetrics } from "./metrics.js";
+import { createRequestMetrics, registerMetrics } from "./metrics.js";
 import { registerMlflowRoutes } from "./mlflow.js";
 import { registerSettingsRoutes } from "./settings.js";
 import type { MlshipPluginOptions } from "./types.js";
@@ -23,7 +23,10 @@ export const mlshipPlugin: FastifyPluginAsync<MlshipPluginOptions> = async (app:
   const bodyLimit = options.bodyLimitBytes ?? DEFAULT_BODY_LIMIT_BYTES;
   registerParsers(app, bodyLimit);
   app.setErrorHandler((err, request, reply) => sendError(request, reply, err));
-  if (options.metrics !== false) registerMetrics(app, scoring, options.metricsRegistry);
+  if (options.metrics !== false) {
+    const metrics = options.requestMetrics ?? createRequestMetrics(scoring, options.metricsRegistry);
+    registerMetrics(app, metrics, options.requestMetrics === undefined);
+  }
   const isDraining = options.isDraining;
   if (isDraining !== undefined) {
     // A draining server stops taking new traffic from load balancers at once, while its in-flight requests finish.

@@ -1,9 +1,15 @@
+import http from "node:http";
+import type { IncomingMessage } from "node:http";
 import Fastify, { LogController } from "fastify";
-import type { FastifyBaseLogger, FastifyInstance } from "fastify";
-import { createLogger, MlshipError } from "../../core/index.js";
+import type { FastifyBaseLogger, FastifyInstance, FastifyServerOptions } from "fastify";
+import { createLogger, MlshipError, silentLogger } from "../../core/index.js";
 import { routeProtocol, sendError } from "./errors.js";
+import { createFastPath } from "./fast.js";
+import { createRequestMetrics } from "./metrics.js";
 import { DEFAULT_BODY_LIMIT_BYTES, mlshipPlugin } from "./plugin.js";
 import type { BuildServerOptions } from "./types.js";
+
+const REQUEST_ID_HEADER = "x-request-id";
 
 /**
  * A Fastify server with mlship's routes, not listening yet (the caller listens; tests use `inject`). Unknown
@@ -12,12 +18,45 @@ import type { BuildServerOptions } from "./types.js";
 export function buildServer(options: BuildServerOptions): FastifyInstance {
   const bodyLimit = options.bodyLimitBytes ?? DEFAULT_BODY_LIMIT_BYTES;
   const logger = options.logger === false ? undefined : (options.logger ?? createLogger({ name: "mlship-http" }));
+  // One id sequence for both paths (Fastify's own format), so ids stay unique across them.
+  let nextRequestId = 0;
+  const generateId = (): string => `req-${(nextRequestId++).toString(36)}`;
+  const requestId = (req: IncomingMessage): string => {
+    const given = req.headers[REQUEST_ID_HEADER];
+    return typeof given === "string" && given !== "" ? given : generateId();
+  };
+  const requestMetrics = options.metrics === false ? undefined : createRequestMetrics(options.scoring, options.metricsRegistry);
+  const fastPath =
+    options.fastPath === false
+      ? undefined
+      : createFastPath({
+          scoring: options.scoring,
+          defaultModel: options.defaultModel,
+          bodyLimit,
+          metrics: requestMetrics,
+          logger: logger ?? silentLogger(),
+          requestId,
+        });
+  // Fastify's own HTTP/1 server, with the inference fast path in front of its handler (inject() bypasses it).
+  const serverFactory: FastifyServerOptions["serverFactory"] = (handler, serverOptions) => {
+    const server = http.createServer((req, res) => {
+      if (fastPath?.(req, res) !== true) handler(req, res);
+    });
+    // As Fastify sets up the server it makes itself (its defaults are filled in by now).
+    const timeouts = serverOptions as { keepAliveTimeout?: unknown; requestTimeout?: unknown; connectionTimeout?: unknown };
+    if (typeof timeouts.keepAliveTimeout === "number") server.keepAliveTimeout = timeouts.keepAliveTimeout;
+    if (typeof timeouts.requestTimeout === "number") server.requestTimeout = timeouts.requestTimeout;
+    if (typeof timeouts.connectionTimeout === "number") server.setTimeout(timeouts.connectionTimeout);
+    return server;
+  };
   const app = Fastify({
+    serverFactory,
+    genReqId: generateId,
     ...(logger === undefined ? { logger: false } : { loggerInstance: logger as FastifyBaseLogger }),
     bodyLimit,
     // Per-request info logs cost more than the inference at high rates; errors are logged where they happen.
     logController: new LogController({ disableRequestLogging: true }),
-    requestIdHeader: "x-request-id",
+    requestIdHeader: REQUEST_ID_HEADER,
     // While draining, requests already on open connections are still answered (readiness says 503 {"ready":false}
     // through the plugin's hook, inference completes); the listener is closed, and shutdownTimeoutMs bounds it all.
     return503OnClosing: false,
@@ -39,6 +78,7 @@ export function buildServer(options: BuildServerOptions): FastifyInstance {
       routeProtocol(request),
     );
   });
+  if (requestMetrics !== undefined) app.addHook("onClose", async () => requestMetrics.dispose());
   void app.register(mlshipPlugin, {
     scoring: options.scoring,
     registry: options.registry,
@@ -46,6 +86,7 @@ export function buildServer(options: BuildServerOptions): FastifyInstance {
     bodyLimitBytes: bodyLimit,
     metrics: options.metrics,
     metricsRegistry: options.metricsRegistry,
+    requestMetrics,
     isDraining: options.isDraining,
     settingsRoutes: options.settingsRoutes,
   });

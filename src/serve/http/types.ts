@@ -2,6 +2,7 @@ import type { Registry as PromRegistry } from "prom-client";
 import type { Logger } from "../../core/index.js";
 import type { Registry } from "../../registry/index.js";
 import type { ScoringService } from "../../scoring/index.js";
+import type { RequestMetrics } from "./metrics.js";
 
 /** Options of `mlshipPlugin`: the routes mounted inside any Fastify instance (the embedded pattern). */
 export interface MlshipPluginOptions {
@@ -15,6 +16,11 @@ export interface MlshipPluginOptions {
   metrics?: boolean;
   /** prom-client registry to record into; default a new one per plugin instance (never the global one). */
   metricsRegistry?: PromRegistry;
+  /**
+   * The metric series to record into (`createRequestMetrics`), when something else records into them too (the
+   * standalone server's fast path); the caller disposes them. Default: the plugin makes and disposes its own.
+   */
+  requestMetrics?: RequestMetrics;
   /** When it returns true, `GET /v2/health/ready` answers 503 `{"ready":false}` (shutdown drain). */
   isDraining?: () => boolean;
   /** Serve `GET/PUT /api/v1/models/{name}/versions/{version}/settings`. Default true. */
@@ -26,6 +32,11 @@ export interface MlshipPluginOptions {
 export interface BuildServerOptions extends Omit<MlshipPluginOptions, "prefix"> {
   /** pino logger for the server; `false` for none. Default: mlship's stderr logger. */
   logger?: Logger | false;
+  /**
+   * Answer plain-JSON inference requests on the raw HTTP request, in front of Fastify's pipeline (same answers,
+   * less work per request). Default true; `inject()` always goes through Fastify.
+   */
+  fastPath?: boolean;
 }
 
 /** Which error body a route speaks. */

@@ -1,0 +1,155 @@
+import { Counter, Histogram } from "prom-client";
+import type { Registry } from "prom-client";
+
+/** One finished inference request, as the request metrics count it. */
+export interface RequestRecord {
+  model: string;
+  version: string;
+  protocol: string;
+  status: number;
+  seconds: number;
+  /** mlship error code of a failed request. */
+  errorCode: string | undefined;
+  rows: number;
+}
+
+interface Series {
+  model: string;
+  version: string;
+  protocol: string;
+  byStatus: Map<number, number>;
+  errors: Map<string, number>;
+  rows: number;
+  /** Observations per latency bucket (not cumulative); the last slot is +Inf. */
+  buckets: number[];
+  sum: number;
+  count: number;
+}
+
+type Labels = Record<string, string>;
+interface Sample {
+  labels: Labels;
+  value: number;
+  metricName?: string;
+}
+
+/**
+ * A histogram whose samples come from `RequestSeries` at scrape time. prom-client validates and hashes the label
+ * object on every observation, which costs more than the rest of a cached answer; here a request adds to plain
+ * numbers and the exposition is built when scraped.
+ */
+class AccumulatedHistogram extends Histogram<string> {
+  private readonly metricName: string;
+  private readonly metricHelp: string;
+
+  constructor(
+    private readonly samples: () => Sample[],
+    config: { name: string; help: string; labelNames: string[]; buckets: number[]; registers: Registry[] },
+  ) {
+    super(config);
+    this.metricName = config.name;
+    this.metricHelp = config.help;
+  }
+
+  // Both are prom-client's exposition hooks: the registry calls getForPromString when it exists, else get().
+  override async get(): ReturnType<Histogram<string>["get"]> {
+    const values = this.samples();
+    return { name: this.metricName, help: this.metricHelp, type: "histogram", aggregator: "sum", values } as unknown as Awaited<ReturnType<Histogram<string>["get"]>>;
+  }
+
+  async getForPromString(): ReturnType<Histogram<string>["get"]> {
+    return this.get();
+  }
+}
+
+/**
+ * Request counters and the latency histogram of one server, kept as plain numbers per (model, version, protocol)
+ * and exposed through prom-client: `mlship_requests_total`, `mlship_request_errors_total`, `mlship_rows_total`
+ * and `mlship_request_duration_seconds`.
+ */
+export class RequestSeries {
+  private readonly series = new Map<string, Series>();
+
+  constructor(
+    register: Registry,
+    private readonly bounds: readonly number[],
+  ) {
+    const series = (): Series[] => [...this.series.values()];
+    new Counter({
+      name: "mlship_requests_total",
+      help: "Inference requests by model, version, protocol and HTTP status.",
+      labelNames: ["model", "version", "protocol", "status"] as const,
+      registers: [register],
+      collect() {
+        this.reset();
+        for (const s of series()) for (const [status, n] of s.byStatus) this.inc({ model: s.model, version: s.version, protocol: s.protocol, status: String(status) }, n);
+      },
+    });
+    new Counter({
+      name: "mlship_request_errors_total",
+      help: "Inference requests that failed, by model, version and mlship error code.",
+      labelNames: ["model", "version", "code"] as const,
+      registers: [register],
+      collect() {
+        this.reset();
+        for (const s of series()) for (const [code, n] of s.errors) this.inc({ model: s.model, version: s.version, code }, n);
+      },
+    });
+    new Counter({
+      name: "mlship_rows_total",
+      help: "Rows (batch items) scored, by model and version.",
+      labelNames: ["model", "version"] as const,
+      registers: [register],
+      collect() {
+        this.reset();
+        // Rows are per model and version: the protocols' series add up.
+        for (const s of series()) if (s.rows > 0) this.inc({ model: s.model, version: s.version }, s.rows);
+      },
+    });
+    const name = "mlship_request_duration_seconds";
+    new AccumulatedHistogram(() => this.durationSamples(name), {
+      name,
+      help: "Inference request latency (receive to response sent) in seconds.",
+      labelNames: ["model", "version", "protocol"],
+      buckets: [...bounds],
+      registers: [register],
+    });
+  }
+
+  record(r: RequestRecord): void {
+    const key = `${r.model}\u0000${r.version}\u0000${r.protocol}`;
+    let s = this.series.get(key);
+    if (s === undefined) {
+      s = { model: r.model, version: r.version, protocol: r.protocol, byStatus: new Map(), errors: new Map(), rows: 0, buckets: new Array<number>(this.bounds.length + 1).fill(0), sum: 0, count: 0 };
+      this.series.set(key, s);
+    }
+    s.byStatus.set(r.status, (s.byStatus.get(r.status) ?? 0) + 1);
+    if (r.status >= 400) {
+      const code = r.errorCode ?? `HTTP_${r.status}`;
+      s.errors.set(code, (s.errors.get(code) ?? 0) + 1);
+    } else {
+      s.rows += r.rows;
+    }
+    let i = 0;
+    while (i < this.bounds.length && r.seconds > (this.bounds[i] as number)) i++;
+    s.buckets[i] = (s.buckets[i] as number) + 1;
+    s.sum += r.seconds;
+    s.count += 1;
+  }
+
+  private durationSamples(name: string): Sample[] {
+    const out: Sample[] = [];
+    for (const s of this.series.values()) {
+      const labels = { model: s.model, version: s.version, protocol: s.protocol };
+      let cumulative = 0;
+      this.bounds.forEach((bound, i) => {
+        cumulative += s.buckets[i] as number;
+        out.push({ labels: { le: String(bound), ...labels }, value: cumulative, metricName: `${name}_bucket` });
+      });
+      out.push({ labels: { le: "+Inf", ...labels }, value: s.count, metricName: `${name}_bucket` });
+      out.push({ labels, value: s.sum, metricName: `${name}_sum` });
+      out.push({ labels, value: s.count, metricName: `${name}_count` });
+    }
+    return out;
+  }
+}
