@@ -84,6 +84,7 @@ async function listen(ctx: CliContext, app: Mlship, defaultModel: string | null)
     logger: app.logger,
     bodyLimitBytes: config.server.bodyLimitBytes,
     defaultModel: defaultModel ?? undefined,
+    maxEventLoopDelayMs: config.server.maxEventLoopDelayMs,
   });
   try {
     await server.listen({ host: config.server.host, port: config.server.port });

@@ -80,6 +80,7 @@ export function loadConfigWithSources(options: LoadConfigOptions = {}): LoadedCo
       bodyLimitBytes: pick("server.bodyLimitBytes", 16 * 1024 * 1024),
       defaultModel: pickNullable("server.defaultModel"),
       shutdownTimeoutMs: pick("server.shutdownTimeoutMs", 10_000),
+      maxEventLoopDelayMs: pick("server.maxEventLoopDelayMs", 40),
       grpcPort: pick("server.grpcPort", port === 0 ? 0 : 8081),
       grpcMaxMessageBytes: pick("server.grpcMaxMessageBytes", 64 * 1024 * 1024),
     },

@@ -25,6 +25,8 @@ export interface MlshipConfig {
     readonly defaultModel: string | null;
     /** Grace period for in-flight requests on shutdown, in milliseconds. Default 10000. */
     readonly shutdownTimeoutMs: number;
+    /** Event-loop delay above which new inference requests get 429 (load shedding); 0 turns it off. Default 40. */
+    readonly maxEventLoopDelayMs: number;
     /**
      * TCP port of the gRPC Open Inference Protocol service (same host); 0 picks a free one, -1 turns gRPC off.
      * Default 8081, or 0 when `port` is 0 (a free HTTP port gets a free gRPC port too).
@@ -81,6 +83,7 @@ export type ConfigKey =
   | "server.bodyLimitBytes"
   | "server.defaultModel"
   | "server.shutdownTimeoutMs"
+  | "server.maxEventLoopDelayMs"
   | "server.grpcPort"
   | "server.grpcMaxMessageBytes"
   | "runtime.workers"
@@ -149,6 +152,11 @@ export const KEYS: readonly KeyDef[] = [
     key: "server.shutdownTimeoutMs", env: "MLSHIP_SHUTDOWN_TIMEOUT_MS", kind: "int", min: 0, max: 3_600_000,
     unit: "ms", defaultText: "10000",
     doc: "How long a shutdown waits for in-flight requests before closing connections.",
+  },
+  {
+    key: "server.maxEventLoopDelayMs", env: "MLSHIP_MAX_EVENT_LOOP_DELAY_MS", kind: "int", min: 0, max: 60_000,
+    unit: "ms", defaultText: "40",
+    doc: "Load shedding: while the server's event loop runs later than this, new HTTP inference requests get 429 with Retry-After at once; 0 turns it off.",
   },
   {
     key: "server.grpcPort", env: "MLSHIP_GRPC_PORT", flag: "--grpc-port", kind: "int", min: -1, max: 65535,

@@ -123,7 +123,7 @@ export const ERROR_CODES = {
   },
   MLSHIP_ERR_SERVE_OVERLOADED: {
     http: 429, grpc: GrpcStatus.RESOURCE_EXHAUSTED, mlflow: "REQUEST_LIMIT_EXCEEDED",
-    description: "The model version's queue is full (max_queue); retry after the Retry-After delay.",
+    description: "The model version's queue is full (max_queue), or the server itself is saturated (server.maxEventLoopDelayMs); retry after the Retry-After delay.",
   },
   MLSHIP_ERR_SERVE_TIMEOUT: {
     http: 503, grpc: GrpcStatus.UNAVAILABLE, mlflow: "TEMPORARILY_UNAVAILABLE",

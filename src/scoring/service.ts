@@ -450,7 +450,7 @@ export function createScoringService(options: ScoringServiceOptions): ScoringSer
 
   const score = async (ref: string | ModelRef, input: ScoringInput, opts: ScoreOptions = {}): Promise<ScoreResult> => {
     const started = performance.now();
-    let model = refName(ref);
+    let model: string | undefined;
     let version: number | null = null;
     let alias: string | undefined;
     let rows = 0;
@@ -529,6 +529,7 @@ export function createScoringService(options: ScoringServiceOptions): ScoringSer
       return { model, version, alias, outputs, rows, orientation: prepared.orientation, id: prepared.id, parameters: prepared.parameters, latencyMs, cached: cacheKey === undefined ? undefined : false };
     } catch (err) {
       const e = toMlshipError(err);
+      model ??= refName(ref);
       const latencyMs = performance.now() - started;
       const error = e.field === undefined ? { code: e.code, message: e.message } : { code: e.code, message: e.message, field: e.field };
       if (listening()) events.emit("scored", { model, version, alias, protocol: opts.protocol, requestId: opts.requestId, rows, latencyMs, ok: false, error, inputs: feeds, at: new Date() } satisfies ScoringEvent);

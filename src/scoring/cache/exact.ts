@@ -27,11 +27,7 @@ interface Slot {
   touched: boolean;
 }
 
-/**
- * Bodies up to this size are their own key (compared byte for byte, no digest to compute); larger ones are keyed
- * by their sha256. V8 hashes a string's characters only up to 16383 of them, so longer keys would all collide.
- */
-const RAW_KEY_MAX_BYTES = 16_000;
+
 
 export interface ExactMemoOptions {
   /** Bound on the entries' approximate size in bytes (body, outputs, inputs, encoded responses). Default 16 MiB. */
@@ -56,7 +52,7 @@ function tensorBytes(tensors: Record<string, Tensor> | undefined): number {
 /**
  * The exact-body index in front of the prediction cache: request bytes -> the result scoring produced for them,
  * per model version (runtime key, which includes the artifact digest) and protocol. It only ever answers a body it
- * has seen byte for byte (bodies above 16 kB by their sha256), for the same version, within the version's cache TTL, so it can never give another
+ * has seen (by the body's sha256), for the same version, within the version's cache TTL, so it can never give another
  * version's or another input's result; bodies that differ only in formatting still meet in the canonical cache
  * behind it. In-process, bounded by entries and bytes, evicting the least recently used (CLOCK approximation).
  */
@@ -73,11 +69,12 @@ export class ExactMemo {
     this.now = options.now ?? Date.now;
   }
 
-  /** The body (or, when large, its sha256), with everything else that decides the answer in front of it. */
+  /**
+   * The body's sha256, with everything else that decides the answer in front of it. A short key: hashing the
+   * body once is cheaper than using it as a Map key (V8 would hash and compare the whole string).
+   */
   static key(runtimeKey: string, protocol: string, outputs: readonly string[] | undefined, body: Uint8Array): string {
-    const head = `${runtimeKey}\n${protocol}\n${outputs === undefined ? "*" : outputs.join("\u0000")}\n`;
-    if (body.byteLength > RAW_KEY_MAX_BYTES) return `${head}sha256:${hash("sha256", body, "base64")}`;
-    return `${head}=${Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString("latin1")}`;
+    return `${runtimeKey}\n${protocol}\n${outputs === undefined ? "*" : outputs.join("\u0000")}\n${hash("sha256", body, "base64")}`;
   }
 
   get size(): number {
@@ -109,7 +106,7 @@ export class ExactMemo {
     while ((this.slots.size > this.maxEntries || this.bytes > this.maxBytes) && this.slots.size > 0) {
       const [oldKey, oldSlot] = this.slots.entries().next().value as [string, Slot];
       this.slots.delete(oldKey);
-      if (oldSlot.touched && turns-- > 0 && oldKey !== key) {
+      if (oldKey === key || (oldSlot.touched && turns-- > 0)) {
         oldSlot.touched = false;
         this.slots.set(oldKey, oldSlot);
       } else {

@@ -9,6 +9,7 @@ import { errorAnswer, errorVersion } from "./errors.js";
 import type { RequestMetrics } from "./metrics.js";
 import { defaultModelRef } from "./mlflow.js";
 import type { Protocol } from "./types.js";
+import type { EventLoopGuard } from "./shed.js";
 import { v2Ref } from "./v2.js";
 
 export interface FastPathOptions {
@@ -19,6 +20,8 @@ export interface FastPathOptions {
   logger: Logger;
   /** The server's request id for a request (the `x-request-id` header, or the next generated one). */
   requestId(req: IncomingMessage): string;
+  /** Load shedding: refuses new requests while the server is saturated. */
+  guard?: EventLoopGuard;
 }
 
 /** The inference routes, as the Fastify routes declare them; names with `%` escapes are left to Fastify. */
@@ -84,6 +87,33 @@ export function createFastPath(options: FastPathOptions): (req: IncomingMessage,
     return { payload, headers: ["content-type", JSON_TYPE] };
   };
 
+  /** Sends an error in the route's protocol; returns the labels and status the metrics record. */
+  const fail = (req: IncomingMessage, res: ServerResponse, protocol: Protocol, id: string, err: unknown): { model: string; version: string; status: number; code: string } => {
+    const e = toMlshipError(err);
+    const labelled = errorVersion(e);
+    const headers = ["content-type", JSON_TYPE, "x-request-id", id];
+    const model = labelled?.model ?? "";
+    const version = labelled === undefined ? "" : String(labelled.version);
+    if (labelled !== undefined) headers.push("mlship-model-version", `${model}@${version}`);
+    const reply = errorAnswer(e, protocol, id, logger, req.url ?? "");
+    if (reply.retryAfter !== undefined) headers.push("retry-after", reply.retryAfter);
+    if (!res.headersSent) send(res, reply.status, headers, Buffer.from(JSON.stringify(reply.body), "utf8"));
+    return { model, version, status: reply.status, code: e.code };
+  };
+
+  /**
+   * Fastify parses a body before its route runs, so a body that is not JSON is answered as such (no model version)
+   * whatever else failed. Only on the error path: the hot path never parses twice.
+   */
+  const jsonErrorOf = (body: Buffer): unknown => {
+    try {
+      parseJsonBody(body.toString("utf8"));
+      return undefined;
+    } catch (err) {
+      return err;
+    }
+  };
+
   const answer = async (req: IncomingMessage, res: ServerResponse, route: Route, body: Buffer, started: number): Promise<void> => {
     const id = options.requestId(req);
     const protocol = route.protocol;
@@ -103,19 +133,7 @@ export function createFastPath(options: FastPathOptions): (req: IncomingMessage,
       if (result.cached !== undefined) headers.push("mlship-cache", result.cached ? "hit" : "miss");
       send(res, 200, headers, payload);
     } catch (err) {
-      const e = toMlshipError(err);
-      errorCode = e.code;
-      const labelled = errorVersion(e);
-      const headers = ["content-type", JSON_TYPE, "x-request-id", id];
-      if (labelled !== undefined) {
-        model = labelled.model;
-        version = String(labelled.version);
-        headers.push("mlship-model-version", `${model}@${version}`);
-      }
-      const reply = errorAnswer(e, protocol, id, logger, req.url ?? "");
-      status = reply.status;
-      if (reply.retryAfter !== undefined) headers.push("retry-after", reply.retryAfter);
-      if (!res.headersSent) send(res, status, headers, Buffer.from(JSON.stringify(reply.body), "utf8"));
+      ({ model, version, status, code: errorCode } = fail(req, res, protocol, id, jsonErrorOf(body) ?? err));
     }
     metrics?.record({ model, version, protocol, status, seconds: (performance.now() - started) / 1000, errorCode, rows });
   };
@@ -131,6 +149,16 @@ export function createFastPath(options: FastPathOptions): (req: IncomingMessage,
     const length = Number(headers["content-length"]);
     if (!Number.isSafeInteger(length) || length > options.bodyLimit) return false;
     const started = performance.now();
+    const refusal = options.guard?.refusal();
+    if (refusal !== undefined) {
+      // Refused before the body is parsed; it is still read (and dropped) so the connection stays usable.
+      req.resume();
+      req.on("end", () => {
+        const { status, code } = fail(req, res, route.protocol, options.requestId(req), refusal);
+        metrics?.record({ model: "", version: "", protocol: route.protocol, status, seconds: (performance.now() - started) / 1000, errorCode: code, rows: 0 });
+      });
+      return true;
+    }
     const chunks: Buffer[] = [];
     let size = 0;
     req.on("data", (chunk: Buffer) => {

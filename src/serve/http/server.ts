@@ -5,9 +5,10 @@ import type { FastifyBaseLogger, FastifyInstance, FastifyServerOptions } from "f
 import { createLogger, MlshipError, silentLogger } from "../../core/index.js";
 import { routeProtocol, sendError } from "./errors.js";
 import { createFastPath } from "./fast.js";
+import { EventLoopGuard } from "./shed.js";
 import { createRequestMetrics } from "./metrics.js";
 import { DEFAULT_BODY_LIMIT_BYTES, mlshipPlugin } from "./plugin.js";
-import type { BuildServerOptions } from "./types.js";
+import type { BuildServerOptions, RouteConfig } from "./types.js";
 
 const REQUEST_ID_HEADER = "x-request-id";
 
@@ -26,6 +27,7 @@ export function buildServer(options: BuildServerOptions): FastifyInstance {
     return typeof given === "string" && given !== "" ? given : generateId();
   };
   const requestMetrics = options.metrics === false ? undefined : createRequestMetrics(options.scoring, options.metricsRegistry);
+  const guard = new EventLoopGuard(options.maxEventLoopDelayMs ?? 0);
   const fastPath =
     options.fastPath === false
       ? undefined
@@ -36,6 +38,7 @@ export function buildServer(options: BuildServerOptions): FastifyInstance {
           metrics: requestMetrics,
           logger: logger ?? silentLogger(),
           requestId,
+          guard,
         });
   // Fastify's own HTTP/1 server, with the inference fast path in front of its handler (inject() bypasses it).
   const serverFactory: FastifyServerOptions["serverFactory"] = (handler, serverOptions) => {
@@ -78,7 +81,18 @@ export function buildServer(options: BuildServerOptions): FastifyInstance {
       routeProtocol(request),
     );
   });
-  if (requestMetrics !== undefined) app.addHook("onClose", async () => requestMetrics.dispose());
+  app.addHook("onClose", async () => {
+    guard.close();
+    requestMetrics?.dispose();
+  });
+  if (guard.maxDelayMs > 0) {
+    // The requests the fast path leaves to Fastify are shed the same way, before their body is parsed.
+    app.addHook("onRequest", (request, reply, done) => {
+      const refusal = (request.routeOptions.config as Partial<RouteConfig> | undefined)?.inference === true ? guard.refusal() : undefined;
+      if (refusal === undefined) done();
+      else sendError(request, reply, refusal);
+    });
+  }
   void app.register(mlshipPlugin, {
     scoring: options.scoring,
     registry: options.registry,

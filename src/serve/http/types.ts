@@ -37,6 +37,11 @@ export interface BuildServerOptions extends Omit<MlshipPluginOptions, "prefix"> 
    * less work per request). Default true; `inject()` always goes through Fastify.
    */
   fastPath?: boolean;
+  /**
+   * Load shedding: while the event loop runs later than this many milliseconds, new inference requests get 429
+   * with Retry-After before their body is parsed (`EventLoopGuard`). 0 or unset: off.
+   */
+  maxEventLoopDelayMs?: number;
 }
 
 /** Which error body a route speaks. */
