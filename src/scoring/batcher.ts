@@ -57,7 +57,8 @@ interface Item {
   enqueued: number;
   settled: boolean;
   running: boolean;
-  timer: NodeJS.Timeout | undefined;
+  /** performance.now() after which the request fails with MLSHIP_ERR_SERVE_TIMEOUT. */
+  deadline: number;
   onAbort: (() => void) | undefined;
   resolve(outputs: Record<string, Tensor>): void;
   reject(err: unknown): void;
@@ -188,6 +189,11 @@ export class Lane {
   private delayTimer: NodeJS.Timeout | undefined;
   private delayAt = 0;
   private closed = false;
+  /** Requests queued or running, for the deadline sweep. */
+  private readonly live = new Set<Item>();
+  /** One timer for every deadline of the lane (not one per request): armed for the earliest. */
+  private deadlineTimer: NodeJS.Timeout | undefined;
+  private deadlineAt = Number.POSITIVE_INFINITY;
 
   constructor(model: LoadedModel, options: LaneOptions) {
     this.model = model;
@@ -240,16 +246,17 @@ export class Lane {
     if (options.signal?.aborted === true) return this.model.run(feeds, options);
     let stackable = options.outputs === undefined && rows > 0;
     for (const name in feeds) if ((feeds[name] as Tensor).shape[0] !== rows) stackable = false;
+    const enqueued = performance.now();
     return new Promise((resolve, reject) => {
       const item: Item = {
         feeds,
         rows,
         key: stackable ? stackKey(feeds) : undefined,
         options,
-        enqueued: performance.now(),
+        enqueued,
         settled: false,
         running: false,
-        timer: undefined,
+        deadline: enqueued + settings.timeoutMs,
         onAbort: undefined,
         resolve: (out) => {
           if (item.settled) return;
@@ -262,15 +269,8 @@ export class Lane {
           reject(err);
         },
       };
-      item.timer = setTimeout(() => {
-        item.reject(
-          new MlshipError(
-            "MLSHIP_ERR_SERVE_TIMEOUT",
-            `model '${this.options.name}' version ${this.options.version} did not answer within timeout_ms ${settings.timeoutMs}; retry after ${retryAfterSeconds} s`,
-            { field: "timeout_ms", retryAfterSeconds },
-          ),
-        );
-      }, settings.timeoutMs);
+      this.live.add(item);
+      this.armDeadline(item.deadline);
       const signal = options.signal;
       if (signal !== undefined) {
         item.onAbort = () => item.reject(signal.reason instanceof Error ? signal.reason : new MlshipError("MLSHIP_ERR_RUNTIME_UNAVAILABLE", "the request was cancelled"));
@@ -289,10 +289,42 @@ export class Lane {
     });
   }
 
+  private armDeadline(at: number): void {
+    if (this.deadlineTimer !== undefined && this.deadlineAt <= at) return;
+    if (this.deadlineTimer !== undefined) clearTimeout(this.deadlineTimer);
+    this.deadlineAt = at;
+    this.deadlineTimer = setTimeout(() => this.expire(), Math.max(0, Math.ceil(at - performance.now())));
+  }
+
+  /** Fails every request past its deadline (queued ones are then never run) and re-arms for the next. */
+  private expire(): void {
+    this.deadlineTimer = undefined;
+    this.deadlineAt = Number.POSITIVE_INFINITY;
+    const now = performance.now();
+    const retryAfterSeconds = this.options.retryAfterSeconds ?? 1;
+    let next = Number.POSITIVE_INFINITY;
+    for (const item of [...this.live]) {
+      if (item.deadline <= now) {
+        item.reject(
+          new MlshipError(
+            "MLSHIP_ERR_SERVE_TIMEOUT",
+            `model '${this.options.name}' version ${this.options.version} did not answer within timeout_ms ${Math.round(item.deadline - item.enqueued)}; retry after ${retryAfterSeconds} s`,
+            { field: "timeout_ms", retryAfterSeconds },
+          ),
+        );
+      } else if (item.deadline < next) {
+        next = item.deadline;
+      }
+    }
+    if (next !== Number.POSITIVE_INFINITY) this.armDeadline(next);
+  }
+
   /** Rejects what is queued (the version is going away); runs in flight finish. */
   close(): void {
     this.closed = true;
     this.options.scheduler.remove(this);
+    if (this.deadlineTimer !== undefined) clearTimeout(this.deadlineTimer);
+    this.deadlineTimer = undefined;
     if (this.delayTimer !== undefined) clearTimeout(this.delayTimer);
     for (const item of this.queue) item.reject(new MlshipError("MLSHIP_ERR_RUNTIME_UNAVAILABLE", `model '${this.options.name}' version ${this.options.version} was unloaded; retry`, { retryAfterSeconds: 1 }));
     this.queue = [];
@@ -300,7 +332,13 @@ export class Lane {
 
   private finish(item: Item): void {
     item.settled = true;
-    if (item.timer !== undefined) clearTimeout(item.timer);
+    this.live.delete(item);
+    if (this.live.size === 0 && this.deadlineTimer !== undefined) {
+      // Nothing left to time out: a pending timer would only keep an idle process alive.
+      clearTimeout(this.deadlineTimer);
+      this.deadlineTimer = undefined;
+      this.deadlineAt = Number.POSITIVE_INFINITY;
+    }
     if (item.onAbort !== undefined) item.options.signal?.removeEventListener("abort", item.onAbort);
     // A request that expires or is cancelled while queued leaves the queue (lazily) and is never run.
     if (item.running) this.runningRequests -= 1;

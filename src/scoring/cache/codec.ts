@@ -34,7 +34,8 @@ export function encodePrediction(value: CachedPrediction): Buffer {
   entries.forEach(([, t], i) => {
     size += 2 + (names[i] as Buffer).length + 2 + 8 * t.shape.length + 4 + (payloads[i] as Uint8Array).byteLength;
   });
-  const out = Buffer.allocUnsafe(size);
+  // Not from Node's shared pool: an entry lives long, and a pooled slice would keep its whole 8 KiB pool alive.
+  const out = Buffer.allocUnsafeSlow(size);
   out.writeUInt32LE(MAGIC, 0);
   out.writeUInt8(FORMAT, 4);
   let o = out.writeUInt16LE(entries.length, 5);
