@@ -15,11 +15,13 @@ import { distModule } from "./lib/dist.js";
 import { grpcFrame, inferRequest, modelInferMethod, PROTO_FILE, verifyInfer } from "./lib/grpc.js";
 import { h2load, h2loadDataBytes } from "./lib/h2load.js";
 import { closedLoop, nextRun, type LoadResult } from "./lib/load.js";
+import { probedWrk, wrkCounted, type ProbedResult } from "./lib/overload.js";
 import { childEnv, cpuSecondsOf, machineBusy, memoryOf, runChild, spawnTracked, stop, tsChildArgs, type Spawned } from "./lib/proc.js";
 import { targetLines, textTable, writeResults, type Report, type Row, type Target } from "./lib/report.js";
 import type { AutocannonJob } from "./children/autocannon.js";
 import type { ComputeJob, ComputeResult } from "./children/compute.js";
 import type { NodeClientJob } from "./children/node-client.js";
+import type { ProbeResult } from "./children/latency-probe.js";
 import type * as Lib from "../src/index.js";
 import type * as Serve from "../src/serve/index.js";
 
@@ -142,14 +144,23 @@ async function startReadyChild(name: string, jobData: unknown, what: string): Pr
 /** One request before measuring: the model is loaded and the route answers 200, or the scenario fails loudly. */
 async function check(baseUrl: string, payload: Payload): Promise<void> {
   const stream = streamOf(payload, nextRun());
-  const res = await fetch(baseUrl + stream.path, {
-    method: stream.method,
-    headers: { "content-type": stream.contentType },
-    body: bodyOf(stream, 0),
-    signal: AbortSignal.timeout(60_000),
-  });
-  const text = await res.text();
-  if (res.status !== 200) throw new Error(`${stream.path} answered ${res.status}: ${text.slice(0, 300)}`);
+  // A server that sheds load may answer 429/503 while it is still busy starting (loading models, JIT): retry those
+  // for a while; any other status fails the scenario at once.
+  const giveUpAt = performance.now() + 30_000;
+  for (let attempt = 0; ; attempt++) {
+    const res = await fetch(baseUrl + stream.path, {
+      method: stream.method,
+      headers: { "content-type": stream.contentType },
+      body: bodyOf(stream, attempt),
+      signal: AbortSignal.timeout(60_000),
+    });
+    const text = await res.text();
+    if (res.status === 200) return;
+    if ((res.status !== 429 && res.status !== 503) || performance.now() > giveUpAt) {
+      throw new Error(`${stream.path} answered ${res.status}: ${text.slice(0, 300)}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
 }
 
 function loop(baseUrl: string, payload: Payload, connections = cfg.connections): Promise<LoadResult> {
@@ -233,6 +244,16 @@ async function metricSum(baseUrl: string, pattern: RegExp): Promise<number | nul
     sum = (sum ?? 0) + Number(m[3]);
   }
   return sum;
+}
+
+const fmtRate = (n: number | null): string => (n === null || !Number.isFinite(n) ? "?" : Math.round(n).toLocaleString("en-US"));
+
+/** The latency probe's failures, for a note ("" when it had none). */
+function probeTrouble(p: ProbeResult): string {
+  const parts = Object.entries(p.statuses).map(([k, v]) => `${k}:${v}`);
+  if (p.socketErrors > 0) parts.push(`${p.socketErrors} socket errors`);
+  if (p.timeouts > 0) parts.push(`${p.timeouts} timeouts`);
+  return parts.length === 0 ? "" : `, ${parts.join(" ")}`;
 }
 
 async function alive(baseUrl: string): Promise<boolean> {
@@ -441,21 +462,39 @@ try {
       }
 
       // Overload: offer BENCH_OVERLOAD_FACTOR x the measured capacity; errors by status, RSS, accepted p99.
+      // With wrk (cfg.loadgen): wrk offers the load, paced by its Lua delay() hook, and a separate low-rate Node
+      // probe measures the latency of accepted requests, at capacity and under overload alike (lib/overload.ts:
+      // a Node client cannot offer 2x capacity on 2 cores, and its latencies are its own). Without wrk, autocannon
+      // does both, and its figures are bounded by its own CPU.
       if (want("overload")) {
+        const viaWrk = cfg.loadgen === "wrk";
+        const probeText = `latency probe ${cfg.probeRate} req/s over ${cfg.probeConnections} conn`;
+        const ms = (n: number | null | undefined): string => (n === null || n === undefined || !Number.isFinite(n) ? "-" : n < 10 ? n.toFixed(2) : n.toFixed(1));
         // Capacity is the saturated throughput: with more requests in flight the batcher gathers more rows per
-        // run, so the server answers more than at c=BENCH_CONNECTIONS. Probed with the overload's own client
-        // (autocannon), closed loop, at PROBE_CONNECTIONS: enough to saturate, below the default max_queue.
+        // run, so the server answers more than at c=BENCH_CONNECTIONS. Probed with the overload's own load
+        // generator, closed loop, at PROBE_CONNECTIONS: enough to saturate, below the default max_queue.
         const satLabel = `mlship /invocations MLP 1 row, saturated (capacity probe)`;
+        let capacityProbe: ProbeResult | undefined;
         try {
-          const probe = {
-            baseUrl: url,
-            payload: mlflowMlp(1),
-            connections: PROBE_CONNECTIONS,
-            seconds: cfg.seconds,
-            warmupSeconds: cfg.warmupSeconds,
-            threads: cfg.threads,
-          };
-          await measure("saturated", satLabel, () => closedLoop("autocannon", probe), "autocannon closed loop");
+          const payload = mlflowMlp(1);
+          if (viaWrk) {
+            const r = await measure("saturated", satLabel, async () => {
+              if (cfg.warmupSeconds > 0) {
+                await wrkCounted({ baseUrl: url, stream: streamOf(payload, nextRun()), connections: PROBE_CONNECTIONS, threads: cfg.threads, seconds: cfg.warmupSeconds, timeoutSeconds: 10 });
+              }
+              return probedWrk({ baseUrl: url, payload, connections: PROBE_CONNECTIONS, threads: cfg.threads, seconds: cfg.seconds, probeRate: cfg.probeRate, probeConnections: cfg.probeConnections });
+            });
+            const p = (r.raw as ProbedResult).probe;
+            capacityProbe = p;
+            r.note = [
+              `wrk closed loop (p50/p99: wrk, every answer); ${probeText}: 2xx p50 ${ms(p.p50)} / p99 ${ms(p.p99)} ms (sent ${fmtRate(p.sentRate)}/s, ${p.ok} 2xx${probeTrouble(p)})`,
+              r.note,
+            ].filter((s) => s !== "").join("; ");
+            say(`bench: capacity: ${probeText}: 2xx p50 ${ms(p.p50)} ms, p99 ${ms(p.p99)} ms over ${p.ok} answers`);
+          } else {
+            const probe = { baseUrl: url, payload, connections: PROBE_CONNECTIONS, seconds: cfg.seconds, warmupSeconds: cfg.warmupSeconds, threads: cfg.threads };
+            await measure("saturated", satLabel, () => closedLoop("autocannon", probe), "autocannon closed loop");
+          }
         } catch (e) {
           failed("saturated", satLabel, String(PROBE_CONNECTIONS), e);
         }
@@ -474,37 +513,66 @@ try {
           }, 100);
           try {
             const payload = mlflowMlp(1);
-            const job: AutocannonJob = {
-              url,
-              warmup: undefined,
-              stream: streamOf(payload, nextRun()),
-              warmupSeconds: 0,
-              seconds: overloadSeconds,
-              connections: cfg.overloadConnections,
-              overallRate: offered,
-              timeoutSeconds: 10,
-            };
-            const r = await measure(
-              "overload",
-              `${scenario} (offered ${Math.round(offered).toLocaleString("en-US")} req/s)`,
-              () => runChild<LoadResult>("autocannon", job, (overloadSeconds + 60) * 1000),
-            );
-            const result = r.raw as LoadResult;
+            const label = `${scenario} (offered ${Math.round(offered).toLocaleString("en-US")} req/s)`;
+            let r: Row;
+            let overloadProbe: ProbeResult | undefined;
+            if (viaWrk) {
+              r = await measure("overload", label, async () => {
+                const w = await probedWrk({
+                  baseUrl: url,
+                  payload,
+                  connections: cfg.overloadConnections,
+                  threads: cfg.threads,
+                  seconds: overloadSeconds,
+                  rate: offered,
+                  probeRate: cfg.probeRate,
+                  probeConnections: cfg.probeConnections,
+                });
+                // The row's latency is the probe's: accepted (2xx) requests under overload; wrk's stays in wrkP50/99.
+                return { ...w, p50: w.probe.p50, p99: w.probe.p99, latencyScope: "2xx" as const, wrkP50: w.p50, wrkP99: w.p99 };
+              });
+              overloadProbe = (r.raw as ProbedResult).probe;
+            } else {
+              const job: AutocannonJob = {
+                url,
+                warmup: undefined,
+                stream: streamOf(payload, nextRun()),
+                warmupSeconds: 0,
+                seconds: overloadSeconds,
+                connections: cfg.overloadConnections,
+                overallRate: offered,
+                timeoutSeconds: 10,
+              };
+              r = await measure("overload", label, () => runChild<LoadResult>("autocannon", job, (overloadSeconds + 60) * 1000));
+            }
+            const result = r.raw as LoadResult & Partial<ProbedResult> & { wrkP50?: number; wrkP99?: number };
             clearInterval(poll);
             const after = memoryOf(pid);
             const isAlive = server.child.exitCode === null && (await alive(url));
             const peak = Math.max(...samples, before?.rss ?? 0);
-            const sentRate = result.completed === undefined ? null : result.completed / result.seconds;
+            const completedRps = result.completed === undefined ? null : result.completed / result.seconds;
+            const sentRps = result.sent === undefined ? null : result.sent / result.seconds;
+            const method = viaWrk
+              ? `wrk paced (${result.pacing === "clock" ? "send slots on a clock" : `pacing ${String(result.pacing)}`}) + ${probeText}`
+              : "autocannon (load and latency; a Node client, bounded by its own CPU)";
             overloadDetail = {
+              method: viaWrk ? "wrk+probe" : "autocannon",
               capacityRps: capacity,
               offeredRps: offered,
-              completedRps: sentRate,
+              sentRps,
+              completedRps,
               acceptedRps: result.rps,
               acceptedP50: result.p50,
               acceptedP99: result.p99,
+              capacityP99: capacityProbe?.p99 ?? null,
               statuses: result.statuses,
               socketErrors: result.socketErrors,
               timeouts: result.timeouts,
+              probe: overloadProbe ?? null,
+              capacityProbe: capacityProbe ?? null,
+              wrkP50: result.wrkP50 ?? null,
+              wrkP99: result.wrkP99 ?? null,
+              connectionCloses: result.closes ?? null,
               rssBeforeBytes: before?.rss ?? null,
               rssPeakBytes: peak,
               rssAfterBytes: after?.rss ?? null,
@@ -517,14 +585,18 @@ try {
             };
             const statusText = Object.entries(result.statuses).map(([k, v]) => `${k}:${v}`).join(" ") || "no non-2xx";
             r.note = [
-              `${statusText}; socket err ${result.socketErrors}, timeouts ${result.timeouts}`,
+              `${viaWrk ? `sent ${fmtRate(sentRps)}/s, completed ${fmtRate(completedRps)}/s; ` : ""}${statusText}; socket err ${result.socketErrors}, timeouts ${result.timeouts}` +
+                (result.closes === undefined ? "" : `; ${result.closes} answers with Connection: close`) +
+                (result.wrkP99 === undefined ? "" : `; wrk's own p99 (every answer) ${ms(result.wrkP99)} ms`),
               `RSS ${((before?.rss ?? 0) / MiB).toFixed(0)} -> peak ${(peak / MiB).toFixed(0)} MiB`,
               isAlive ? "alive" : "NOT ALIVE",
+              `method: ${method}`,
+              overloadProbe === undefined ? "" : `probe: sent ${fmtRate(overloadProbe.sentRate)}/s, ${overloadProbe.ok} 2xx${probeTrouble(overloadProbe)}`,
               r.note,
-            ].join("; ");
+            ].filter((s) => s !== "").join("; ");
             r.ratio = result.rps / capacity;
             r.baseline = BASELINE_NAMES.capacity ?? null;
-            say(`bench: overload: completed ${sentRate === null ? "?" : Math.round(sentRate).toLocaleString("en-US")} req/s, ${statusText}, RSS peak ${(peak / MiB).toFixed(0)} MiB, ${isAlive ? "server alive" : "server NOT alive"}`);
+            say(`bench: overload: ${sentRps === null ? "" : `sent ${fmtRate(sentRps)} req/s, `}completed ${fmtRate(completedRps)} req/s, ${statusText}, RSS peak ${(peak / MiB).toFixed(0)} MiB, ${isAlive ? "server alive" : "server NOT alive"}`);
           } catch (e) {
             clearInterval(poll);
             failed("overload", scenario, String(cfg.overloadConnections), e);
@@ -621,36 +693,53 @@ const targets: Target[] = [];
 {
   const name = `at ${cfg.overloadFactor}x overload: no crash, RSS bounded, every error a 429/503, accepted p99 kept (<= 2x the p99 at capacity)`;
   const o = overloadDetail as {
+    method: "wrk+probe" | "autocannon";
     alive: boolean;
     statuses: Record<string, number>;
     socketErrors: number;
     timeouts: number;
     rssBeforeBytes: number | null;
     rssPeakBytes: number;
-    acceptedP99: number;
+    acceptedP99: number | null;
+    capacityP99: number | null;
     acceptedRps: number;
+    sentRps: number | null;
     completedRps: number | null;
     offeredRps: number;
+    probe: ProbeResult | null;
     serverCores: number | null;
     clientCores: number | null;
   } | null;
   if (o === null) targets.push({ name, verdict: "N/A", detail: "not measured in this run" });
   else {
-    // "Their p99": what requests see at capacity without overload, i.e. the saturated probe (same client, 2xx
-    // latencies), or the c=BENCH_CONNECTIONS scenario when the probe is missing.
+    // "Their p99": what requests see at capacity without overload. With wrk, the latency probe's p99 during the
+    // saturated closed loop (the same probe that measures the accepted p99 under overload). With autocannon, the
+    // saturated probe's own 2xx latencies (same client), or the c=BENCH_CONNECTIONS scenario when it is missing.
     const probe = byId("saturated") ?? byId("mlp-1");
-    const normalP99 = probe?.p99 ?? Number.NaN;
-    const normalWhere = probe?.id === "saturated" ? `at capacity (c=${PROBE_CONNECTIONS})` : `at c=${cfg.connections}`;
-    const other = Object.keys(o.statuses).filter((s) => s !== "429" && s !== "503");
-    const errorsOk = other.length === 0 && o.socketErrors === 0 && o.timeouts === 0;
+    const viaProbe = o.method === "wrk+probe";
+    const normalP99 = viaProbe ? (o.capacityP99 ?? Number.NaN) : (probe?.p99 ?? Number.NaN);
+    const normalWhere = viaProbe
+      ? `at capacity (same probe, inside a c=${PROBE_CONNECTIONS} wrk closed loop)`
+      : probe?.id === "saturated"
+        ? `at capacity (c=${PROBE_CONNECTIONS})`
+        : `at c=${cfg.connections}`;
+    const acceptedP99 = o.acceptedP99 ?? Number.NaN;
+    // The probe's own answers count too: it is a client of the overloaded server like any other.
+    const probeStatuses = o.probe?.statuses ?? {};
+    const other = [...Object.keys(o.statuses), ...Object.keys(probeStatuses)].filter((s) => s !== "429" && s !== "503");
+    const probeFailures = (o.probe?.socketErrors ?? 0) + (o.probe?.timeouts ?? 0);
+    const errorsOk = other.length === 0 && o.socketErrors === 0 && o.timeouts === 0 && probeFailures === 0;
     const rssBefore = o.rssBeforeBytes ?? Number.NaN;
     const rssOk = o.rssPeakBytes <= Math.max(rssBefore * 1.5, rssBefore + 128 * MiB);
-    const p99Ok = o.acceptedP99 <= 2 * normalP99;
+    const p99Ok = acceptedP99 <= 2 * normalP99;
     const figures =
-      `alive ${o.alive ? "yes" : "NO"}; offered ${fmt(o.offeredRps)} req/s, completed ${fmt(o.completedRps)}/s, accepted ${fmt(o.acceptedRps)}/s; ` +
-      `errors ${JSON.stringify(o.statuses)} + ${o.socketErrors} socket + ${o.timeouts} timeouts${errorsOk ? "" : " (not all 429/503)"}; ` +
+      `method ${viaProbe ? "wrk + latency probe" : "autocannon"}; ` +
+      `alive ${o.alive ? "yes" : "NO"}; offered ${fmt(o.offeredRps)} req/s${o.sentRps === null ? "" : ` (sent ${fmt(o.sentRps)}/s)`}, completed ${fmt(o.completedRps)}/s, accepted ${fmt(o.acceptedRps)}/s; ` +
+      `errors ${JSON.stringify(o.statuses)} + ${o.socketErrors} socket + ${o.timeouts} timeouts` +
+      `${o.probe === null ? "" : `, probe ${JSON.stringify(o.probe.statuses)} + ${probeFailures} socket/timeouts`}` +
+      `${errorsOk ? "" : other.length > 0 ? " (not all 429/503)" : " (socket errors or timeouts)"}; ` +
       `RSS ${fmt(rssBefore / MiB)} -> peak ${fmt(o.rssPeakBytes / MiB)} MiB${rssOk ? "" : " (grew > 1.5x)"}; ` +
-      `accepted p99 ${fmt(o.acceptedP99, 2)} ms vs ${fmt(normalP99, 2)} ms ${normalWhere}${p99Ok ? "" : " (more than 2x)"}; ` +
+      `accepted p99 ${fmt(acceptedP99, 2)} ms vs ${fmt(normalP99, 2)} ms ${normalWhere}${p99Ok ? "" : " (more than 2x)"}; ` +
       `CPU: server ${fmt(o.serverCores, 2)} cores, load generator ${fmt(o.clientCores, 2)} cores`;
     if (overloadKeys.length === 0) {
       targets.push({ name, verdict: "N/A", detail: `no overload control in this build (no queue/overload setting in the config schema); measured: ${figures}` });

@@ -47,6 +47,10 @@ export interface BenchConfig {
   overloadFactor: number;
   /** Duration of the overload scenario. */
   overloadSeconds: number;
+  /** The latency probe that runs inside the capacity and overload loads when wrk drives them: its total rate. */
+  probeRate: number;
+  /** The latency probe's keep-alive connections. */
+  probeConnections: number;
   /** gRPC channels (separate HTTP/2 connections) the gRPC client spreads its loops over. */
   grpcChannels: number;
   /** Inference workers of every mlship server (undefined: mlship's default, one per core). */
@@ -115,6 +119,8 @@ export function loadBenchConfig(): BenchConfig {
     overloadConnections: num("BENCH_OVERLOAD_CONNECTIONS", 512, { integer: true, min: 1 }),
     overloadFactor: num("BENCH_OVERLOAD_FACTOR", 2, { min: 1 }),
     overloadSeconds: num("BENCH_OVERLOAD_SECONDS", seconds * 2, { min: 0.5 }),
+    probeRate: num("BENCH_PROBE_RATE", 200, { min: 1 }),
+    probeConnections: num("BENCH_PROBE_CONNECTIONS", 16, { integer: true, min: 1 }),
     grpcChannels: num("BENCH_GRPC_CHANNELS", 4, { integer: true, min: 1 }),
     workers: workersRaw === undefined || workersRaw === "" ? undefined : num("BENCH_WORKERS", 1, { integer: true, min: 1 }),
     cache: process.env.BENCH_CACHE === undefined || process.env.BENCH_CACHE === "" ? undefined : process.env.BENCH_CACHE,

@@ -72,7 +72,7 @@ export async function closedLoop(kind: LoadgenKind, spec: ClosedLoop): Promise<L
   return runChild<LoadResult>("autocannon", job, (spec.warmupSeconds + spec.seconds + 60) * 1000);
 }
 
-function luaString(s: string): string {
+export function luaString(s: string): string {
   let level = 0;
   while (s.includes(`]${"=".repeat(level)}]`)) level += 1;
   const eq = "=".repeat(level);
@@ -80,35 +80,46 @@ function luaString(s: string): string {
   return `[${eq}[\n${s}]${eq}]`;
 }
 
-/** The wrk script: each thread counts its own requests, interleaved (thread t sends n = t, t + threads, ...). */
-function wrkScript(stream: Stream, threads: number): string {
+/**
+ * The Lua that varies the body: each thread counts its own requests, interleaved (thread t sends n = t, t + threads,
+ * ...). `hooks` add Lua to setup(thread) (main state, once per thread), init() (each thread's state) and request()
+ * (before the body is built); the paced overload script (overload.ts) keeps its counters there.
+ */
+export function wrkBodyLua(stream: Stream, threads: number, hooks: { setup?: string; init?: string; request?: string } = {}): string {
   const common = [
     `wrk.method = "${stream.method}"`,
     `wrk.headers["Content-Type"] = "${stream.contentType}"`,
   ];
-  if (!stream.vary) {
-    return [...common, `wrk.body = ${luaString(stream.prefix + stream.a.base.toFixed(stream.a.decimals) + stream.suffix)}`, ""].join("\n");
-  }
+  const fixed = stream.vary ? undefined : luaString(stream.prefix + stream.a.base.toFixed(stream.a.decimals) + stream.suffix);
+  if (fixed !== undefined && hooks.setup === undefined && hooks.init === undefined && hooks.request === undefined) return [...common, `wrk.body = ${fixed}`, ""].join("\n");
   return [
     ...common,
     `local prefix = ${luaString(stream.prefix)}`,
     `local suffix = ${luaString(stream.suffix)}`,
     `local base, step, fmt, stride = ${stream.a.base}, ${stream.a.step}, "%.${stream.a.decimals}f", ${threads}`,
-    "local threads = 0",
+    `local vary = ${stream.vary ? "true" : "false"}`,
+    "local thread_count = 0",
     "function setup(thread)",
-    "  thread:set(\"tid\", threads)",
-    "  threads = threads + 1",
+    "  thread:set(\"tid\", thread_count)",
+    "  thread_count = thread_count + 1",
+    hooks.setup ?? "",
     "end",
     "function init(args)",
     "  n = tid or 0",
+    hooks.init ?? "",
     "end",
     "function request()",
-    "  local body = prefix .. string.format(fmt, base + n * step) .. suffix",
+    hooks.request ?? "",
+    "  local body = prefix .. string.format(fmt, base + (vary and n or 0) * step) .. suffix",
     "  n = n + stride",
     "  return wrk.format(nil, nil, nil, body)",
     "end",
     "",
   ].join("\n");
+}
+
+function wrkScript(stream: Stream, threads: number): string {
+  return wrkBodyLua(stream, threads);
 }
 
 const UNIT_MS: Record<string, number> = { us: 1e-3, ms: 1, s: 1000, m: 60_000, h: 3_600_000 };

@@ -5,12 +5,16 @@
  */
 import { spawn } from "node:child_process";
 import fs from "node:fs";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { bodyOf, constant, mlflowMlp, streamOf, v2Digits, v2Mlp } from "../../bench/lib/bodies.js";
+import { loadBenchConfig, onPath } from "../../bench/lib/config.js";
 import { parseWrk } from "../../bench/lib/load.js";
+import { countsToLoad, parseWrkCounts, probedWrk } from "../../bench/lib/overload.js";
 import type { Report } from "../../bench/lib/report.js";
 
 const REPO = fileURLToPath(new URL("../../", import.meta.url));
@@ -64,6 +68,83 @@ describe("wrk report parser", () => {
     expect(r.statuses).toEqual({ "non-2xx": 10 });
     expect(r.timeouts).toBe(3);
   });
+});
+
+describe("overload measurement: counting wrk script and latency probe", () => {
+  it("reads the counts line of the wrk script", () => {
+    const out = [
+      "Running 3s test @ http://127.0.0.1:1/invocations",
+      '  BENCH_WRK {"sent":1210,"responses":1200,"closes":0,"statuses":{"200":800,"429":390,"503":10},"durationUs":2000000,"connect":0,"read":1,"write":0,"timeout":2,"p50Us":1500,"p99Us":9000,"pacing":"clock"}',
+    ].join("\n");
+    const r = countsToLoad(parseWrkCounts(out), 64);
+    expect(r.ok).toBe(800);
+    expect(r.rps).toBe(400);
+    expect(r.sent).toBe(1210);
+    expect(r.completed).toBe(1200);
+    expect(r.statuses).toEqual({ "429": 390, "503": 10 });
+    expect(r.socketErrors).toBe(1);
+    expect(r.timeouts).toBe(2);
+    expect(r.errors).toBe(400 + 1 + 2);
+    expect(r.p99).toBe(9);
+    expect(() => parseWrkCounts("no counts here")).toThrow(/no counts/);
+  });
+
+  // A real server that sheds every third request with 429 and keeps every body it is sent.
+  it("paced wrk offers about its rate and counts statuses, the probe times 2xx only, every body distinct (autocannon fallback without wrk)", async () => {
+    if (!onPath("wrk")) {
+      // The fallback: without wrk the bench measures the overload with autocannon.
+      expect(loadBenchConfig().loadgen).toBe("autocannon");
+      return;
+    }
+    const bodies: string[] = [];
+    let count = 0;
+    const server = http.createServer((req, res) => {
+      let body = "";
+      req.setEncoding("utf8");
+      req.on("data", (c: string) => (body += c));
+      req.on("end", () => {
+        bodies.push(body);
+        count += 1;
+        res.writeHead(count % 3 === 0 ? 429 : 200, { "content-type": "application/json" });
+        res.end("{}");
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    try {
+      const { port } = server.address() as AddressInfo;
+      const r = await probedWrk({
+        baseUrl: `http://127.0.0.1:${port}`,
+        payload: mlflowMlp(1),
+        connections: 16,
+        threads: 2,
+        seconds: 2,
+        rate: 400,
+        probeRate: 100,
+        probeConnections: 4,
+      });
+      expect(r.pacing).toBe("clock");
+      // wrk runs 4 s (1 s lead, 2 s probe window, 1 s after) at 400 req/s.
+      const sentRate = r.sent / r.seconds;
+      expect(sentRate).toBeGreaterThan(300);
+      expect(sentRate).toBeLessThan(500);
+      expect(r.socketErrors + r.timeouts).toBe(0);
+      expect(Object.keys(r.statuses)).toEqual(["429"]);
+      expect(r.ok + (r.statuses["429"] ?? 0)).toBe(r.completed);
+      expect(r.statuses["429"]).toBeGreaterThan((r.completed ?? 0) / 5);
+      expect(r.probe.sent).toBeGreaterThan(100);
+      expect(r.probe.ok + (r.probe.statuses["429"] ?? 0)).toBe(r.probe.sent);
+      expect(r.probe.statuses["429"]).toBeGreaterThan(0);
+      expect(r.probe.p99).toBeGreaterThan(0);
+      expect(r.probe.p50).toBeLessThanOrEqual(r.probe.p99);
+      // Every request (wrk's, the probe's, the probe's warm-up) carried its own input.
+      expect(bodies.length).toBe(count);
+      expect(new Set(bodies).size).toBe(bodies.length);
+      for (const b of bodies.slice(0, 50)) expect((JSON.parse(b) as { dataframe_split: { data: number[][] } }).dataframe_split.data).toHaveLength(1);
+    } finally {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  }, 60_000);
 });
 
 describe("npm run bench (quick, partial)", () => {
