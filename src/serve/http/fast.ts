@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { performance } from "node:perf_hooks";
 import { toMlshipError } from "../../core/index.js";
+import type { MlshipError } from "../../core/index.js";
 import type { Logger } from "../../core/index.js";
 import { formatMlflowResponse, formatV2Response, parseJsonBody } from "../../scoring/index.js";
 import type { ScoreResult, ScoringService } from "../../scoring/index.js";
@@ -101,6 +102,22 @@ export function createFastPath(options: FastPathOptions): (req: IncomingMessage,
     return { model, version, status: reply.status, code: e.code };
   };
 
+  /** Encoded refusal bodies per refusal object (the guard makes one per tick) and protocol. */
+  const refusals = new WeakMap<MlshipError, Map<Protocol, Buffer>>();
+  /** A load-shedding 429: the cheapest answer the server gives, so that shedding frees the loop. */
+  const refuse = (req: IncomingMessage, res: ServerResponse, protocol: Protocol, refusal: MlshipError, started: number): void => {
+    let bodies = refusals.get(refusal);
+    if (bodies === undefined) refusals.set(refusal, (bodies = new Map()));
+    let body = bodies.get(protocol);
+    if (body === undefined) {
+      body = Buffer.from(JSON.stringify(errorAnswer(refusal, protocol, "", logger, req.url ?? "").body), "utf8");
+      bodies.set(protocol, body);
+    }
+    const status = refusal.httpStatus;
+    if (!res.headersSent) send(res, status, ["content-type", JSON_TYPE, "x-request-id", options.requestId(req), "retry-after", String(refusal.retryAfterSeconds ?? 1)], body);
+    metrics?.record({ model: "", version: "", protocol, status, seconds: (performance.now() - started) / 1000, errorCode: refusal.code, rows: 0 });
+  };
+
   /**
    * Fastify parses a body before its route runs, so a body that is not JSON is answered as such (no model version)
    * whatever else failed. Only on the error path: the hot path never parses twice.
@@ -153,10 +170,7 @@ export function createFastPath(options: FastPathOptions): (req: IncomingMessage,
     if (refusal !== undefined) {
       // Refused before the body is parsed; it is still read (and dropped) so the connection stays usable.
       req.resume();
-      req.on("end", () => {
-        const { status, code } = fail(req, res, route.protocol, options.requestId(req), refusal);
-        metrics?.record({ model: "", version: "", protocol: route.protocol, status, seconds: (performance.now() - started) / 1000, errorCode: code, rows: 0 });
-      });
+      req.on("end", () => refuse(req, res, route.protocol, refusal, started));
       return true;
     }
     const chunks: Buffer[] = [];

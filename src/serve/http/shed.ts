@@ -17,6 +17,8 @@ export class EventLoopGuard {
   private sustainedMs = 0;
   private expected = 0;
   private timer: NodeJS.Timeout | undefined;
+  /** Made once per tick while overloaded: refusals are answered by the thousand, and an Error captures a stack. */
+  private current: MlshipError | undefined;
 
   /** `maxDelayMs` 0 turns the guard off. */
   constructor(readonly maxDelayMs: number) {
@@ -29,6 +31,7 @@ export class EventLoopGuard {
       const lag = Math.max(0, performance.now() - this.expected);
       this.sustainedMs = Math.min(lag, this.lagMs);
       this.lagMs = lag;
+      this.current = this.sustainedMs > this.maxDelayMs ? this.overloaded() : undefined;
       this.schedule();
     }, TICK_MS);
     this.timer.unref();
@@ -39,9 +42,15 @@ export class EventLoopGuard {
     return this.sustainedMs;
   }
 
-  /** The error to answer a new inference request with now, or undefined to take it. */
+  /**
+   * The error to answer a new inference request with now, or undefined to take it. The same object for every
+   * refusal of a tick, so a transport may keep its encoded answer per object.
+   */
   refusal(): MlshipError | undefined {
-    if (this.maxDelayMs <= 0 || this.sustainedMs <= this.maxDelayMs) return undefined;
+    return this.current;
+  }
+
+  private overloaded(): MlshipError {
     return new MlshipError(
       "MLSHIP_ERR_SERVE_OVERLOADED",
       `the server is overloaded: its event loop runs ${Math.round(this.sustainedMs)} ms late (server.maxEventLoopDelayMs ${this.maxDelayMs}); retry after 1 s`,
