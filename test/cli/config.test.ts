@@ -40,6 +40,7 @@ describe("config", () => {
       bodyLimitBytes: 16 * 1024 * 1024,
       defaultModel: null,
       shutdownTimeoutMs: 10_000,
+      maxEventLoopDelayMs: 40,
       grpcPort: 8081,
       grpcMaxMessageBytes: 64 * 1024 * 1024,
     });
