@@ -24,4 +24,6 @@ export { applyPostprocess } from "./postprocess.js";
 export { areaResize, decodeImage, MAX_IMAGE_PIXELS } from "./image.js";
 export { applyTabularPreprocess, parseNumber } from "./tabular.js";
 export { parseCsv } from "./csv.js";
+export { DECLARED_TYPES, DRIFT_METHODS, MONITOR_DEFAULTS, configFail, defaultMonitorConfig, loadMonitorConfigFile, monitorConfigToPlain, parseMonitorConfig } from "./monitor-config.js";
+export type * from "./monitor-config.js";
 export type { CsvTable } from "./csv.js";

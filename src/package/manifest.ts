@@ -1,4 +1,5 @@
 import { readFile, stat, writeFile } from "node:fs/promises";
+import { checkMonitorSection, monitorSectionPlain } from "./monitor-section.js";
 import path from "node:path";
 import YAML from "yaml";
 import { DTYPES, isDType } from "../core/index.js";
@@ -82,6 +83,7 @@ function toPlain(manifest: Manifest): Record<string, unknown> {
   plain.postprocess = manifest.postprocess.map(dropUndefined);
   plain.metadata = dropUndefined(manifest.metadata);
   if (manifest.serving !== undefined) plain.serving = manifest.serving;
+  if (manifest.monitor !== undefined) plain.monitor = monitorSectionPlain(manifest.monitor);
   return plain;
 }
 
@@ -277,7 +279,7 @@ class ManifestChecker {
   manifest(raw: unknown): Manifest {
     const top = this.record(raw, "(root)");
     this.keys(top, ["format_version", "flavor", "files", "signature", "input_example", "preprocess", "postprocess",
-      "metadata", "serving"], "");
+      "metadata", "serving", "monitor"], "");
     if (top.format_version === undefined) throw this.fail("format_version is required", "format_version");
     if (typeof top.format_version !== "number" || !Number.isInteger(top.format_version)) {
       throw this.fail(`format_version must be the integer 1, got ${describe(top.format_version)}`, "format_version");
@@ -305,6 +307,7 @@ class ManifestChecker {
     this.checkClassLabels(metadata, signature);
     const manifest: Manifest = { format_version: 1, flavor: "onnx", files, signature, preprocess, postprocess, metadata };
     if (input_example !== undefined) manifest.input_example = input_example;
+    if (top.monitor !== undefined && top.monitor !== null) manifest.monitor = checkMonitorSection(top.monitor, this.file);
     if (top.serving !== undefined && top.serving !== null) {
       manifest.serving = checkServingSettings(top.serving, "serving", (what, field) => this.fail(what, field));
     }

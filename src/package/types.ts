@@ -1,4 +1,5 @@
 import type { DType } from "../core/index.js";
+import type { MonitorConfig } from "./monitor-config.js";
 
 /** A named tensor in a model signature. `-1` marks a variable dimension (the batch axis first). */
 export interface TensorSpec {
@@ -87,6 +88,8 @@ export interface Manifest {
   metadata: PackageMetadata;
   /** How the version is served; each field can be overridden at runtime in the registry (version settings). */
   serving?: ServingSettings;
+  /** Data-quality rules and drift settings for monitoring (see docs/model-package.md "Monitoring"). */
+  monitor?: MonitorConfig;
 }
 
 /**
