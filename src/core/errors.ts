@@ -133,6 +133,14 @@ export const ERROR_CODES = {
     http: 404, grpc: GrpcStatus.UNIMPLEMENTED, mlflow: "ENDPOINT_NOT_FOUND",
     description: "No route matches the method and path.",
   },
+  MLSHIP_ERR_MONITOR_NO_REFERENCE: {
+    http: 404, grpc: GrpcStatus.NOT_FOUND, mlflow: "RESOURCE_DOES_NOT_EXIST",
+    description: "The model version has no reference profile yet; make one with `mlship monitor profile REF --data FILE`.",
+  },
+  MLSHIP_ERR_MONITOR_CHECK_FAILED: {
+    http: 422, grpc: GrpcStatus.FAILED_PRECONDITION, mlflow: "INVALID_STATE",
+    description: "A monitoring check failed: a data-quality rule of severity error, or a drift test (see the printed report).",
+  },
   MLSHIP_ERR_CONFIG_INVALID: {
     http: 400, grpc: GrpcStatus.INVALID_ARGUMENT, mlflow: "INVALID_PARAMETER_VALUE",
     description: "A configuration value (file, MLSHIP_* variable or flag) is not valid; the message names it.",
