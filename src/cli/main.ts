@@ -6,6 +6,7 @@ import { CliContext } from "./context.js";
 import { configCommand } from "./config-command.js";
 import { defaultIo, type CliIo } from "./io.js";
 import { modelsCommand } from "./models.js";
+import { monitorCommand } from "./monitor.js";
 import { predictCommand } from "./predict.js";
 import { quickstartCommand, serveCommand } from "./serve.js";
 
@@ -63,6 +64,7 @@ export function buildProgram(ctx: CliContext): Command {
 
   program.addCommand(modelsCommand(ctx));
   program.addCommand(predictCommand(ctx));
+  program.addCommand(monitorCommand(ctx));
   program.addCommand(serveCommand(ctx));
   program.addCommand(quickstartCommand(ctx));
   program.addCommand(configCommand(ctx));

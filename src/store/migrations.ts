@@ -122,8 +122,50 @@ const versionSettings0002: StoreMigration = {
   },
 };
 
+/**
+ * Monitoring profiles (issue 4): a model version's reference profile (one per version) and its production
+ * windows' profiles (one per version, window size and start). The body is the profile as JSON.
+ */
+const monitor0003: StoreMigration = {
+  name: "0003_monitor",
+  async up(db, dialect) {
+    await db.schema
+      .createTable("monitor_profiles")
+      .ifNotExists()
+      .addColumn("id", "integer", idColumn(dialect))
+      .addColumn("model", "text", (col) => col.notNull())
+      .addColumn("version", "integer", (col) => col.notNull())
+      .addColumn("kind", "text", (col) => col.notNull())
+      .addColumn("window_size", "text")
+      .addColumn("window_start", "text")
+      .addColumn("window_end", "text")
+      .addColumn("body", "text", (col) => col.notNull())
+      .addColumn("created_at", "text", (col) => col.notNull())
+      .addCheckConstraint("monitor_profiles_kind_ck", sql`kind in ('reference', 'window')`)
+      .execute();
+    // Partial unique indexes (both dialects have them): one reference per version, one profile per window, so
+    // concurrent saves replace instead of piling up.
+    await db.schema
+      .createIndex("monitor_profiles_reference_uq")
+      .ifNotExists()
+      .unique()
+      .on("monitor_profiles")
+      .columns(["model", "version"])
+      .where(sql<boolean>`kind = 'reference'`)
+      .execute();
+    await db.schema
+      .createIndex("monitor_profiles_window_uq")
+      .ifNotExists()
+      .unique()
+      .on("monitor_profiles")
+      .columns(["model", "version", "window_size", "window_start"])
+      .where(sql<boolean>`kind = 'window'`)
+      .execute();
+  },
+};
+
 /** Every migration, in order. Later areas (prediction logs, rollouts, ...) append theirs here. */
-export const MIGRATIONS: readonly StoreMigration[] = [registry0001, versionSettings0002];
+export const MIGRATIONS: readonly StoreMigration[] = [registry0001, versionSettings0002, monitor0003];
 
 /** The table Kysely's Migrator records applied migrations in (and its lock table). */
 export const MIGRATION_TABLE = "mlship_migration";

@@ -125,7 +125,7 @@ describe("openSqlStore", () => {
     const lite = await tableColumns(await open());
     const post = await tableColumns(await open(`${SERVER}/${pgName}`));
     expect(Object.keys(lite).sort()).toEqual(
-      ["alias_events", "mlship_migration", "mlship_migration_lock", "model_aliases", "model_versions", "models", "registry_state",
+      ["alias_events", "mlship_migration", "mlship_migration_lock", "model_aliases", "model_versions", "models", "monitor_profiles", "registry_state",
         "version_settings"],
     );
     expect(post).toEqual(lite);

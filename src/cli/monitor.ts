@@ -1,0 +1,108 @@
+import path from "node:path";
+import { Command, Option } from "commander";
+import { MlshipError } from "../core/index.js";
+import { checkDataset, MonitorStore, profileReference } from "../monitor/index.js";
+import type { CheckReport, ColumnProfile, FailOn, ReferenceProfile } from "../monitor/index.js";
+import { loadMonitorConfigFile } from "../package/index.js";
+import type { CliContext, GlobalOptions } from "./context.js";
+import { formatTable, printJson, printLine } from "./io.js";
+
+function list(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), ...value.split(",").map((s) => s.trim()).filter((s) => s !== "")];
+}
+
+function number(value: number | null | undefined, digits = 4): string {
+  if (value === null || value === undefined) return "";
+  if (!Number.isFinite(value)) return String(value);
+  return Math.abs(value) >= 1e5 || (Math.abs(value) < 1e-3 && value !== 0) ? value.toExponential(digits - 1) : String(Number(value.toPrecision(digits)));
+}
+
+function columnRow(c: ColumnProfile): string[] {
+  if (c.kind === "numeric") return [c.name, "numeric", String(c.count), String(c.nulls), number(c.min), number(c.mean), number(c.max), number(c.std)];
+  const top = Object.entries(c.frequencies).sort((a, b) => b[1] - a[1]).slice(0, 3).map(([k, n]) => `${k}:${n}`).join(" ");
+  return [c.name, "categorical", String(c.count), String(c.nulls), "", top, "", ""];
+}
+
+function printProfile(ctx: CliContext, p: ReferenceProfile): void {
+  printLine(ctx.io, `reference profile of ${p.model}@${p.version} from ${p.source.path} (${p.features.rows} rows, sha256 ${p.source.sha256.slice(0, 12)}...)`);
+  printLine(ctx.io, formatTable(["feature", "kind", "count", "nulls", "min", "mean/top", "max", "std"], p.features.columns.map(columnRow)));
+  if (p.predictions !== undefined) {
+    printLine(ctx.io);
+    printLine(ctx.io, formatTable(["prediction", "kind", "count", "nulls", "min", "mean/top", "max", "std"], p.predictions.columns.map(columnRow)));
+  }
+}
+
+function printCheck(ctx: CliContext, r: CheckReport): void {
+  printLine(ctx.io, `${r.model}@${r.version}: ${r.rows} rows from ${r.source}`);
+  const failedRules = r.rules.filter((x) => !x.passed);
+  printLine(ctx.io, `rules: ${r.rules.length - failedRules.length} of ${r.rules.length} passed`);
+  if (failedRules.length > 0) {
+    printLine(ctx.io, formatTable(["severity", "rule", "column", "observed", "expected", "source"], failedRules.map((x) => [x.severity, x.rule, x.column ?? "", String(x.observed ?? ""), x.expected, x.source])));
+  }
+  const driftRows = (d: CheckReport["drift"]): string[][] =>
+    d.features.map((f) => [f.feature, f.method, number(f.statistic), f.pvalue === undefined ? "" : number(f.pvalue), `${f.operator} ${f.threshold}`, f.drifted ? "DRIFT" : "ok"]);
+  printLine(ctx.io);
+  printLine(ctx.io, `feature drift: ${r.drift.driftedFeatures} of ${r.drift.features.length} features (share ${r.drift.share.toFixed(3)}; dataset drift ${r.drift.drifted ? "YES" : "no"} at >= ${r.drift.shareThreshold})`);
+  printLine(ctx.io, formatTable(["feature", "method", "statistic", "p-value", "drift if", "verdict"], driftRows(r.drift)));
+  if (r.predictionDrift !== undefined) {
+    printLine(ctx.io);
+    printLine(ctx.io, `prediction drift: ${r.predictionDrift.driftedFeatures} of ${r.predictionDrift.features.length} outputs`);
+    printLine(ctx.io, formatTable(["output", "method", "statistic", "p-value", "drift if", "verdict"], driftRows(r.predictionDrift)));
+  }
+  printLine(ctx.io);
+  printLine(ctx.io, r.passed ? "check passed" : `check FAILED:\n${r.failures.map((f) => `  - ${f}`).join("\n")}`);
+}
+
+export function monitorCommand(ctx: CliContext): Command {
+  const monitor = new Command("monitor").description("reference profiles, data-quality rules and drift checks (docs/monitoring.md)");
+
+  monitor
+    .command("profile")
+    .description("profile a version's reference (training/validation) data and store it with the version")
+    .argument("<ref>", "name@version or name@alias")
+    .requiredOption("-d, --data <file>", "reference data: .csv, .parquet or .jsonl")
+    .option("--label-column <names>", "columns to leave out (default label,target) for models without declared columns", list)
+    .option("--no-predictions", "do not score the rows to profile the prediction distribution")
+    .option("--json", "print the stored profile as JSON")
+    .action(async (ref: string, _opts: unknown, cmd: Command) => {
+      const o = cmd.optsWithGlobals<GlobalOptions & { data: string; labelColumn?: string[]; predictions: boolean; json?: boolean }>();
+      const app = await ctx.app(o, {}, { "runtime.workers": 1 });
+      const resolved = await app.scoring.resolve(ref);
+      const profile = await profileReference({ scoring: app.scoring, store: new MonitorStore(app.store) }, resolved, path.resolve(ctx.io.cwd, o.data), {
+        labelColumns: o.labelColumn,
+        predictions: o.predictions,
+      });
+      if (o.json === true) printJson(ctx.io, profile);
+      else printProfile(ctx, profile);
+    });
+
+  monitor
+    .command("check")
+    .description("check a dataset against a version's reference: data-quality rules and drift; exits 1 when a check fails")
+    .argument("<ref>", "name@version or name@alias")
+    .requiredOption("-d, --data <file>", "current data: .csv, .parquet or .jsonl")
+    .option("--rules <file>", "monitor config (YAML or JSON) instead of the package's monitor: section")
+    .addOption(new Option("--fail-on <what>", "any: an error rule or any drifted feature; dataset: an error rule or dataset drift; rules: rules only").choices(["any", "dataset", "rules"]).default("any"))
+    .option("--no-predictions", "do not score the rows for prediction drift")
+    .option("--json", "print the report as JSON")
+    .action(async (ref: string, _opts: unknown, cmd: Command) => {
+      const o = cmd.optsWithGlobals<GlobalOptions & { data: string; rules?: string; failOn: FailOn; predictions: boolean; json?: boolean }>();
+      const app = await ctx.app(o, {}, { "runtime.workers": 1 });
+      const config = o.rules === undefined ? undefined : await loadMonitorConfigFile(path.resolve(ctx.io.cwd, o.rules));
+      const resolved = await app.scoring.resolve(ref);
+      const report = await checkDataset({ scoring: app.scoring, store: new MonitorStore(app.store) }, resolved, path.resolve(ctx.io.cwd, o.data), {
+        config,
+        failOn: o.failOn,
+        predictions: o.predictions,
+      });
+      if (o.json === true) printJson(ctx.io, report);
+      else printCheck(ctx, report);
+      if (!report.passed) {
+        throw new MlshipError("MLSHIP_ERR_MONITOR_CHECK_FAILED", `${report.failures.length} monitoring check${report.failures.length > 1 ? "s" : ""} failed for ${report.model}@${report.version}`, {
+          field: "data",
+        });
+      }
+    });
+
+  return monitor;
+}

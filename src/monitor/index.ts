@@ -1,0 +1,12 @@
+export type * from "./types.js";
+export { columnsOf, datasetDrift, defaultMethod, DEFAULT_DRIFT_SHARE, DEFAULT_THRESHOLDS, featureDrift, referenceFromProfile } from "./drift.js";
+export type { DatasetDriftOptions, FeatureDriftOptions, MethodOverride, ReferenceInput } from "./drift.js";
+export { checkRules } from "./rules.js";
+export { mergeProfiles, profileTable, DatasetProfiler } from "./profile/index.js";
+export type { ProfileOptions } from "./profile/index.js";
+export { formatOf, readDataset, readDatasetFile } from "./readers.js";
+export type { DatasetFile, ReadDatasetOptions } from "./readers.js";
+export { MonitorStore } from "./store.js";
+export type { WindowProfile } from "./store.js";
+export { checkDataset, featureColumns, predictionTable, profileReference } from "./service.js";
+export type { CheckOptions, CheckReport, FailOn, MonitorDeps, ProfileReferenceOptions } from "./service.js";

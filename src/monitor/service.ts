@@ -1,0 +1,174 @@
+import { elementCount, MlshipError } from "../core/index.js";
+import type { Tensor } from "../core/index.js";
+import { defaultMonitorConfig } from "../package/index.js";
+import type { Manifest, MonitorConfig } from "../package/index.js";
+import type { ResolvedVersion } from "../registry/index.js";
+import { tensorValues } from "../scoring/index.js";
+import type { ScoringService } from "../scoring/index.js";
+import { columnsOf, datasetDrift, referenceFromProfile } from "./drift.js";
+import type { MethodOverride } from "./drift.js";
+import { profileTable } from "./profile/index.js";
+import { readDatasetFile } from "./readers.js";
+import { checkRules } from "./rules.js";
+import type { MonitorStore } from "./store.js";
+import type { Cell, ColumnTable, DatasetDrift, DatasetProfile, ReferenceProfile, RuleResult } from "./types.js";
+
+/** Rows sent to the model per scoring call while profiling predictions. */
+const PREDICTION_CHUNK_ROWS = 2000;
+
+/** Columns that hold the outcome in training files (left out of the features unless the model declares them). */
+const LABEL_COLUMNS = ["label", "target"];
+
+export interface MonitorDeps {
+  scoring: ScoringService;
+  store: MonitorStore;
+}
+
+/** The feature columns of a dataset for a model: its declared columns, else every column but the label ones. */
+export function featureColumns(manifest: Manifest, table: ColumnTable, labelColumns: readonly string[] | undefined, file: string): string[] {
+  const declared = manifest.signature.columns?.map((c) => c.name);
+  if (declared !== undefined) {
+    const missing = declared.filter((name) => !table.columns.includes(name));
+    if (missing.length > 0) {
+      throw new MlshipError(
+        "MLSHIP_ERR_INPUT_MISSING",
+        `${file}: missing column${missing.length > 1 ? "s" : ""} ${missing.map((m) => `'${m}'`).join(", ")} that the model declares (${declared.length} columns)`,
+        { field: missing[0] },
+      );
+    }
+    return declared;
+  }
+  const excluded = new Set(labelColumns ?? LABEL_COLUMNS);
+  return table.columns.filter((name) => !excluded.has(name));
+}
+
+function restrict(table: ColumnTable, names: readonly string[]): ColumnTable {
+  const columns = columnsOf(table, names);
+  return { columns: [...names], values: names.map((n) => columns[n] ?? []), rows: table.rows };
+}
+
+/** Output tensors as columns: `name` for one value per row, `name[i]` for each element of a wider output. */
+function outputColumns(outputs: Record<string, Tensor>, rows: number, into: Map<string, Cell[]>): void {
+  for (const [name, tensor] of Object.entries(outputs)) {
+    const values = tensorValues(tensor);
+    const perRow = rows === 0 ? 0 : elementCount(tensor.shape) / rows;
+    for (let k = 0; k < perRow; k++) {
+      const column = perRow === 1 ? name : `${name}[${k}]`;
+      let cells = into.get(column);
+      if (cells === undefined) into.set(column, (cells = []));
+      for (let r = 0; r < rows; r++) cells.push(values[r * perRow + k] ?? null);
+    }
+  }
+}
+
+/** Scores the feature rows with the version and profiles its outputs (the prediction distribution). */
+export async function predictionTable(scoring: ScoringService, ref: string, features: ColumnTable): Promise<ColumnTable> {
+  const columns = new Map<string, Cell[]>();
+  for (let start = 0; start < features.rows; start += PREDICTION_CHUNK_ROWS) {
+    const end = Math.min(features.rows, start + PREDICTION_CHUNK_ROWS);
+    const data: Cell[][] = [];
+    for (let r = start; r < end; r++) data.push(features.values.map((column) => column[r] ?? null));
+    const result = await scoring.score(ref, { kind: "mlflow", body: { dataframe_split: { columns: features.columns, data } } }, { protocol: "monitor" });
+    outputColumns(result.outputs, end - start, columns);
+  }
+  return { columns: [...columns.keys()], values: [...columns.values()], rows: features.rows };
+}
+
+export interface ProfileReferenceOptions {
+  /** Columns to leave out as labels; default `label` and `target` (for models without declared columns). */
+  labelColumns?: readonly string[];
+  /** Also score the rows and profile the predictions. Default true. */
+  predictions?: boolean;
+  now?: () => Date;
+}
+
+/** Profiles a version's reference data (features and, by default, its predictions on them) and stores it. */
+export async function profileReference(deps: MonitorDeps, resolved: ResolvedVersion, file: string, options: ProfileReferenceOptions = {}): Promise<ReferenceProfile> {
+  const v = resolved.version;
+  const { table, source } = await readDatasetFile(file);
+  if (table.rows === 0) throw new MlshipError("MLSHIP_ERR_INPUT_INVALID", `${file}: the dataset has no rows`, { field: "data" });
+  const features = restrict(table, featureColumns(v.manifest, table, options.labelColumns, file));
+  const profile: ReferenceProfile = {
+    model: v.name,
+    version: v.version,
+    createdAt: (options.now ?? (() => new Date()))().toISOString(),
+    source,
+    features: profileTable(features),
+    predictions: options.predictions === false ? undefined : profileTable(await predictionTable(deps.scoring, `${v.name}@${v.version}`, features)),
+  };
+  await deps.store.saveReference(profile);
+  return profile;
+}
+
+export interface CheckReport {
+  model: string;
+  version: number;
+  rows: number;
+  source: string;
+  rules: RuleResult[];
+  drift: DatasetDrift;
+  /** Drift of the model's outputs on the current rows against its outputs on the reference. */
+  predictionDrift: DatasetDrift | undefined;
+  /** The failures that decide the exit status, by the `failOn` policy. */
+  failures: string[];
+  passed: boolean;
+}
+
+export type FailOn = "any" | "dataset" | "rules";
+
+export interface CheckOptions {
+  config?: MonitorConfig;
+  labelColumns?: readonly string[];
+  /** `any`: an error rule or any drifted feature fails; `dataset`: an error rule or dataset drift; `rules`: rules only. */
+  failOn?: FailOn;
+  predictions?: boolean;
+}
+
+/** Compares a dataset with a version's stored reference: rule-based checks and drift of features and predictions. */
+export async function checkDataset(deps: MonitorDeps, resolved: ResolvedVersion, file: string, options: CheckOptions = {}): Promise<CheckReport> {
+  const v = resolved.version;
+  const reference = await deps.store.getReference(v.name, v.version);
+  if (reference === undefined) {
+    throw new MlshipError("MLSHIP_ERR_MONITOR_NO_REFERENCE", `model '${v.name}' version ${v.version} has no reference profile; run mlship monitor profile ${v.name}@${v.version} --data TRAIN.csv`, {
+      field: "ref",
+    });
+  }
+  const config = options.config ?? v.manifest.monitor ?? defaultMonitorConfig();
+  const { table } = await readDatasetFile(file);
+  const names = reference.features.columns.map((c) => c.name);
+  const present = names.filter((n) => table.columns.includes(n));
+  const current = restrict(table, present);
+  const edges: Record<string, readonly number[]> = {};
+  const kinds: Record<string, "numeric" | "categorical"> = {};
+  for (const column of reference.features.columns) {
+    kinds[column.name] = column.kind;
+    if (column.kind === "numeric") edges[column.name] = column.histogram.edges;
+  }
+  const currentProfile: DatasetProfile = profileTable(current, { kinds, edges });
+  const rules = checkRules({ current: currentProfile, reference: reference.features, config, expectedColumns: names });
+  const referenceColumns = referenceFromProfile(reference.features);
+  const comparable = Object.fromEntries(present.map((n) => [n, referenceColumns[n]])) as typeof referenceColumns;
+  const methods: Record<string, MethodOverride> = {};
+  for (const [feature, choice] of Object.entries(config.drift.methods)) {
+    if (choice.method !== undefined) methods[feature] = choice.threshold === undefined ? { method: choice.method } : { method: choice.method, threshold: choice.threshold };
+  }
+  const drift = datasetDrift(comparable, columnsOf(current), { methods, kinds, shareThreshold: config.drift.share });
+  let predictionDrift: DatasetDrift | undefined;
+  if (options.predictions !== false && reference.predictions !== undefined && present.length === names.length) {
+    const predicted = await predictionTable(deps.scoring, `${v.name}@${v.version}`, current);
+    const referencePredictions = referenceFromProfile(reference.predictions);
+    const shared = Object.fromEntries(predicted.columns.filter((c) => referencePredictions[c] !== undefined).map((c) => [c, referencePredictions[c]])) as typeof referencePredictions;
+    predictionDrift = datasetDrift(shared, columnsOf(predicted, Object.keys(shared)), { shareThreshold: config.drift.share });
+  }
+  const failOn = options.failOn ?? "any";
+  const failures: string[] = [];
+  for (const r of rules) if (!r.passed && r.severity === "error") failures.push(`rule ${r.rule}${r.column === undefined ? "" : ` on '${r.column}'`}: ${r.message}`);
+  if (failOn === "any") {
+    for (const f of drift.features) if (f.drifted) failures.push(`drift in '${f.feature}': ${f.method} ${f.operator === "<" ? "p" : "score"} ${f.score.toPrecision(4)} ${f.operator} ${f.threshold}`);
+    for (const f of predictionDrift?.features ?? []) if (f.drifted) failures.push(`prediction drift in '${f.feature}': ${f.method} ${f.score.toPrecision(4)} ${f.operator} ${f.threshold}`);
+  } else if (failOn === "dataset") {
+    if (drift.drifted) failures.push(`dataset drift: ${drift.driftedFeatures} of ${drift.features.length} features drifted (share ${drift.share.toFixed(3)} >= ${drift.shareThreshold})`);
+    if (predictionDrift?.drifted === true) failures.push(`prediction drift: ${predictionDrift.driftedFeatures} of ${predictionDrift.features.length} outputs drifted`);
+  }
+  return { model: v.name, version: v.version, rows: table.rows, source: file, rules, drift, predictionDrift, failures, passed: failures.length === 0 };
+}

@@ -1,0 +1,119 @@
+// `mlship monitor profile` and `mlship monitor check` through the real binary, on the fixtures' train, prod and
+// drifted files: the planted shifts must be found, and the undrifted file must pass.
+import fs from "node:fs";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { CheckReport, ReferenceProfile } from "../../src/monitor/index.js";
+import { fixture, spawnCli, tempDir } from "./helpers.js";
+
+const home = tempDir("cli-monitor");
+const env = { MLSHIP_HOME: home, MLSHIP_USER: "ci", MLSHIP_WORKERS: "1", MLSHIP_LOG_LEVEL: "warn" };
+const cli = (...args: string[]) => spawnCli(args, { env });
+
+afterAll(() => fs.rmSync(home, { recursive: true, force: true }));
+
+describe("mlship monitor", { timeout: 180_000 }, () => {
+  const bc = fixture("breast_cancer_mlp");
+  const diabetes = fixture("diabetes_linear");
+  const file = (f: { dir: string }, name: string) => path.join(f.dir, name);
+
+  beforeAll(async () => {
+    expect((await cli("models", "register", bc.onnx, "--name", "bc", "--columns", bc.features.join(","), "--alias", "production")).code).toBe(0);
+    expect((await cli("models", "register", diabetes.onnx, "--name", "diabetes", "--columns", diabetes.features.join(","))).code).toBe(0);
+  }, 180_000);
+
+  it("refuses a check before a reference profile exists (exit 1, code, what to run)", async () => {
+    const r = await cli("monitor", "check", "bc@production", "--data", file(bc, "prod.csv"));
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^mlship: .*no reference profile.*mlship monitor profile bc@1 .*\[MLSHIP_ERR_MONITOR_NO_REFERENCE\]\n$/);
+  });
+
+  it("profiles the training data with its predictions and stores it with the version", async () => {
+    const r = await cli("monitor", "profile", "bc@production", "--data", file(bc, "train.csv"), "--json");
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    const profile = JSON.parse(r.stdout) as ReferenceProfile;
+    expect(profile).toMatchObject({ model: "bc", version: 1, source: { format: "csv" } });
+    const rows = fs.readFileSync(file(bc, "train.csv"), "utf8").trim().split("\n").length - 1;
+    expect(profile.features.rows).toBe(rows);
+    // The declared columns, in order; the label column is not a feature.
+    expect(profile.features.columns.map((c) => c.name)).toEqual(bc.features);
+    const radius = profile.features.columns.find((c) => c.name === "mean radius");
+    const values = fs.readFileSync(file(bc, "train.csv"), "utf8").trim().split("\n").slice(1).map((l) => Number(l.split(",")[0]));
+    const mean = values.reduce((a, b) => a + b, 0) / values.length;
+    expect(radius?.kind).toBe("numeric");
+    if (radius?.kind === "numeric") {
+      expect(radius.count).toBe(rows);
+      expect(radius.mean).toBeCloseTo(mean, 10);
+      expect(radius.min).toBe(Math.min(...values));
+      expect(radius.max).toBe(Math.max(...values));
+    }
+    // The prediction distribution: both class probabilities and the post-processed label.
+    const outputs = profile.predictions?.columns.map((c) => c.name) ?? [];
+    expect(outputs).toEqual(expect.arrayContaining(["probabilities[0]", "probabilities[1]"]));
+    expect(profile.predictions?.rows).toBe(rows);
+  });
+
+  it("passes the held-out data: no rule error, no drift, exit 0", async () => {
+    const r = await cli("monitor", "check", "bc@production", "--data", file(bc, "prod.csv"), "--json");
+    expect(r.code).toBe(0);
+    const report = JSON.parse(r.stdout) as CheckReport;
+    expect(report.passed).toBe(true);
+    expect(report.drift.features.filter((f) => f.drifted)).toEqual([]);
+    expect(report.drift.features).toHaveLength(bc.features.length);
+    expect(report.rules.filter((x) => !x.passed && x.severity === "error")).toEqual([]);
+    expect(report.predictionDrift?.drifted).toBe(false);
+  });
+
+  it("finds exactly the planted shifts in drifted.csv and exits 1 naming them", async () => {
+    const r = await cli("monitor", "check", "bc@production", "--data", file(bc, "drifted.csv"));
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/\[MLSHIP_ERR_MONITOR_CHECK_FAILED\]\n$/);
+    const drifted = r.stdout.split("\n").filter((l) => / DRIFT$/.test(l)).map((l) => l.split(/\s{2,}/)[0]);
+    // fixtures README: mean radius + 1.5 std, mean texture x 1.25, worst smoothness + 3 std on ~30% of rows.
+    expect(drifted.sort()).toEqual(["mean radius", "mean texture", "worst smoothness"]);
+    expect(r.stdout).toContain("check FAILED");
+    // Three of thirty features is not dataset drift (share 0.1 < 0.5): with --fail-on dataset the rules decide.
+    const dataset = await cli("monitor", "check", "bc@production", "--data", file(bc, "drifted.csv"), "--fail-on", "dataset", "--json");
+    const report = JSON.parse(dataset.stdout) as CheckReport;
+    expect(report.drift).toMatchObject({ driftedFeatures: 3, drifted: false });
+    expect(dataset.code).toBe(report.failures.length === 0 ? 0 : 1);
+  });
+
+  it("finds the diabetes shifts, including the category mix of sex, with the target column left out", async () => {
+    expect((await cli("monitor", "profile", "diabetes@1", "--data", file(diabetes, "train.csv"))).code).toBe(0);
+    const r = await cli("monitor", "check", "diabetes@1", "--data", file(diabetes, "drifted.csv"), "--json");
+    expect(r.code).toBe(1);
+    const report = JSON.parse(r.stdout) as CheckReport;
+    const flagged = report.drift.features.filter((f) => f.drifted).map((f) => f.feature).sort();
+    // fixtures README: bmi + 1.5 std, bp x 1.15, sex re-drawn to 85% "2".
+    expect(flagged).toEqual(["bmi", "bp", "sex"]);
+    const sex = report.drift.features.find((f) => f.feature === "sex");
+    expect(sex?.method).not.toBe("ks");
+    expect(report.drift.features.map((f) => f.feature)).not.toContain("target");
+    const prod = JSON.parse((await cli("monitor", "check", "diabetes@1", "--data", file(diabetes, "prod.csv"), "--json")).stdout) as CheckReport;
+    expect(prod.drift.features.filter((f) => f.drifted)).toEqual([]);
+  });
+
+  it("applies declared rules from a --rules file (exit 1 on an error rule, the column and bound named)", async () => {
+    const rules = path.join(home, "rules.yaml");
+    fs.writeFileSync(rules, "rules:\n  columns:\n    mean radius: { max: 20 }\n");
+    const r = await cli("monitor", "check", "bc@production", "--data", file(bc, "prod.csv"), "--rules", rules, "--json");
+    expect(r.code).toBe(1);
+    const report = JSON.parse(r.stdout) as CheckReport;
+    const failed = report.rules.filter((x) => !x.passed && x.severity === "error");
+    expect(failed).toEqual([expect.objectContaining({ rule: "range", column: "mean radius", source: "declared" })]);
+    expect(failed[0]?.message).toContain("20");
+  });
+
+  it("gives a clear error for a missing data file and an unknown format", async () => {
+    const missing = await cli("monitor", "profile", "bc@production", "--data", path.join(home, "nope.csv"));
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(/^mlship: .*nope\.csv.*\[MLSHIP_ERR_/);
+    const txt = path.join(home, "data.txt");
+    fs.writeFileSync(txt, "a,b\n1,2\n");
+    const unknown = await cli("monitor", "profile", "bc@production", "--data", txt);
+    expect(unknown.code).toBe(1);
+    expect(unknown.stderr).toContain(".csv, .parquet, .jsonl");
+  });
+});
