@@ -44,6 +44,11 @@ function printCheck(ctx: CliContext, r: CheckReport): void {
   printLine(ctx.io);
   printLine(ctx.io, `feature drift: ${r.drift.driftedFeatures} of ${r.drift.features.length} features (share ${r.drift.share.toFixed(3)}; dataset drift ${r.drift.drifted ? "YES" : "no"} at >= ${r.drift.shareThreshold})`);
   printLine(ctx.io, formatTable(["feature", "method", "statistic", "p-value", "drift if", "verdict"], driftRows(r.drift)));
+  for (const s of r.skippedFeatures) printLine(ctx.io, `  (no drift test for '${s.feature}': ${s.reason})`);
+  if (r.predictionDriftSkipped !== undefined) {
+    printLine(ctx.io);
+    printLine(ctx.io, `prediction drift: not measured (${r.predictionDriftSkipped})`);
+  }
   if (r.predictionDrift !== undefined) {
     printLine(ctx.io);
     printLine(ctx.io, `prediction drift: ${r.predictionDrift.driftedFeatures} of ${r.predictionDrift.features.length} outputs`);

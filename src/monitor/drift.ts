@@ -32,7 +32,8 @@ import { populationStd } from "./stats/numeric.js";
 export type ReferenceInput = readonly Cell[] | NumericProfile | CategoricalProfile;
 
 export interface MethodOverride {
-  method: DriftMethod;
+  /** Defaults to the default selection (`defaultMethod`): a threshold alone may be overridden. */
+  method?: DriftMethod;
   /** Defaults to the method's default threshold (`DEFAULT_THRESHOLDS`). */
   threshold?: number;
 }

@@ -107,8 +107,12 @@ export interface CheckReport {
   source: string;
   rules: RuleResult[];
   drift: DatasetDrift;
+  /** Features without drift results, and why (no values on one side). */
+  skippedFeatures: { feature: string; reason: string }[];
   /** Drift of the model's outputs on the current rows against its outputs on the reference. */
   predictionDrift: DatasetDrift | undefined;
+  /** Why there is no prediction drift, when there is none. */
+  predictionDriftSkipped: string | undefined;
   /** The failures that decide the exit status, by the `failOn` policy. */
   failures: string[];
   passed: boolean;
@@ -147,22 +151,42 @@ export async function checkDataset(deps: MonitorDeps, resolved: ResolvedVersion,
   const currentProfile: DatasetProfile = profileTable(current, { kinds, edges });
   const rules = checkRules({ current: currentProfile, reference: reference.features, config, expectedColumns: names });
   const referenceColumns = referenceFromProfile(reference.features);
-  const comparable = Object.fromEntries(present.map((n) => [n, referenceColumns[n]])) as typeof referenceColumns;
+  const currentColumns = columnsOf(current);
+  // A column with no values on one side has nothing to compare; the null-rate rule reports it.
+  const skippedFeatures: { feature: string; reason: string }[] = [];
+  const testable = present.filter((n) => {
+    if ((referenceColumns[n]?.count ?? 0) === 0) skippedFeatures.push({ feature: n, reason: "the reference has no values" });
+    else if (!(currentColumns[n] ?? []).some((c) => c !== null)) skippedFeatures.push({ feature: n, reason: "the current data has no values" });
+    else return true;
+    return false;
+  });
+  const comparable = Object.fromEntries(testable.map((n) => [n, referenceColumns[n]])) as typeof referenceColumns;
   const methods: Record<string, MethodOverride> = {};
   for (const [feature, choice] of Object.entries(config.drift.methods)) {
-    if (choice.method !== undefined) methods[feature] = choice.threshold === undefined ? { method: choice.method } : { method: choice.method, threshold: choice.threshold };
+    methods[feature] = { method: choice.method, threshold: choice.threshold };
   }
-  const drift = datasetDrift(comparable, columnsOf(current), { methods, kinds, shareThreshold: config.drift.share });
+  const drift = datasetDrift(comparable, currentColumns, { methods, kinds, shareThreshold: config.drift.share });
   let predictionDrift: DatasetDrift | undefined;
-  if (options.predictions !== false && reference.predictions !== undefined && present.length === names.length) {
-    const predicted = await predictionTable(deps.scoring, `${v.name}@${v.version}`, current);
-    const referencePredictions = referenceFromProfile(reference.predictions);
-    const shared = Object.fromEntries(predicted.columns.filter((c) => referencePredictions[c] !== undefined).map((c) => [c, referencePredictions[c]])) as typeof referencePredictions;
-    predictionDrift = datasetDrift(shared, columnsOf(predicted, Object.keys(shared)), { shareThreshold: config.drift.share });
+  let predictionDriftSkipped: string | undefined;
+  if (options.predictions === false) predictionDriftSkipped = "turned off";
+  else if (reference.predictions === undefined) predictionDriftSkipped = "the reference profile has no predictions";
+  else if (present.length !== names.length || skippedFeatures.length > 0) predictionDriftSkipped = "the current data lacks values of some features";
+  else {
+    try {
+      const predicted = await predictionTable(deps.scoring, `${v.name}@${v.version}`, current);
+      const referencePredictions = referenceFromProfile(reference.predictions);
+      const shared = Object.fromEntries(predicted.columns.filter((c) => referencePredictions[c] !== undefined).map((c) => [c, referencePredictions[c]])) as typeof referencePredictions;
+      predictionDrift = datasetDrift(shared, columnsOf(predicted, Object.keys(shared)), { shareThreshold: config.drift.share });
+    } catch (err) {
+      // Rows the model refuses (missing or invalid values) are the rules' findings; the check itself goes on.
+      predictionDriftSkipped = `the model could not score the rows: ${err instanceof Error ? err.message : String(err)}`;
+    }
   }
   const failOn = options.failOn ?? "any";
   const failures: string[] = [];
   for (const r of rules) if (!r.passed && r.severity === "error") failures.push(`rule ${r.rule}${r.column === undefined ? "" : ` on '${r.column}'`}: ${r.message}`);
+  // A feature the reference has but the data leaves wholly empty cannot feed the model: as bad as a missing column.
+  for (const s of skippedFeatures) if (s.reason === "the current data has no values") failures.push(`column '${s.feature}' has no values in the data`);
   if (failOn === "any") {
     for (const f of drift.features) if (f.drifted) failures.push(`drift in '${f.feature}': ${f.method} ${f.operator === "<" ? "p" : "score"} ${f.score.toPrecision(4)} ${f.operator} ${f.threshold}`);
     for (const f of predictionDrift?.features ?? []) if (f.drifted) failures.push(`prediction drift in '${f.feature}': ${f.method} ${f.score.toPrecision(4)} ${f.operator} ${f.threshold}`);
@@ -170,5 +194,5 @@ export async function checkDataset(deps: MonitorDeps, resolved: ResolvedVersion,
     if (drift.drifted) failures.push(`dataset drift: ${drift.driftedFeatures} of ${drift.features.length} features drifted (share ${drift.share.toFixed(3)} >= ${drift.shareThreshold})`);
     if (predictionDrift?.drifted === true) failures.push(`prediction drift: ${predictionDrift.driftedFeatures} of ${predictionDrift.features.length} outputs drifted`);
   }
-  return { model: v.name, version: v.version, rows: table.rows, source: file, rules, drift, predictionDrift, failures, passed: failures.length === 0 };
+  return { model: v.name, version: v.version, rows: table.rows, source: file, rules, drift, skippedFeatures, predictionDrift, predictionDriftSkipped, failures, passed: failures.length === 0 };
 }

@@ -106,6 +106,20 @@ describe("mlship monitor", { timeout: 180_000 }, () => {
     expect(failed[0]?.message).toContain("20");
   });
 
+  it("reports an emptied column as a rule failure and still tests the others", async () => {
+    const lines = fs.readFileSync(file(bc, "prod.csv"), "utf8").trim().split("\n");
+    // "mean radius" (the first column) emptied on every row: nothing to compare, the model cannot score the rows.
+    const broken = path.join(home, "broken.csv");
+    fs.writeFileSync(broken, `${[lines[0], ...lines.slice(1).map((l) => `,${l.split(",").slice(1).join(",")}`)].join("\n")}\n`);
+    const r = await cli("monitor", "check", "bc@production", "--data", broken, "--json");
+    expect(r.code).toBe(1);
+    const report = JSON.parse(r.stdout) as CheckReport;
+    expect(report.skippedFeatures).toEqual([{ feature: "mean radius", reason: "the current data has no values" }]);
+    expect(report.drift.features).toHaveLength(bc.features.length - 1);
+    expect(report.rules).toContainEqual(expect.objectContaining({ rule: "null_rate", column: "mean radius", passed: false }));
+    expect(report.predictionDriftSkipped).toBe("the current data lacks values of some features");
+  });
+
   it("gives a clear error for a missing data file and an unknown format", async () => {
     const missing = await cli("monitor", "profile", "bc@production", "--data", path.join(home, "nope.csv"));
     expect(missing.code).toBe(1);
