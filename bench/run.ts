@@ -12,6 +12,7 @@ import { bodyOf, constant, digitsMatrix, mlflowMlp, mlpMatrix, streamOf, v2Digit
 import { READY_TAG } from "./lib/child.js";
 import { EXAMPLES, GROUPS, loadBenchConfig, ROOT, type Group } from "./lib/config.js";
 import { distModule } from "./lib/dist.js";
+import type { MonitorJob, MonitorResult } from "./children/monitor.js";
 import { grpcFrame, inferRequest, modelInferMethod, PROTO_FILE, verifyInfer } from "./lib/grpc.js";
 import { h2load, h2loadDataBytes } from "./lib/h2load.js";
 import { closedLoop, nextRun, type LoadResult } from "./lib/load.js";
@@ -636,6 +637,40 @@ try {
   }
 
   // The HTTP ceiling again: how much the machine drifted during the run.
+  // Monitoring at scale: profiling rows/s and a large KS test, each against a baseline of the same run.
+  if (want("monitor")) {
+    const rowsN = Number(process.env.BENCH_MONITOR_ROWS ?? (cfg.quick ? 100_000 : 1_000_000));
+    const job: MonitorJob = { rows: rowsN, features: 30, ksRows: rowsN };
+    try {
+      const m = await runChild<MonitorResult>("monitor", job, 600_000);
+      row({
+        id: "monitor-profile",
+        scenario: `monitor: profile ${m.rows.toLocaleString("en-US")} rows x ${m.features} features`,
+        concurrency: "1 proc",
+        unit: "rows/s",
+        rps: m.rows / m.profileSeconds,
+        ratio: m.baselineSeconds / m.profileSeconds,
+        baseline: "a sum/sum-of-squares pass",
+        note: `${m.profileSeconds.toFixed(2)} s (moments, DDSketch quantiles, Doane histogram, 10k reservoir, distinct count per column); the plain pass takes ${m.baselineSeconds.toFixed(3)} s`,
+        raw: m,
+      });
+      row({
+        id: "monitor-ks",
+        scenario: `monitor: KS ${m.ksRows.toLocaleString("en-US")} vs ${m.ksRows.toLocaleString("en-US")} values`,
+        concurrency: "1 proc",
+        unit: "rows/s",
+        rps: (2 * m.ksRows) / m.ksSeconds,
+        ratio: m.sortSeconds / m.ksSeconds,
+        baseline: "sorting both samples",
+        note: `${m.ksSeconds.toFixed(2)} s (${m.ksMethod}; D ${m.ksStatistic.toPrecision(4)}, p ${m.ksPvalue.toPrecision(3)}); sorting both takes ${m.sortSeconds.toFixed(2)} s`,
+        raw: m,
+      });
+      say(`bench: monitor: profile ${Math.round(m.rows / m.profileSeconds).toLocaleString("en-US")} rows/s; KS ${m.ksRows} vs ${m.ksRows} in ${m.ksSeconds.toFixed(2)} s`);
+    } catch (e) {
+      failed("monitor-profile", "monitor: profile 1M rows x 30 features", "1 proc", e);
+    }
+  }
+
   if (want("bare")) await bare("bare-end", "bare node:http again (drift check)");
 } finally {
   fs.rmSync(tmp, { recursive: true, force: true });
