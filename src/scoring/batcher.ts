@@ -189,6 +189,10 @@ export class Lane {
   private delayTimer: NodeJS.Timeout | undefined;
   private delayAt = 0;
   private closed = false;
+  /** Runs sent, rows in them, and wall time they took on the workers (per version; for service metrics). */
+  runs = 0;
+  rowsRun = 0;
+  busyMs = 0;
   /** Requests queued or running, for the deadline sweep. */
   private readonly live = new Set<Item>();
   /** One timer for every deadline of the lane (not one per request): armed for the earliest. */
@@ -417,8 +421,11 @@ export class Lane {
     let total = 0;
     for (const item of items) total += item.rows;
     this.options.onBatch?.({ rows: total, requests: items.length, waits: items.map((i) => (now - i.enqueued) / 1000) });
+    this.runs += 1;
+    this.rowsRun += total;
     const done = (): void => {
       this.running -= 1;
+      this.busyMs += performance.now() - now;
       scheduler.released();
     };
     if (items.length === 1) {

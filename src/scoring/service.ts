@@ -601,6 +601,10 @@ export function createScoringService(options: ScoringServiceOptions): ScoringSer
         key: e.key,
         state: e.loaded === undefined ? "loading" : "ready",
         loadSeconds: e.seconds,
+        runs: e.lane?.runs ?? 0,
+        rowsRun: e.lane?.rowsRun ?? 0,
+        busySeconds: (e.lane?.busyMs ?? 0) / 1000,
+        queued: e.lane?.depth ?? 0,
       }));
     },
     refresh: checkToken,

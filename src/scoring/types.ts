@@ -205,6 +205,13 @@ export interface LoadedInfo {
   key: string;
   state: "loading" | "ready";
   loadSeconds: number | undefined;
+  /** Runs sent to the workers (a batch is one run) and the rows in them. */
+  runs: number;
+  rowsRun: number;
+  /** Seconds the version's runs took from dispatch to answer, summed: its share of the worker pool's time. */
+  busySeconds: number;
+  /** Requests queued or running now. */
+  queued: number;
 }
 
 export interface ScoringService {

@@ -466,6 +466,12 @@ describe("HTTP server: V2 and MLflow protocols on real models", () => {
     expect(text).toMatch(/mlship_request_duration_seconds_count\{model="digits",version="1",protocol="mlflow"\} \d+/);
     expect(text).toMatch(/mlship_rows_total\{model="breast-cancer",version="1"\} \d+/);
     expect(text).toMatch(/mlship_model_load_seconds\{model="breast-cancer",version="1"\} \d/);
+    // Worker-pool use per version: runs sent, the time they took (its CPU share), the queue now.
+    const runs = Number(/mlship_model_runs_total\{model="breast-cancer",version="1"\} (\d+)/.exec(text)?.[1]);
+    const busy = Number(/mlship_model_busy_seconds_total\{model="breast-cancer",version="1"\} ([\d.e-]+)/.exec(text)?.[1]);
+    expect(runs).toBeGreaterThan(0);
+    expect(busy).toBeGreaterThan(0);
+    expect(text).toMatch(/mlship_model_queue_depth\{model="breast-cancer",version="1"\} 0/);
     expect(text).toMatch(/process_cpu_user_seconds_total \d/);
     expect(text).toMatch(/process_resident_memory_bytes \d/);
     expect(text).not.toMatch(/mlship_requests_total\{[^}]*model="nope"/);

@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
-import type { ScoringService } from "../../scoring/index.js";
+import type { LoadedInfo, ScoringService } from "../../scoring/index.js";
 
 export type { RequestRecord } from "./request-series.js";
 import { RequestSeries, type RequestRecord } from "./request-series.js";
@@ -34,6 +34,31 @@ export function createRequestMetrics(scoring: ScoringService, register: Registry
       for (const m of scoring.loadedModels()) {
         if (m.loadSeconds !== undefined) this.set({ model: m.model, version: String(m.version) }, m.loadSeconds);
       }
+    },
+  });
+  // Per-version use of the worker pool, read from the scoring service at scrape time.
+  const versionCounter = (name: string, help: string, value: (m: LoadedInfo) => number): void => {
+    new Counter({
+      name,
+      help,
+      labelNames: ["model", "version"] as const,
+      registers: [register],
+      collect() {
+        this.reset();
+        for (const m of scoring.loadedModels()) this.inc({ model: m.model, version: String(m.version) }, value(m));
+      },
+    });
+  };
+  versionCounter("mlship_model_runs_total", "Runs sent to the inference workers (a batch counts once), by model and version.", (m) => m.runs);
+  versionCounter("mlship_model_busy_seconds_total", "Seconds of worker time the version's runs took (dispatch to answer), by model and version: its share of the CPU.", (m) => m.busySeconds);
+  new Gauge({
+    name: "mlship_model_queue_depth",
+    help: "Requests queued or running now, by model and version.",
+    labelNames: ["model", "version"] as const,
+    registers: [register],
+    collect() {
+      this.reset();
+      for (const m of scoring.loadedModels()) this.set({ model: m.model, version: String(m.version) }, m.queued);
     },
   });
   // The scoring service counts cache lookups (every transport's); these series read its totals at scrape time.
