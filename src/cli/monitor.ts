@@ -1,7 +1,8 @@
 import path from "node:path";
 import { Command, Option } from "commander";
 import { MlshipError } from "../core/index.js";
-import { checkDataset, MonitorStore, profileReference } from "../monitor/index.js";
+import fs from "node:fs/promises";
+import { Alerter, alertsFromReport, checkDatasetWithProfiles, logSink, MonitorStore, profileReference, renderHtmlReport, webhookSink } from "../monitor/index.js";
 import type { CheckReport, ColumnProfile, FailOn, ReferenceProfile } from "../monitor/index.js";
 import { loadMonitorConfigFile } from "../package/index.js";
 import type { CliContext, GlobalOptions } from "./context.js";
@@ -90,16 +91,27 @@ export function monitorCommand(ctx: CliContext): Command {
     .addOption(new Option("--fail-on <what>", "any: an error rule or any drifted feature; dataset: an error rule or dataset drift; rules: rules only").choices(["any", "dataset", "rules"]).default("any"))
     .option("--no-predictions", "do not score the rows for prediction drift")
     .option("--json", "print the report as JSON")
+    .option("--html <file>", "also write the report as one self-contained HTML file")
+    .option("--webhook <url>", "POST the findings as alerts ({\"alerts\":[...]}) to this URL; they are logged on stderr too")
     .action(async (ref: string, _opts: unknown, cmd: Command) => {
-      const o = cmd.optsWithGlobals<GlobalOptions & { data: string; rules?: string; failOn: FailOn; predictions: boolean; json?: boolean }>();
+      const o = cmd.optsWithGlobals<GlobalOptions & { data: string; rules?: string; failOn: FailOn; predictions: boolean; json?: boolean; html?: string; webhook?: string }>();
       const app = await ctx.app(o, {}, { "runtime.workers": 1 });
       const config = o.rules === undefined ? undefined : await loadMonitorConfigFile(path.resolve(ctx.io.cwd, o.rules));
       const resolved = await app.scoring.resolve(ref);
-      const report = await checkDataset({ scoring: app.scoring, store: new MonitorStore(app.store) }, resolved, path.resolve(ctx.io.cwd, o.data), {
+      const { report, reference, current } = await checkDatasetWithProfiles({ scoring: app.scoring, store: new MonitorStore(app.store) }, resolved, path.resolve(ctx.io.cwd, o.data), {
         config,
         failOn: o.failOn,
         predictions: o.predictions,
       });
+      if (o.html !== undefined) {
+        const out = path.resolve(ctx.io.cwd, o.html);
+        await fs.writeFile(out, renderHtmlReport({ reference, current, check: report }));
+        ctx.logger.info({ output: out }, "HTML report written");
+      }
+      if (o.webhook !== undefined) {
+        const alerter = new Alerter({ sinks: [logSink(ctx.logger), webhookSink({ url: o.webhook, logger: ctx.logger })], logger: ctx.logger });
+        await alerter.process(alertsFromReport(report));
+      }
       if (o.json === true) printJson(ctx.io, report);
       else printCheck(ctx, report);
       if (!report.passed) {

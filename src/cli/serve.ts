@@ -86,6 +86,9 @@ async function listen(ctx: CliContext, app: Mlship, defaultModel: string | null)
     defaultModel: defaultModel ?? undefined,
     maxEventLoopDelayMs: config.server.maxEventLoopDelayMs,
   });
+  // The monitoring data over REST (reference and window profiles), next to the serving routes.
+  const { MonitorStore, monitorRoutes } = await import("../monitor/index.js");
+  void server.register(monitorRoutes, { store: new MonitorStore(app.store), registry: app.registry });
   try {
     await server.listen({ host: config.server.host, port: config.server.port });
   } catch (error) {

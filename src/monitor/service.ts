@@ -130,6 +130,16 @@ export interface CheckOptions {
 
 /** Compares a dataset with a version's stored reference: rule-based checks and drift of features and predictions. */
 export async function checkDataset(deps: MonitorDeps, resolved: ResolvedVersion, file: string, options: CheckOptions = {}): Promise<CheckReport> {
+  return (await checkDatasetWithProfiles(deps, resolved, file, options)).report;
+}
+
+/** `checkDataset`, with the reference and the current data's profile (on the reference's edges) for reports. */
+export async function checkDatasetWithProfiles(
+  deps: MonitorDeps,
+  resolved: ResolvedVersion,
+  file: string,
+  options: CheckOptions = {},
+): Promise<{ report: CheckReport; reference: ReferenceProfile; current: DatasetProfile }> {
   const v = resolved.version;
   const reference = await deps.store.getReference(v.name, v.version);
   if (reference === undefined) {
@@ -194,5 +204,6 @@ export async function checkDataset(deps: MonitorDeps, resolved: ResolvedVersion,
     if (drift.drifted) failures.push(`dataset drift: ${drift.driftedFeatures} of ${drift.features.length} features drifted (share ${drift.share.toFixed(3)} >= ${drift.shareThreshold})`);
     if (predictionDrift?.drifted === true) failures.push(`prediction drift: ${predictionDrift.driftedFeatures} of ${predictionDrift.features.length} outputs drifted`);
   }
-  return { model: v.name, version: v.version, rows: table.rows, source: file, rules, drift, skippedFeatures, predictionDrift, predictionDriftSkipped, failures, passed: failures.length === 0 };
+  const report: CheckReport = { model: v.name, version: v.version, rows: table.rows, source: file, rules, drift, skippedFeatures, predictionDrift, predictionDriftSkipped, failures, passed: failures.length === 0 };
+  return { report, reference, current: currentProfile };
 }

@@ -1,6 +1,8 @@
 // `mlship monitor profile` and `mlship monitor check` through the real binary, on the fixtures' train, prod and
 // drifted files: the planted shifts must be found, and the undrifted file must pass.
 import fs from "node:fs";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { CheckReport, ReferenceProfile } from "../../src/monitor/index.js";
@@ -93,6 +95,38 @@ describe("mlship monitor", { timeout: 180_000 }, () => {
     expect(report.drift.features.map((f) => f.feature)).not.toContain("target");
     const prod = JSON.parse((await cli("monitor", "check", "diabetes@1", "--data", file(diabetes, "prod.csv"), "--json")).stdout) as CheckReport;
     expect(prod.drift.features.filter((f) => f.drifted)).toEqual([]);
+  });
+
+  it("writes a self-contained HTML report and POSTs the findings to a webhook", async () => {
+    const received: unknown[] = [];
+    const hook = http.createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on("data", (c: Buffer) => chunks.push(c));
+      req.on("end", () => {
+        received.push(JSON.parse(Buffer.concat(chunks).toString("utf8")));
+        res.writeHead(204).end();
+      });
+    });
+    await new Promise<void>((resolve) => hook.listen(0, "127.0.0.1", resolve));
+    try {
+      const url = `http://127.0.0.1:${(hook.address() as AddressInfo).port}/alerts`;
+      const html = path.join(home, "report.html");
+      const r = await cli("monitor", "check", "bc@production", "--data", file(bc, "drifted.csv"), "--html", html, "--webhook", url);
+      expect(r.code).toBe(1);
+      const page = fs.readFileSync(html, "utf8");
+      expect(page.startsWith("<!DOCTYPE html>") || page.startsWith("<!doctype html>")).toBe(true);
+      expect(page).not.toMatch(/<script[^>]+src=|<link[^>]+href=|<img/i);
+      for (const feature of ["mean radius", "mean texture", "worst smoothness"]) expect(page).toContain(feature);
+      expect(received).toHaveLength(1);
+      const alerts = (received[0] as { alerts: Array<{ kind: string; feature?: string; model: string; version: number }> }).alerts;
+      const drifts = alerts.filter((a) => a.kind === "drift").map((a) => a.feature).sort();
+      expect(drifts).toEqual(["mean radius", "mean texture", "worst smoothness"]);
+      expect(alerts.every((a) => a.model === "bc" && a.version === 1)).toBe(true);
+      // Every alert is also a log line on stderr.
+      expect(r.stderr).toContain("monitor_alert");
+    } finally {
+      hook.close();
+    }
   });
 
   it("applies declared rules from a --rules file (exit 1 on an error rule, the column and bound named)", async () => {
