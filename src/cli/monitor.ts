@@ -5,6 +5,7 @@ import fs from "node:fs/promises";
 import { Alerter, alertsFromReport, checkDatasetWithProfiles, logSink, MonitorStore, profileReference, renderHtmlReport, webhookSink } from "../monitor/index.js";
 import type { CheckReport, ColumnProfile, FailOn, ReferenceProfile } from "../monitor/index.js";
 import { loadMonitorConfigFile } from "../package/index.js";
+import { usageError } from "./args.js";
 import type { CliContext, GlobalOptions } from "./context.js";
 import { formatTable, printJson, printLine } from "./io.js";
 
@@ -82,44 +83,61 @@ export function monitorCommand(ctx: CliContext): Command {
       else printProfile(ctx, profile);
     });
 
-  monitor
-    .command("check")
-    .description("check a dataset against a version's reference: data-quality rules and drift; exits 1 when a check fails")
-    .argument("<ref>", "name@version or name@alias")
-    .requiredOption("-d, --data <file>", "current data: .csv, .parquet or .jsonl")
-    .option("--rules <file>", "monitor config (YAML or JSON) instead of the package's monitor: section")
-    .addOption(new Option("--fail-on <what>", "any: an error rule or any drifted feature; dataset: an error rule or dataset drift; rules: rules only").choices(["any", "dataset", "rules"]).default("any"))
-    .option("--no-predictions", "do not score the rows for prediction drift")
-    .option("--json", "print the report as JSON")
-    .option("--html <file>", "also write the report as one self-contained HTML file")
-    .option("--webhook <url>", "POST the findings as alerts ({\"alerts\":[...]}) to this URL; they are logged on stderr too")
-    .action(async (ref: string, _opts: unknown, cmd: Command) => {
-      const o = cmd.optsWithGlobals<GlobalOptions & { data: string; rules?: string; failOn: FailOn; predictions: boolean; json?: boolean; html?: string; webhook?: string }>();
-      const app = await ctx.app(o, {}, { "runtime.workers": 1 });
-      const config = o.rules === undefined ? undefined : await loadMonitorConfigFile(path.resolve(ctx.io.cwd, o.rules));
-      const resolved = await app.scoring.resolve(ref);
-      const { report, reference, current } = await checkDatasetWithProfiles({ scoring: app.scoring, store: new MonitorStore(app.store) }, resolved, path.resolve(ctx.io.cwd, o.data), {
-        config,
-        failOn: o.failOn,
-        predictions: o.predictions,
-      });
-      if (o.html !== undefined) {
-        const out = path.resolve(ctx.io.cwd, o.html);
-        await fs.writeFile(out, renderHtmlReport({ reference, current, check: report }));
-        ctx.logger.info({ output: out }, "HTML report written");
-      }
-      if (o.webhook !== undefined) {
-        const alerter = new Alerter({ sinks: [logSink(ctx.logger), webhookSink({ url: o.webhook, logger: ctx.logger })], logger: ctx.logger });
-        await alerter.process(alertsFromReport(report));
-      }
-      if (o.json === true) printJson(ctx.io, report);
+  type CheckFlags = GlobalOptions & { data: string; rules?: string; failOn: FailOn; predictions: boolean; json?: boolean; html?: string; webhook?: string };
+  /** Both commands: the check, the HTML file and the alerts. */
+  const run = async (ref: string, o: CheckFlags): Promise<CheckReport> => {
+    const app = await ctx.app(o, {}, { "runtime.workers": 1 });
+    const config = o.rules === undefined ? undefined : await loadMonitorConfigFile(path.resolve(ctx.io.cwd, o.rules));
+    const resolved = await app.scoring.resolve(ref);
+    const { report, reference, current } = await checkDatasetWithProfiles({ scoring: app.scoring, store: new MonitorStore(app.store) }, resolved, path.resolve(ctx.io.cwd, o.data), {
+      config,
+      failOn: o.failOn,
+      predictions: o.predictions,
+    });
+    if (o.html !== undefined) {
+      const out = path.resolve(ctx.io.cwd, o.html);
+      await fs.writeFile(out, renderHtmlReport({ reference, current, check: report }));
+      ctx.logger.info({ output: out }, "HTML report written");
+    }
+    if (o.webhook !== undefined) {
+      const alerter = new Alerter({ sinks: [logSink(ctx.logger), webhookSink({ url: o.webhook, logger: ctx.logger })], logger: ctx.logger });
+      await alerter.process(alertsFromReport(report));
+    }
+    return report;
+  };
+  const checkOptions = (command: Command): Command =>
+    command
+      .argument("<ref>", "name@version or name@alias")
+      .requiredOption("-d, --data <file>", "current data: .csv, .parquet or .jsonl")
+      .option("--rules <file>", "monitor config (YAML or JSON) instead of the package's monitor: section")
+      .addOption(new Option("--fail-on <what>", "any: an error rule or any drifted feature; dataset: an error rule or dataset drift; rules: rules only").choices(["any", "dataset", "rules"]).default("any"))
+      .option("--no-predictions", "do not score the rows for prediction drift")
+      .option("--json", "print the report as JSON")
+      .option("--html <file>", "write the report as one self-contained HTML file")
+      .option("--webhook <url>", "POST the findings as alerts ({\"alerts\":[...]}) to this URL; they are logged on stderr too");
+
+  checkOptions(monitor.command("check").description("check a dataset against a version's reference: data-quality rules and drift; exits 1 when a check fails")).action(
+    async (ref: string, _opts: unknown, cmd: Command) => {
+      const report = await run(ref, cmd.optsWithGlobals<CheckFlags>());
+      if (cmd.optsWithGlobals<CheckFlags>().json === true) printJson(ctx.io, report);
       else printCheck(ctx, report);
       if (!report.passed) {
         throw new MlshipError("MLSHIP_ERR_MONITOR_CHECK_FAILED", `${report.failures.length} monitoring check${report.failures.length > 1 ? "s" : ""} failed for ${report.model}@${report.version}`, {
           field: "data",
         });
       }
-    });
+    },
+  );
+
+  checkOptions(monitor.command("report").description("the same comparison as check, as a report (--html FILE and/or --json); exits 0 whatever it finds")).action(
+    async (ref: string, _opts: unknown, cmd: Command) => {
+      const o = cmd.optsWithGlobals<CheckFlags>();
+      if (o.html === undefined && o.json !== true) throw usageError("monitor report needs --html FILE or --json", "--html");
+      const report = await run(ref, o);
+      if (o.json === true) printJson(ctx.io, report);
+      else printLine(ctx.io, `report written to ${path.resolve(ctx.io.cwd, o.html ?? "")} (${report.passed ? "all checks passed" : `${report.failures.length} findings`})`);
+    },
+  );
 
   return monitor;
 }

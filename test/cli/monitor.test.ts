@@ -154,6 +154,17 @@ describe("mlship monitor", { timeout: 180_000 }, () => {
     expect(report.predictionDriftSkipped).toBe("the current data lacks values of some features");
   });
 
+  it("monitor report writes the report and exits 0 whatever it finds; it needs --html or --json", async () => {
+    const html = path.join(home, "drifted-report.html");
+    const r = await cli("monitor", "report", "bc@production", "--data", file(bc, "drifted.csv"), "--html", html);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain("findings");
+    expect(fs.readFileSync(html, "utf8")).toContain("mean radius");
+    const usage = await cli("monitor", "report", "bc@production", "--data", file(bc, "drifted.csv"));
+    expect(usage.code).toBe(2);
+    expect(usage.stderr).toContain("--html FILE or --json");
+  });
+
   it("gives a clear error for a missing data file and an unknown format", async () => {
     const missing = await cli("monitor", "profile", "bc@production", "--data", path.join(home, "nope.csv"));
     expect(missing.code).toBe(1);
