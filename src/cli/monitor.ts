@@ -56,6 +56,16 @@ function printCheck(ctx: CliContext, r: CheckReport): void {
     printLine(ctx.io, `prediction drift: ${r.predictionDrift.driftedFeatures} of ${r.predictionDrift.features.length} outputs`);
     printLine(ctx.io, formatTable(["output", "method", "statistic", "p-value", "drift if", "verdict"], driftRows(r.predictionDrift)));
   }
+  if (r.windows !== undefined) {
+    printLine(ctx.io);
+    for (const w of r.windows) {
+      const top = Object.entries(w.driftedWindows).sort((a, b) => b[1] - a[1]).slice(0, 5).map(([f, n]) => `${f} ${n}`).join(", ");
+      printLine(ctx.io, `${w.size} ${w.mode} windows: ${w.windows} (${w.tested} with enough rows)${top === "" ? "" : `; drifted windows: ${top}`}`);
+    }
+    const kinds = r.kinds ?? [];
+    if (kinds.length > 0) printLine(ctx.io, formatTable(["column", "drift kind", "evidence"], kinds.map((k) => [k.source === "predictions" ? `${k.column} (output)` : k.column, k.kind, k.evidence])));
+    else printLine(ctx.io, "drift kinds: none found over time");
+  }
   printLine(ctx.io);
   printLine(ctx.io, r.passed ? "check passed" : `check FAILED:\n${r.failures.map((f) => `  - ${f}`).join("\n")}`);
 }
@@ -83,20 +93,42 @@ export function monitorCommand(ctx: CliContext): Command {
       else printProfile(ctx, profile);
     });
 
-  type CheckFlags = GlobalOptions & { data: string; rules?: string; failOn: FailOn; predictions: boolean; json?: boolean; html?: string; webhook?: string };
+  type CheckFlags = GlobalOptions & {
+    data: string;
+    rules?: string;
+    failOn: FailOn;
+    predictions: boolean;
+    json?: boolean;
+    html?: string;
+    webhook?: string;
+    timeColumn?: string;
+    windows?: string[];
+    sliding?: boolean;
+    storeWindows: boolean;
+  };
   /** Both commands: the check, the HTML file and the alerts. */
   const run = async (ref: string, o: CheckFlags): Promise<CheckReport> => {
     const app = await ctx.app(o, {}, { "runtime.workers": 1 });
     const config = o.rules === undefined ? undefined : await loadMonitorConfigFile(path.resolve(ctx.io.cwd, o.rules));
     const resolved = await app.scoring.resolve(ref);
-    const { report, reference, current } = await checkDatasetWithProfiles({ scoring: app.scoring, store: new MonitorStore(app.store) }, resolved, path.resolve(ctx.io.cwd, o.data), {
+    if (o.timeColumn === undefined && (o.windows !== undefined || o.sliding === true)) throw usageError("--windows and --sliding need --time-column", "--time-column");
+    const { report, reference, current, series } = await checkDatasetWithProfiles({ scoring: app.scoring, store: new MonitorStore(app.store) }, resolved, path.resolve(ctx.io.cwd, o.data), {
       config,
       failOn: o.failOn,
       predictions: o.predictions,
+      ...(o.timeColumn === undefined ? {} : { timeColumn: o.timeColumn, windowMode: o.sliding === true ? "sliding" : "tumbling", storeWindows: o.storeWindows }),
+      ...(o.windows === undefined ? {} : { windows: o.windows }),
     });
     if (o.html !== undefined) {
       const out = path.resolve(ctx.io.cwd, o.html);
-      await fs.writeFile(out, renderHtmlReport({ reference, current, check: report }));
+      const windows = series?.map((w) => ({
+        size: `${w.size} ${w.mode}`,
+        series: w.windows
+          .filter((x) => x.drift !== undefined)
+          .map((x) => ({ start: x.start, end: x.end, features: Object.fromEntries((x.drift?.features ?? []).map((f) => [f.feature, { score: f.score, drifted: f.drifted, method: f.method }])) })),
+      }));
+      const kinds = Object.fromEntries((report.kinds ?? []).filter((k) => k.source === "features").map((k) => [k.column, { kind: k.kind, evidence: `${k.evidence} (${k.size} windows)` }]));
+      await fs.writeFile(out, renderHtmlReport({ reference, current, check: report, ...(windows === undefined ? {} : { windows, kinds }) }));
       ctx.logger.info({ output: out }, "HTML report written");
     }
     if (o.webhook !== undefined) {
@@ -114,7 +146,11 @@ export function monitorCommand(ctx: CliContext): Command {
       .option("--no-predictions", "do not score the rows for prediction drift")
       .option("--json", "print the report as JSON")
       .option("--html <file>", "write the report as one self-contained HTML file")
-      .option("--webhook <url>", "POST the findings as alerts ({\"alerts\":[...]}) to this URL; they are logged on stderr too");
+      .option("--webhook <url>", "POST the findings as alerts ({\"alerts\":[...]}) to this URL; they are logged on stderr too")
+      .option("--time-column <name>", "a column of row timestamps: also compare window by window and name each drift's kind")
+      .option("--windows <sizes>", "window sizes with --time-column (default 1h,12h,1d)", list)
+      .option("--sliding", "sliding windows (a step of a quarter of the size) instead of tumbling ones")
+      .option("--no-store-windows", "do not store the window profiles with the version");
 
   checkOptions(monitor.command("check").description("check a dataset against a version's reference: data-quality rules and drift; exits 1 when a check fails")).action(
     async (ref: string, _opts: unknown, cmd: Command) => {

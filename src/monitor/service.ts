@@ -11,7 +11,13 @@ import { profileTable } from "./profile/index.js";
 import { readDatasetFile } from "./readers.js";
 import { checkRules } from "./rules.js";
 import type { MonitorStore } from "./store.js";
+import { classifyWindows } from "./kinds.js";
+import { DEFAULT_WINDOW_SIZES, toWindowProfile, windowedDrift } from "./windows.js";
+import type { WindowMode, WindowSeries } from "./windows.js";
 import type { Cell, ColumnTable, DatasetDrift, DatasetProfile, ReferenceProfile, RuleResult } from "./types.js";
+
+/** Tested windows a size needs before a drift kind is named from it (the classifier's own minimum). */
+const MIN_KIND_WINDOWS = 6;
 
 /** Rows sent to the model per scoring call while profiling predictions. */
 const PREDICTION_CHUNK_ROWS = 2000;
@@ -113,6 +119,13 @@ export interface CheckReport {
   predictionDrift: DatasetDrift | undefined;
   /** Why there is no prediction drift, when there is none. */
   predictionDriftSkipped: string | undefined;
+  /** Per window size, when the check ran over time windows: how many windows, how many had enough rows. */
+  windows: { size: string; mode: WindowMode; windows: number; tested: number; driftedWindows: Record<string, number> }[] | undefined;
+  /**
+   * The kind of each drifted feature and output (instant, gradual, periodic, temporary), from the smallest window
+   * size with enough windows, with the evidence.
+   */
+  kinds: { column: string; source: "features" | "predictions"; size: string; kind: string; evidence: string }[] | undefined;
   /** The failures that decide the exit status, by the `failOn` policy. */
   failures: string[];
   passed: boolean;
@@ -122,6 +135,13 @@ export type FailOn = "any" | "dataset" | "rules";
 
 export interface CheckOptions {
   config?: MonitorConfig;
+  /** A column of row timestamps: the data is also compared window by window, and each drift's kind is named. */
+  timeColumn?: string;
+  /** Window sizes (default 1h, 12h, 1d) and their mode (default tumbling). */
+  windows?: readonly string[];
+  windowMode?: WindowMode;
+  /** Store every window's profile and drift with the version (default true when `timeColumn` is set). */
+  storeWindows?: boolean;
   labelColumns?: readonly string[];
   /** `any`: an error rule or any drifted feature fails; `dataset`: an error rule or dataset drift; `rules`: rules only. */
   failOn?: FailOn;
@@ -139,7 +159,7 @@ export async function checkDatasetWithProfiles(
   resolved: ResolvedVersion,
   file: string,
   options: CheckOptions = {},
-): Promise<{ report: CheckReport; reference: ReferenceProfile; current: DatasetProfile }> {
+): Promise<{ report: CheckReport; reference: ReferenceProfile; current: DatasetProfile; series: WindowSeries[] | undefined }> {
   const v = resolved.version;
   const reference = await deps.store.getReference(v.name, v.version);
   if (reference === undefined) {
@@ -178,15 +198,17 @@ export async function checkDatasetWithProfiles(
   const drift = datasetDrift(comparable, currentColumns, { methods, kinds, shareThreshold: config.drift.share });
   let predictionDrift: DatasetDrift | undefined;
   let predictionDriftSkipped: string | undefined;
+  let predicted: ColumnTable | undefined;
   if (options.predictions === false) predictionDriftSkipped = "turned off";
   else if (reference.predictions === undefined) predictionDriftSkipped = "the reference profile has no predictions";
   else if (present.length !== names.length || skippedFeatures.length > 0) predictionDriftSkipped = "the current data lacks values of some features";
   else {
     try {
-      const predicted = await predictionTable(deps.scoring, `${v.name}@${v.version}`, current);
+      predicted = await predictionTable(deps.scoring, `${v.name}@${v.version}`, current);
       const referencePredictions = referenceFromProfile(reference.predictions);
       const shared = Object.fromEntries(predicted.columns.filter((c) => referencePredictions[c] !== undefined).map((c) => [c, referencePredictions[c]])) as typeof referencePredictions;
       predictionDrift = datasetDrift(shared, columnsOf(predicted, Object.keys(shared)), { shareThreshold: config.drift.share });
+      predicted = restrict(predicted, Object.keys(shared));
     } catch (err) {
       // Rows the model refuses (missing or invalid values) are the rules' findings; the check itself goes on.
       predictionDriftSkipped = `the model could not score the rows: ${err instanceof Error ? err.message : String(err)}`;
@@ -204,6 +226,39 @@ export async function checkDatasetWithProfiles(
     if (drift.drifted) failures.push(`dataset drift: ${drift.driftedFeatures} of ${drift.features.length} features drifted (share ${drift.share.toFixed(3)} >= ${drift.shareThreshold})`);
     if (predictionDrift?.drifted === true) failures.push(`prediction drift: ${predictionDrift.driftedFeatures} of ${predictionDrift.features.length} outputs drifted`);
   }
-  const report: CheckReport = { model: v.name, version: v.version, rows: table.rows, source: file, rules, drift, skippedFeatures, predictionDrift, predictionDriftSkipped, failures, passed: failures.length === 0 };
-  return { report, reference, current: currentProfile };
+  let windows: CheckReport["windows"];
+  let windowKinds: CheckReport["kinds"];
+  let series: WindowSeries[] | undefined;
+  if (options.timeColumn !== undefined) {
+    if (!table.columns.includes(options.timeColumn)) {
+      throw new MlshipError("MLSHIP_ERR_INPUT_MISSING", `${file}: no time column '${options.timeColumn}' (columns: ${table.columns.slice(0, 8).join(", ")}${table.columns.length > 8 ? ", ..." : ""})`, {
+        field: "time-column",
+      });
+    }
+    const timed = restrict(table, [...testable, options.timeColumn]);
+    series = windowedDrift({
+      reference: { ...reference, features: { ...reference.features, columns: reference.features.columns.filter((c) => testable.includes(c.name)) } },
+      table: timed,
+      timeColumn: options.timeColumn,
+      sizes: options.windows ?? DEFAULT_WINDOW_SIZES,
+      mode: options.windowMode ?? "tumbling",
+      methods,
+      shareThreshold: config.drift.share,
+      ...(predicted === undefined ? {} : { predictions: predicted }),
+    });
+    if (options.storeWindows !== false) {
+      const createdAt = new Date();
+      for (const s of series) for (const w of s.windows) await deps.store.saveWindow(toWindowProfile(w, createdAt));
+    }
+    windows = series.map((s) => {
+      const driftedWindows: Record<string, number> = {};
+      for (const w of s.windows) for (const f of w.drift?.features ?? []) if (f.drifted) driftedWindows[f.feature] = (driftedWindows[f.feature] ?? 0) + 1;
+      return { size: s.size, mode: s.mode, windows: s.windows.length, tested: s.windows.filter((w) => !w.insufficient).length, driftedWindows };
+    });
+    // The finest size with enough tested windows names the kind (coarser sizes have too few points for a shape).
+    const usable = series.filter((s) => s.windows.filter((w) => !w.insufficient).length >= MIN_KIND_WINDOWS).sort((a, b) => a.sizeMs - b.sizeMs)[0];
+    windowKinds = usable === undefined ? [] : classifyWindows(usable.windows).filter((k) => k.kind !== "none").map((k) => ({ column: k.column, source: k.source, size: usable.size, kind: k.kind, evidence: k.evidence }));
+  }
+  const report: CheckReport = { model: v.name, version: v.version, rows: table.rows, source: file, rules, drift, skippedFeatures, predictionDrift, predictionDriftSkipped, windows, kinds: windowKinds, failures, passed: failures.length === 0 };
+  return { report, reference, current: currentProfile, series };
 }

@@ -1,7 +1,7 @@
 import { sql, type Generated, type Kysely } from "kysely";
 import { MlshipError } from "../core/index.js";
 import { mapStoreError, type Database, type SqlStore } from "../store/index.js";
-import type { DatasetProfile, ReferenceProfile } from "./types.js";
+import type { DatasetDrift, DatasetProfile, ReferenceProfile } from "./types.js";
 
 /** The `monitor_profiles` table (migration 0003_monitor). A type alias: Kysely's withTables needs index signatures. */
 export type MonitorProfilesTable = {
@@ -38,6 +38,11 @@ export interface WindowProfile {
   createdAt: string;
   features: DatasetProfile;
   predictions: DatasetProfile | undefined;
+  /** Rows in the window, and its drift results when it had enough rows (see `windows.ts`). */
+  rows?: number;
+  drift?: DatasetDrift;
+  predictionDrift?: DatasetDrift;
+  insufficient?: boolean;
 }
 
 export interface ListWindowsOptions {

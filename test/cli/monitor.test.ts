@@ -154,6 +154,51 @@ describe("mlship monitor", { timeout: 180_000 }, () => {
     expect(report.predictionDriftSkipped).toBe("the current data lacks values of some features");
   });
 
+  it("compares a timestamped file window by window, names an instant shift, and stores the windows", async () => {
+    const lines = fs.readFileSync(file(bc, "prod.csv"), "utf8").trim().split("\n");
+    const header = lines[0] as string;
+    const rows = lines.slice(1).map((l) => l.split(","));
+    const train = fs.readFileSync(file(bc, "train.csv"), "utf8").trim().split("\n").slice(1).map((l) => Number(l.split(",")[0]));
+    const mean = train.reduce((a, b) => a + b, 0) / train.length;
+    const std = Math.sqrt(train.reduce((a, b) => a + (b - mean) ** 2, 0) / train.length);
+    // 48 hours x 60 rows resampled from prod.csv (seeded); "mean radius" + 1.5 train std from hour 24 on.
+    let seed = 12345;
+    const next = (): number => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return seed / 4294967296;
+    };
+    const out = [`${header},ts`];
+    for (let h = 0; h < 48; h++) {
+      for (let k = 0; k < 60; k++) {
+        const row = [...(rows[Math.floor(next() * rows.length)] as string[])];
+        if (h >= 24) row[0] = String(Number(row[0]) + 1.5 * std);
+        const at = new Date(Date.UTC(2026, 10, 1, h, k));
+        out.push(`${row.join(",")},${at.toISOString().replace("T", " ").slice(0, 19)}`);
+      }
+    }
+    const timed = path.join(home, "timed.csv");
+    fs.writeFileSync(timed, `${out.join("\n")}\n`);
+    const r = await cli("monitor", "check", "bc@production", "--data", timed, "--time-column", "ts", "--windows", "1h,6h", "--fail-on", "rules", "--json");
+    expect(r.stderr).toBe("");
+    const report = JSON.parse(r.stdout) as CheckReport;
+    expect(report.windows?.map((w) => [w.size, w.mode, w.windows, w.tested])).toEqual([
+      ["1h", "tumbling", 48, 48],
+      ["6h", "tumbling", 8, 8],
+    ]);
+    expect(report.windows?.[0]?.driftedWindows["mean radius"]).toBeGreaterThanOrEqual(24);
+    const radius = report.kinds?.find((k) => k.column === "mean radius");
+    expect(radius).toMatchObject({ source: "features", size: "1h", kind: "instant" });
+    expect(radius?.evidence).toContain("2026-11-02T00:00:00.000Z");
+    // Untouched features are never named instant or gradual.
+    for (const k of report.kinds ?? []) if (k.column !== "mean radius" && k.source === "features") expect(["instant", "gradual"]).not.toContain(k.kind);
+    expect(r.code).toBe(0);
+    const bad = await cli("monitor", "check", "bc@production", "--data", timed, "--time-column", "when");
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/no time column 'when'.*\[MLSHIP_ERR_INPUT_MISSING\]/);
+    const usage = await cli("monitor", "check", "bc@production", "--data", timed, "--windows", "1h");
+    expect(usage.code).toBe(2);
+  });
+
   it("monitor report writes the report and exits 0 whatever it finds; it needs --html or --json", async () => {
     const html = path.join(home, "drifted-report.html");
     const r = await cli("monitor", "report", "bc@production", "--data", file(bc, "drifted.csv"), "--html", html);

@@ -27,7 +27,7 @@ async function breastCancerCheck(): Promise<CheckReport> {
     ...rules.filter((r) => !r.passed && r.severity === "error").map((r) => `rule ${r.rule}`),
     ...drift.features.filter((f) => f.drifted).map((f) => `drift in '${f.feature}'`),
   ];
-  return { model: "breast-cancer", version: 3, rows: drifted.rows, source: "drifted.csv", rules, drift, skippedFeatures: [], predictionDrift: undefined, predictionDriftSkipped: "no model scored", failures, passed: failures.length === 0 };
+  return { model: "breast-cancer", version: 3, rows: drifted.rows, source: "drifted.csv", rules, drift, skippedFeatures: [], predictionDrift: undefined, predictionDriftSkipped: "no model scored", windows: undefined, kinds: undefined, failures, passed: failures.length === 0 };
 }
 
 function alert(feature: string, severity: Alert["severity"] = "warning", kind: Alert["kind"] = "drift"): Alert {

@@ -46,7 +46,7 @@ function build(train: ColumnTable, other: ColumnTable, sourcePath: string): Buil
     drift,
     skippedFeatures: [],
     predictionDrift: undefined,
-    predictionDriftSkipped: "not scored in this test",
+    predictionDriftSkipped: "not scored in this test", windows: undefined, kinds: undefined,
     failures,
     passed: failures.length === 0,
   };
