@@ -127,7 +127,8 @@ export function checkRules(input: CheckRulesInput): RuleResult[] {
   return results;
 }
 
-function rowCountDrop(rows: number, previousRows: number, maxDrop: number): RuleResult {
+/** The row-count rule for a window against the one before it (exported for the windowed check). */
+export function rowCountDrop(rows: number, previousRows: number, maxDrop: number): RuleResult {
   const drop = (previousRows - rows) / previousRows;
   // Integer row counts: `rows < previous*(1-maxDrop)` is the same as `rows < ceil(previous*(1-maxDrop))`.
   const minRows = Math.ceil(previousRows * (1 - maxDrop) - 1e-9);

@@ -9,7 +9,7 @@ import { columnsOf, datasetDrift, referenceFromProfile } from "./drift.js";
 import type { MethodOverride } from "./drift.js";
 import { profileTable } from "./profile/index.js";
 import { readDatasetFile } from "./readers.js";
-import { checkRules } from "./rules.js";
+import { checkRules, rowCountDrop } from "./rules.js";
 import type { MonitorStore } from "./store.js";
 import { classifyWindows } from "./kinds.js";
 import { DEFAULT_WINDOW_SIZES, toWindowProfile, windowedDrift } from "./windows.js";
@@ -249,6 +249,19 @@ export async function checkDatasetWithProfiles(
     if (options.storeWindows !== false) {
       const createdAt = new Date();
       for (const s of series) for (const w of s.windows) await deps.store.saveWindow(toWindowProfile(w, createdAt));
+    }
+    // Row-count drops between consecutive windows of a size (only the failures: the passes would flood the list).
+    for (const s of series) {
+      s.windows.forEach((w, i) => {
+        const previous = s.windows[i - 1];
+        if (previous === undefined || previous.rows === 0) return;
+        const result = rowCountDrop(w.rows, previous.rows, config.rules.max_row_drop);
+        if (!result.passed) {
+          const labelled = { ...result, message: `${s.size} window from ${w.start}: ${result.message}` };
+          rules.push(labelled);
+          failures.push(`rule ${labelled.rule}: ${labelled.message}`);
+        }
+      });
     }
     windows = series.map((s) => {
       const driftedWindows: Record<string, number> = {};

@@ -161,7 +161,8 @@ describe("mlship monitor", { timeout: 180_000 }, () => {
     const train = fs.readFileSync(file(bc, "train.csv"), "utf8").trim().split("\n").slice(1).map((l) => Number(l.split(",")[0]));
     const mean = train.reduce((a, b) => a + b, 0) / train.length;
     const std = Math.sqrt(train.reduce((a, b) => a + (b - mean) ** 2, 0) / train.length);
-    // 48 hours x 60 rows resampled from prod.csv (seeded); "mean radius" + 1.5 train std from hour 24 on.
+    // 48 hours x 60 rows resampled from prod.csv (seeded); "mean radius" + 1.5 train std from hour 24 on; hour 30
+    // nearly empty (5 rows: an outage upstream).
     let seed = 12345;
     const next = (): number => {
       seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
@@ -169,7 +170,7 @@ describe("mlship monitor", { timeout: 180_000 }, () => {
     };
     const out = [`${header},ts`];
     for (let h = 0; h < 48; h++) {
-      for (let k = 0; k < 60; k++) {
+      for (let k = 0; k < (h === 30 ? 5 : 60); k++) {
         const row = [...(rows[Math.floor(next() * rows.length)] as string[])];
         if (h >= 24) row[0] = String(Number(row[0]) + 1.5 * std);
         const at = new Date(Date.UTC(2026, 10, 1, h, k));
@@ -179,19 +180,25 @@ describe("mlship monitor", { timeout: 180_000 }, () => {
     const timed = path.join(home, "timed.csv");
     fs.writeFileSync(timed, `${out.join("\n")}\n`);
     const r = await cli("monitor", "check", "bc@production", "--data", timed, "--time-column", "ts", "--windows", "1h,6h", "--fail-on", "rules", "--json");
-    expect(r.stderr).toBe("");
+    expect(r.stderr).toMatch(/^mlship: 1 monitoring check failed for bc@1 \[MLSHIP_ERR_MONITOR_CHECK_FAILED\]\n$/);
     const report = JSON.parse(r.stdout) as CheckReport;
     expect(report.windows?.map((w) => [w.size, w.mode, w.windows, w.tested])).toEqual([
-      ["1h", "tumbling", 48, 48],
+      ["1h", "tumbling", 48, 47],
       ["6h", "tumbling", 8, 8],
     ]);
-    expect(report.windows?.[0]?.driftedWindows["mean radius"]).toBeGreaterThanOrEqual(24);
+    expect(report.windows?.[0]?.driftedWindows["mean radius"]).toBeGreaterThanOrEqual(23);
+    // The outage: 5 rows after 60 is a row-count drop (an error rule), found in the 1h series only.
+    const drops = report.rules.filter((x) => x.rule === "row_count_drop");
+    expect(drops).toHaveLength(1);
+    expect(drops[0]).toMatchObject({ passed: false, severity: "error", observed: 5, source: "previous_window" });
+    expect(drops[0]?.message).toContain("1h window from 2026-11-02T06:00:00.000Z");
     const radius = report.kinds?.find((k) => k.column === "mean radius");
     expect(radius).toMatchObject({ source: "features", size: "1h", kind: "instant" });
     expect(radius?.evidence).toContain("2026-11-02T00:00:00.000Z");
     // Untouched features are never named instant or gradual.
     for (const k of report.kinds ?? []) if (k.column !== "mean radius" && k.source === "features") expect(["instant", "gradual"]).not.toContain(k.kind);
-    expect(r.code).toBe(0);
+    expect(r.code).toBe(1);
+    expect(report.failures).toEqual([expect.stringContaining("row_count_drop")]);
     const bad = await cli("monitor", "check", "bc@production", "--data", timed, "--time-column", "when");
     expect(bad.code).toBe(1);
     expect(bad.stderr).toMatch(/no time column 'when'.*\[MLSHIP_ERR_INPUT_MISSING\]/);
