@@ -75,7 +75,7 @@ function listenError(error: unknown, where: string, portKey: "server.port" | "se
 async function listen(ctx: CliContext, app: Mlship, defaultModel: string | null): Promise<RunningServer> {
   const { config } = app;
   // Loaded here so registry commands do not pay for Fastify and prom-client at start-up.
-  const { buildServer, createGrpcServer } = await import("../serve/index.js");
+  const { buildServer, createGrpcServer, requestMetricsOf } = await import("../serve/index.js");
   let draining = false;
   const server = buildServer({
     isDraining: () => draining,
@@ -88,7 +88,13 @@ async function listen(ctx: CliContext, app: Mlship, defaultModel: string | null)
   });
   // The monitoring data over REST (reference and window profiles), next to the serving routes.
   const { MonitorStore, monitorRoutes } = await import("../monitor/index.js");
-  void server.register(monitorRoutes, { store: new MonitorStore(app.store), registry: app.registry });
+  const requestMetrics = requestMetricsOf(server);
+  void server.register(monitorRoutes, {
+    store: new MonitorStore(app.store),
+    registry: app.registry,
+    scoring: app.scoring,
+    ...(requestMetrics === undefined ? {} : { requests: (model: string, version: string) => requestMetrics.snapshot(model, version) }),
+  });
   try {
     await server.listen({ host: config.server.host, port: config.server.port });
   } catch (error) {

@@ -1,11 +1,17 @@
 import type { FastifyPluginAsync } from "fastify";
 import { MlshipError } from "../core/index.js";
 import type { Registry } from "../registry/index.js";
+import type { ScoringService } from "../scoring/index.js";
+import type { RequestSnapshot } from "../serve/index.js";
 import type { MonitorStore } from "./store.js";
 
 export interface MonitorRoutesOptions {
   store: MonitorStore;
   registry: Registry;
+  /** For the service view: the versions' worker-pool figures. */
+  scoring?: ScoringService;
+  /** For the service view: the server's request figures of a version (`requestMetricsOf(server).snapshot`). */
+  requests?: (model: string, version: string) => RequestSnapshot | undefined;
 }
 
 interface VersionParams {
@@ -30,8 +36,8 @@ function sinceOf(text: string | undefined): string | undefined {
 }
 
 /**
- * The monitoring data of a version over REST, for the dashboard: the stored reference profile and the stored
- * window profiles. Registered by the composition root next to the serving routes (the serving layer does not know
+ * The monitoring data of a version over REST, for the dashboard: the stored reference profile, the stored window
+ * profiles, and the service figures (requests, errors, latency, worker time) in the same place. Registered by the composition root next to the serving routes (the serving layer does not know
  * the monitoring area); errors go through the host server's error handler, in the native `{error, code, field}` body.
  */
 export const monitorRoutes: FastifyPluginAsync<MonitorRoutesOptions> = async (app, options) => {
@@ -54,6 +60,40 @@ export const monitorRoutes: FastifyPluginAsync<MonitorRoutesOptions> = async (ap
       );
     }
     return profile;
+  });
+
+  const started = new Date();
+  // Latency, throughput, errors and the version's CPU share, next to its data: the dashboard's service panel.
+  app.get<{ Params: VersionParams }>("/api/v1/models/:name/versions/:version/monitor/service", async (request) => {
+    const v = await version(request.params);
+    const uptimeSeconds = (Date.now() - started.getTime()) / 1000;
+    const snapshot = options.requests?.(v.name, String(v.version));
+    const requests = snapshot?.requests ?? 0;
+    const failed = Object.entries(snapshot?.byStatus ?? {}).reduce((n, [status, count]) => n + (Number(status) >= 400 ? count : 0), 0);
+    const loaded = options.scoring?.loadedModels().find((m) => m.model === v.name && m.version === v.version);
+    const memory = process.memoryUsage();
+    const cpu = process.cpuUsage();
+    return {
+      model: v.name,
+      version: v.version,
+      since: started.toISOString(),
+      uptimeSeconds,
+      requests: {
+        total: requests,
+        perSecond: uptimeSeconds > 0 ? requests / uptimeSeconds : 0,
+        byStatus: snapshot?.byStatus ?? {},
+        errors: snapshot?.errors ?? {},
+        errorRate: requests === 0 ? 0 : failed / requests,
+        rows: snapshot?.rows ?? 0,
+      },
+      latencySeconds: snapshot?.latency ?? { count: 0, sumSeconds: 0, p50: null, p95: null, p99: null },
+      worker:
+        loaded === undefined
+          ? null
+          : { state: loaded.state, loadSeconds: loaded.loadSeconds ?? null, runs: loaded.runs, rowsRun: loaded.rowsRun, busySeconds: loaded.busySeconds, cpuShare: uptimeSeconds > 0 ? loaded.busySeconds / uptimeSeconds : 0, queued: loaded.queued },
+      // Memory and CPU are the server process's: versions share it (their workers' share is `worker.busySeconds`).
+      process: { rssBytes: memory.rss, heapUsedBytes: memory.heapUsed, cpuSeconds: (cpu.user + cpu.system) / 1e6 },
+    };
   });
 
   app.get<{ Params: VersionParams; Querystring: { size?: string; since?: string } }>(

@@ -2,8 +2,8 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { LoadedInfo, ScoringService } from "../../scoring/index.js";
 
-export type { RequestRecord } from "./request-series.js";
-import { RequestSeries, type RequestRecord } from "./request-series.js";
+export type { RequestRecord, RequestSnapshot } from "./request-series.js";
+import { RequestSeries, type RequestRecord, type RequestSnapshot } from "./request-series.js";
 import { peekState } from "./state.js";
 import type { RouteConfig } from "./types.js";
 
@@ -13,6 +13,8 @@ const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0
 export interface RequestMetrics {
   readonly register: Registry;
   record(r: RequestRecord): void;
+  /** A version's request figures since the server started. */
+  snapshot(model: string, version: string): RequestSnapshot | undefined;
   /** Stops listening to the scoring service. */
   dispose(): void;
 }
@@ -110,6 +112,7 @@ export function createRequestMetrics(scoring: ScoringService, register: Registry
   return {
     register,
     record: (r) => series.record(r),
+    snapshot: (model, version) => series.snapshot(model, version),
     dispose: unsubscribe,
   };
 }

@@ -33,6 +33,34 @@ interface Sample {
   metricName?: string;
 }
 
+/** A version's request figures since the server started, all protocols together. */
+export interface RequestSnapshot {
+  requests: number;
+  byStatus: Record<string, number>;
+  errors: Record<string, number>;
+  rows: number;
+  latency: { count: number; sumSeconds: number; p50: number | null; p95: number | null; p99: number | null };
+}
+
+/** A quantile from bucket counts, by linear interpolation inside the bucket (Prometheus' histogram_quantile). */
+function bucketQuantile(bounds: readonly number[], counts: readonly number[], q: number): number | null {
+  const total = counts.reduce((a, b) => a + b, 0);
+  if (total === 0) return null;
+  const rank = q * total;
+  let seen = 0;
+  for (let i = 0; i < counts.length; i++) {
+    const n = counts[i] as number;
+    if (seen + n >= rank && n > 0) {
+      // The +Inf bucket has no upper bound: report its lower one.
+      if (i >= bounds.length) return bounds[bounds.length - 1] ?? null;
+      const lower = i === 0 ? 0 : (bounds[i - 1] as number);
+      return lower + ((bounds[i] as number) - lower) * ((rank - seen) / n);
+    }
+    seen += n;
+  }
+  return bounds[bounds.length - 1] ?? null;
+}
+
 /**
  * A histogram whose samples come from `RequestSeries` at scrape time. prom-client validates and hashes the label
  * object on every observation, which costs more than the rest of a cached answer; here a request adds to plain
@@ -135,6 +163,36 @@ export class RequestSeries {
     s.buckets[i] = (s.buckets[i] as number) + 1;
     s.sum += r.seconds;
     s.count += 1;
+  }
+
+  /** A version's figures, summed over protocols; undefined before its first request. */
+  snapshot(model: string, version: string): RequestSnapshot | undefined {
+    const mine = [...this.series.values()].filter((s) => s.model === model && s.version === version);
+    if (mine.length === 0) return undefined;
+    const byStatus: Record<string, number> = {};
+    const errors: Record<string, number> = {};
+    const buckets = new Array<number>(this.bounds.length + 1).fill(0);
+    let requests = 0;
+    let rows = 0;
+    let sum = 0;
+    for (const s of mine) {
+      for (const [status, n] of s.byStatus) {
+        byStatus[String(status)] = (byStatus[String(status)] ?? 0) + n;
+        requests += n;
+      }
+      for (const [code, n] of s.errors) errors[code] = (errors[code] ?? 0) + n;
+      rows += s.rows;
+      sum += s.sum;
+      s.buckets.forEach((n, i) => (buckets[i] = (buckets[i] as number) + n));
+    }
+    const count = buckets.reduce((a, b) => a + b, 0);
+    return {
+      requests,
+      byStatus,
+      errors,
+      rows,
+      latency: { count, sumSeconds: sum, p50: bucketQuantile(this.bounds, buckets, 0.5), p95: bucketQuantile(this.bounds, buckets, 0.95), p99: bucketQuantile(this.bounds, buckets, 0.99) },
+    };
   }
 
   private durationSamples(name: string): Sample[] {

@@ -7,10 +7,18 @@ import { routeProtocol, sendError } from "./errors.js";
 import { createFastPath } from "./fast.js";
 import { EventLoopGuard } from "./shed.js";
 import { createRequestMetrics } from "./metrics.js";
+import type { RequestMetrics } from "./metrics.js";
 import { DEFAULT_BODY_LIMIT_BYTES, mlshipPlugin } from "./plugin.js";
 import type { BuildServerOptions, RouteConfig } from "./types.js";
 
 const REQUEST_ID_HEADER = "x-request-id";
+
+const serverMetrics = new WeakMap<FastifyInstance, RequestMetrics>();
+
+/** The request metrics of a server made by `buildServer` (undefined with `metrics: false`), for other views of them. */
+export function requestMetricsOf(server: FastifyInstance): RequestMetrics | undefined {
+  return serverMetrics.get(server);
+}
 
 /**
  * A Fastify server with mlship's routes, not listening yet (the caller listens; tests use `inject`). Unknown
@@ -81,6 +89,7 @@ export function buildServer(options: BuildServerOptions): FastifyInstance {
       routeProtocol(request),
     );
   });
+  if (requestMetrics !== undefined) serverMetrics.set(app, requestMetrics);
   app.addHook("onClose", async () => {
     guard.close();
     requestMetrics?.dispose();
