@@ -1,5 +1,6 @@
 import type { FastifyPluginAsync } from "fastify";
 import { MlshipError } from "../core/index.js";
+import { versionFromPath } from "../registry/index.js";
 import type { Registry } from "../registry/index.js";
 import type { ScoringService } from "../scoring/index.js";
 import type { RequestSnapshot } from "../serve/index.js";
@@ -19,12 +20,6 @@ interface VersionParams {
   version: string;
 }
 
-function versionNumber(text: string): number {
-  if (!/^[1-9][0-9]{0,8}$/.test(text)) {
-    throw new MlshipError("MLSHIP_ERR_INPUT_INVALID", `version must be a positive integer, got ${JSON.stringify(text)}`, { field: "version" });
-  }
-  return Number(text);
-}
 
 function sinceOf(text: string | undefined): string | undefined {
   if (text === undefined || text === "") return undefined;
@@ -44,7 +39,7 @@ export const monitorRoutes: FastifyPluginAsync<MonitorRoutesOptions> = async (ap
   const { store, registry } = options;
   /** 404s that name what is missing: the model, the version, then the profile. */
   const version = async (params: VersionParams): Promise<{ name: string; version: number }> => {
-    const v = versionNumber(params.version);
+    const v = versionFromPath(params.version);
     const record = await registry.getVersion(params.name, v);
     return { name: record.name, version: record.version };
   };

@@ -1,5 +1,5 @@
 export type * from "./types.js";
-export { createRegistry, defaultActor, validateVersionSettings } from "./registry.js";
+export { createRegistry, defaultActor, validateVersionSettings, versionFromPath } from "./registry.js";
 export type { CreateRegistryOptions } from "./registry.js";
 export { openRegistry } from "./open.js";
 export type { OpenRegistryOptions } from "./open.js";

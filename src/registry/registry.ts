@@ -124,6 +124,14 @@ export function validateVersionSettings(settings: unknown): ServingSettings {
   return checkServingSettings(settings, "", (what, field) => new MlshipError("MLSHIP_ERR_INPUT_INVALID", what, { field }));
 }
 
+/** A version number from a URL path segment (`/versions/{version}`): a positive integer, else 400 naming `version`. */
+export function versionFromPath(text: string): number {
+  if (!/^[1-9][0-9]{0,8}$/.test(text)) {
+    throw new MlshipError("MLSHIP_ERR_INPUT_INVALID", `version must be a positive integer, got ${JSON.stringify(text)}`, { field: "version" });
+  }
+  return Number(text);
+}
+
 function checkVersionNumber(version: unknown): number {
   if (typeof version !== "number" || !Number.isSafeInteger(version) || version < 1) {
     throw new MlshipError("MLSHIP_ERR_INPUT_INVALID", `version ${String(version)} is not a positive integer`, {

@@ -1,5 +1,6 @@
 import type { FastifyInstance } from "fastify";
 import { MlshipError } from "../../core/index.js";
+import { versionFromPath } from "../../registry/index.js";
 import type { Registry } from "../../registry/index.js";
 import type { ScoringService } from "../../scoring/index.js";
 import type { RouteConfig } from "./types.js";
@@ -11,12 +12,6 @@ interface SettingsParams {
   version: string;
 }
 
-function versionNumber(text: string): number {
-  if (!/^[1-9][0-9]{0,8}$/.test(text)) {
-    throw new MlshipError("MLSHIP_ERR_INPUT_INVALID", `version must be a positive integer, got ${JSON.stringify(text)}`, { field: "version" });
-  }
-  return Number(text);
-}
 
 /**
  * Management routes for a version's serving settings (batching, queue bound, timeout, cache, instances):
@@ -29,10 +24,10 @@ export function registerSettingsRoutes(app: FastifyInstance, scoring: ScoringSer
     return { model: name, version, settings: effective.settings, override, sources: effective.sources };
   };
   app.get<{ Params: SettingsParams }>("/api/v1/models/:name/versions/:version/settings", { config: V2 }, async (request) => {
-    return show(request.params.name, versionNumber(request.params.version));
+    return show(request.params.name, versionFromPath(request.params.version));
   });
   app.put<{ Params: SettingsParams }>("/api/v1/models/:name/versions/:version/settings", { config: V2 }, async (request) => {
-    const version = versionNumber(request.params.version);
+    const version = versionFromPath(request.params.version);
     const body = request.body;
     if (typeof body !== "object" || body === null || Array.isArray(body)) {
       throw new MlshipError("MLSHIP_ERR_INPUT_INVALID", "the body must be a JSON object of serving settings ({} resets them)", { field: "body" });
