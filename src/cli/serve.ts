@@ -87,10 +87,26 @@ async function listen(ctx: CliContext, app: Mlship, defaultModel: string | null)
     maxEventLoopDelayMs: config.server.maxEventLoopDelayMs,
   });
   // The monitoring data over REST (reference and window profiles), next to the serving routes.
-  const { MonitorStore, monitorRoutes } = await import("../monitor/index.js");
+  const { LiveMonitor, MonitorStore, monitorRoutes } = await import("../monitor/index.js");
   const requestMetrics = requestMetricsOf(server);
+  const monitorStore = new MonitorStore(app.store);
+  // Live monitoring listens to every scoring event, which costs the hot path a copy of each request's tensors:
+  // `auto` turns it on only where a reference exists to compare with.
+  const liveOn = config.monitor.live === "on" || (config.monitor.live === "auto" && (await monitorStore.hasReferences()));
+  const live = liveOn
+    ? new LiveMonitor({
+        scoring: app.scoring,
+        store: monitorStore,
+        logger: app.logger,
+        sizes: config.monitor.windows.split(","),
+        ...(requestMetrics === undefined ? {} : { registry: requestMetrics.register }),
+        ...(config.monitor.webhookUrl === null ? {} : { webhookUrl: config.monitor.webhookUrl }),
+      })
+    : undefined;
+  live?.start();
+  if (live !== undefined) app.logger.info({ windows: config.monitor.windows }, "live monitoring on");
   void server.register(monitorRoutes, {
-    store: new MonitorStore(app.store),
+    store: monitorStore,
     registry: app.registry,
     scoring: app.scoring,
     ...(requestMetrics === undefined ? {} : { requests: (model: string, version: string) => requestMetrics.snapshot(model, version) }),
@@ -144,6 +160,8 @@ async function listen(ctx: CliContext, app: Mlship, defaultModel: string | null)
       closeIdle.unref();
       void Promise.all([
         server.close().catch((err: unknown) => app.logger.error({ err }, "error while closing the server")),
+        // Complete windows are stored; the open ones are left (a restart starts them again).
+        live?.close().catch((err: unknown) => app.logger.warn({ err }, "live monitoring did not close cleanly")),
         // tryShutdown, then forceShutdown once the same grace period is over (close() never rejects).
         grpc?.close(config.server.shutdownTimeoutMs),
       ]).finally(() => {

@@ -100,6 +100,11 @@ export function loadConfigWithSources(options: LoadConfigOptions = {}): LoadedCo
       maxBytes: pick("cache.maxBytes", 64 * 1024 * 1024),
       ttlSeconds: pick("cache.ttlSeconds", 300),
     },
+    monitor: {
+      live: pick("monitor.live", "auto"),
+      windows: pick("monitor.windows", "1h"),
+      webhookUrl: pickNullable("monitor.webhookUrl"),
+    },
     log: { level: pick("log.level", "info") },
     user: pick("user", defaultUser()),
   };
@@ -231,6 +236,23 @@ function parseValue(def: KeyDef, raw: unknown, source: string, base: string): Co
     case "ref": {
       if (raw === null) return null;
       if (typeof raw !== "string" || !/^\S+$/.test(raw)) throw bad("a model reference such as name@production");
+      return raw;
+    }
+    case "live": {
+      if (raw !== "auto" && raw !== "on" && raw !== "off") throw bad("auto, on or off");
+      return raw;
+    }
+    case "windows": {
+      if (typeof raw !== "string" || !/^\s*[1-9]\d*(ms|s|m|h|d|w)\s*(,\s*[1-9]\d*(ms|s|m|h|d|w)\s*)*$/.test(raw)) throw bad("window sizes like 1h or 1h,12h,1d");
+      return raw.replace(/\s+/g, "");
+    }
+    case "url": {
+      if (typeof raw !== "string" || !/^https?:\/\//.test(raw)) throw bad("an http:// or https:// URL");
+      try {
+        new URL(raw);
+      } catch {
+        throw bad("a valid URL");
+      }
       return raw;
     }
     case "string": {

@@ -62,6 +62,17 @@ export interface MlshipConfig {
     /** Entry lifetime when a version's `serving.cache.ttl_seconds` is unset, in seconds. Default 300. */
     readonly ttlSeconds: number;
   };
+  readonly monitor: {
+    /**
+     * Live monitoring in `mlship serve`: window profiles of served predictions against each version's reference.
+     * `auto` (default): on when some version has a reference profile at start-up; `on`; `off`.
+     */
+    readonly live: "auto" | "on" | "off";
+    /** Live window sizes, comma separated (`1h`, `12h,1d`). Default `1h`. */
+    readonly windows: string;
+    /** Where live alerts are POSTed (JSON), or null for log lines and the gauge only. */
+    readonly webhookUrl: string | null;
+  };
   readonly log: {
     /** pino level: fatal, error, warn, info, debug, trace or silent. Default `info`. */
     readonly level: LogLevel;
@@ -96,6 +107,9 @@ export type ConfigKey =
   | "cache.backend"
   | "cache.maxBytes"
   | "cache.ttlSeconds"
+  | "monitor.live"
+  | "monitor.windows"
+  | "monitor.webhookUrl"
   | "log.level"
   | "user";
 
@@ -107,7 +121,7 @@ export interface KeyDef {
   env: string;
   /** The CLI flag that sets it, where one exists. */
   flag?: string;
-  kind: "path" | "string" | "int" | "level" | "store" | "ref" | "cache";
+  kind: "path" | "string" | "int" | "level" | "store" | "ref" | "cache" | "live" | "windows" | "url";
   /** Smallest/largest accepted integer. */
   min?: number;
   max?: number;
@@ -220,6 +234,18 @@ export const KEYS: readonly KeyDef[] = [
   {
     key: "log.level", env: "MLSHIP_LOG_LEVEL", flag: "--log-level", kind: "level", defaultText: "info",
     doc: `Log level (${LOG_LEVELS.join(", ")}); logs go to stderr.`,
+  },
+  {
+    key: "monitor.live", env: "MLSHIP_MONITOR_LIVE", kind: "live", defaultText: "auto",
+    doc: "Live monitoring in mlship serve (windows of served predictions against each version's reference): auto (on when a reference profile exists at start-up), on or off.",
+  },
+  {
+    key: "monitor.windows", env: "MLSHIP_MONITOR_WINDOWS", kind: "windows", defaultText: "1h",
+    doc: "Live window sizes, comma separated (units ms, s, m, h, d, w), e.g. 1h,12h,1d.",
+  },
+  {
+    key: "monitor.webhookUrl", env: "MLSHIP_MONITOR_WEBHOOK", kind: "url", defaultText: "(none)",
+    doc: "Where live monitoring alerts are POSTed as JSON; unset: log lines and the mlship_monitor_alert_active gauge only.",
   },
   {
     key: "user", env: "MLSHIP_USER", flag: "--user", kind: "string", defaultText: "the OS user name",

@@ -21,3 +21,5 @@ export { assignWindows, DEFAULT_MIN_WINDOW_ROWS, DEFAULT_WINDOW_SIZES, fromWindo
 export type { StoredWindow, TimeWindow, WindowedDriftOptions, WindowMode, WindowResult, WindowSeries } from "./windows.js";
 export { classifyDrift, classifyWindows, driftSeverity, featureSeries, mannKendall } from "./kinds.js";
 export type { ClassifyOptions, ColumnKind, DriftKind, DriftKindDetails, DriftKindResult, DriftPoint } from "./kinds.js";
+export { LiveMonitor, MONITOR_PROTOCOL, REFERENCE_RECHECK_MS, DEFAULT_KIND_WINDOWS, DEFAULT_MAX_QUEUED_ROWS } from "./live.js";
+export type { FlushResult, LiveMonitorOptions, LiveMonitorStats, LiveWindowFindings } from "./live.js";

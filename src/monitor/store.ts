@@ -106,6 +106,12 @@ export class MonitorStore {
     });
   }
 
+  /** Whether any version has a reference profile (live monitoring's `auto` mode starts only then). */
+  async hasReferences(): Promise<boolean> {
+    const row = await this.#read(() => this.#db.selectFrom("monitor_profiles").select("model").where("kind", "=", "reference").limit(1).executeTakeFirst());
+    return row !== undefined;
+  }
+
   async getReference(model: string, version: number): Promise<ReferenceProfile | undefined> {
     const row = await this.#read(() =>
       this.#db

@@ -6,7 +6,7 @@ import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { CheckReport, ReferenceProfile } from "../../src/monitor/index.js";
-import { fixture, spawnCli, tempDir } from "./helpers.js";
+import { fixture, spawnCli, startCli, tempDir } from "./helpers.js";
 
 const home = tempDir("cli-monitor");
 const env = { MLSHIP_HOME: home, MLSHIP_USER: "ci", MLSHIP_WORKERS: "1", MLSHIP_LOG_LEVEL: "warn" };
@@ -215,6 +215,39 @@ describe("mlship monitor", { timeout: 180_000 }, () => {
     const usage = await cli("monitor", "report", "bc@production", "--data", file(bc, "drifted.csv"));
     expect(usage.code).toBe(2);
     expect(usage.stderr).toContain("--html FILE or --json");
+  });
+
+  it("monitors served predictions live in mlship serve: windows stored, drift found, served over REST", async () => {
+    // Short windows so the test sees them close; auto mode is on because bc@1 has a reference profile.
+    const proc = startCli(["serve", "--port", "0", "--grpc-port", "-1"], { env: { ...env, MLSHIP_MONITOR_WINDOWS: "3s", MLSHIP_LOG_LEVEL: "info" } });
+    try {
+      const url = (await proc.waitForStdout(/mlship serving on (http:\/\/\S+)/, 90_000))[1] as string;
+      const post = async (csv: string): Promise<void> => {
+        const lines = fs.readFileSync(file(bc, csv), "utf8").trim().split("\n");
+        const columns = (lines[0] as string).split(",").slice(0, 30);
+        const data = lines.slice(1).map((l) => l.split(",").slice(0, 30).map(Number));
+        const res = await fetch(`${url}/v1/models/bc@1/invocations`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ dataframe_split: { columns, data } }) });
+        expect(res.status).toBe(200);
+      };
+      await post("drifted.csv");
+      type Windows = { windows: Array<{ rows?: number; insufficient?: boolean; drift?: { features: Array<{ feature: string; drifted: boolean }> } }> };
+      let stored: Windows["windows"] = [];
+      for (let i = 0; i < 200 && stored.length === 0; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        stored = (await (await fetch(`${url}/api/v1/models/bc/versions/1/monitor/windows?size=3s`)).json() as Windows).windows.filter((w) => (w.rows ?? 0) > 0);
+      }
+      expect(stored.length).toBeGreaterThan(0);
+      const window = stored[0];
+      expect(window?.rows).toBe(143);
+      const drifted = (window?.drift?.features ?? []).filter((f) => f.drifted).map((f) => f.feature).sort();
+      expect(drifted).toEqual(["mean radius", "mean texture", "worst smoothness"]);
+      expect(proc.stderr()).toContain("live monitoring on");
+      const service = await (await fetch(`${url}/api/v1/models/bc/versions/1/monitor/service`)).json() as { requests: { total: number; rows: number } };
+      expect(service.requests).toMatchObject({ total: 1, rows: 143 });
+    } finally {
+      proc.child.kill("SIGTERM");
+      await proc.exited;
+    }
   });
 
   it("gives a clear error for a missing data file and an unknown format", async () => {
