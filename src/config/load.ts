@@ -102,7 +102,7 @@ export function loadConfigWithSources(options: LoadConfigOptions = {}): LoadedCo
     },
     monitor: {
       live: pick("monitor.live", "auto"),
-      windows: pick("monitor.windows", "1h"),
+      windows: pick("monitor.windows", "1h,12h,1d"),
       webhookUrl: pickNullable("monitor.webhookUrl"),
     },
     log: { level: pick("log.level", "info") },

@@ -68,7 +68,7 @@ export interface MlshipConfig {
      * `auto` (default): on when some version has a reference profile at start-up; `on`; `off`.
      */
     readonly live: "auto" | "on" | "off";
-    /** Live window sizes, comma separated (`1h`, `12h,1d`). Default `1h`. */
+    /** Live window sizes, comma separated. Default `1h,12h,1d`. */
     readonly windows: string;
     /** Where live alerts are POSTed (JSON), or null for log lines and the gauge only. */
     readonly webhookUrl: string | null;
@@ -240,7 +240,7 @@ export const KEYS: readonly KeyDef[] = [
     doc: "Live monitoring in mlship serve (windows of served predictions against each version's reference): auto (on when a reference profile exists at start-up), on or off.",
   },
   {
-    key: "monitor.windows", env: "MLSHIP_MONITOR_WINDOWS", kind: "windows", defaultText: "1h",
+    key: "monitor.windows", env: "MLSHIP_MONITOR_WINDOWS", kind: "windows", defaultText: "1h,12h,1d",
     doc: "Live window sizes, comma separated (units ms, s, m, h, d, w), e.g. 1h,12h,1d.",
   },
   {
