@@ -1,5 +1,6 @@
+import { DetectorBase } from "./base.js";
 import { MlshipError } from "../../core/index.js";
-import type { DetectorSignal, DetectorSnapshot, DetectorView, DriftDetector } from "./types.js";
+import type { DetectorSignal, DetectorSnapshot, DriftDetector } from "./types.js";
 import { checkSnapshot, numberParam, numericInput, rejectUnknown, stateNumber } from "./validate.js";
 
 export type AdwinParams = {
@@ -74,25 +75,14 @@ function emptyState(): AdwinState {
  * cut loop leaves out the newest bucket of each row when growing W0 (River's loop bound, kept so detections
  * match River's).
  */
-export class Adwin implements DriftDetector {
+export class Adwin extends DetectorBase<AdwinParams, AdwinState> implements DriftDetector {
   readonly kind = "adwin" as const;
-  readonly params: Readonly<AdwinParams>;
-  private state: AdwinState = emptyState();
-  private drift = false;
-  private detections = 0;
-  private seen = 0;
 
   constructor(params: Partial<AdwinParams> = {}) {
-    this.params = Object.freeze(adwinParams(params));
+    super(adwinParams(params), emptyState);
   }
 
-  get driftDetected(): boolean {
-    return this.drift;
-  }
 
-  get warningDetected(): boolean {
-    return false;
-  }
 
   /** Mean of the current window (0 when it is empty). */
   get estimation(): number {
@@ -101,6 +91,14 @@ export class Adwin implements DriftDetector {
 
   /** Number of points in the current window. */
   get width(): number {
+    return this.state.width;
+  }
+
+  get n(): number {
+    return this.state.n;
+  }
+
+  protected override get span(): number {
     return this.state.width;
   }
 
@@ -114,18 +112,6 @@ export class Adwin implements DriftDetector {
     return this.state.variance;
   }
 
-  get view(): Readonly<DetectorView> {
-    return Object.freeze({
-      kind: this.kind,
-      n: this.state.n,
-      estimation: this.estimation,
-      width: this.state.width,
-      drift: this.drift,
-      warning: false,
-      detections: this.detections,
-      seen: this.seen,
-    });
-  }
 
   update(x: number | boolean): DetectorSignal {
     const value = numericInput(x);
@@ -138,32 +124,17 @@ export class Adwin implements DriftDetector {
     return { drift: this.drift };
   }
 
-  reset(): void {
-    this.state = emptyState();
-    this.drift = false;
-    this.detections = 0;
-    this.seen = 0;
-  }
 
   serialize(): DetectorSnapshot<AdwinParams, AdwinState> {
     const s = this.state;
-    return {
-      format: 1,
-      kind: this.kind,
-      params: { ...this.params },
-      state: {
-        rows: s.rows.map((row) => ({ totals: [...row.totals], variances: [...row.variances] })),
-        total: s.total,
-        variance: s.variance,
-        width: s.width,
-        tick: s.tick,
-        n: s.n,
-      },
-      drift: this.drift,
-      warning: false,
-      detections: this.detections,
-      seen: this.seen,
-    };
+    return this.snapshot({
+      rows: s.rows.map((row) => ({ totals: [...row.totals], variances: [...row.variances] })),
+      total: s.total,
+      variance: s.variance,
+      width: s.width,
+      tick: s.tick,
+      n: s.n,
+    });
   }
 
   static restore(snapshot: unknown): Adwin {
@@ -201,9 +172,7 @@ export class Adwin implements DriftDetector {
         field: "state.width",
       });
     }
-    detector.drift = checked.drift;
-    detector.detections = checked.detections;
-    detector.seen = checked.seen;
+    detector.restoreCounters(checked);
     return detector;
   }
 

@@ -1,4 +1,5 @@
-import type { DetectorSignal, DetectorSnapshot, DetectorView, DriftDetector } from "./types.js";
+import { DetectorBase } from "./base.js";
+import type { DetectorSignal, DetectorSnapshot, DriftDetector } from "./types.js";
 import {
   bitInput, checkSnapshot, finiteOrNull, numberParam, rejectUnknown, stateNumber, stateNumberOrInfinity,
 } from "./validate.js";
@@ -64,26 +65,14 @@ function emptyState(): DdmState {
  * Like River's, it can fire on a stationary stream when pᵢ + sᵢ is tiny right after the warm start (for example no
  * error at all in the first points): a larger `warm_start` makes that rarer.
  */
-export class Ddm implements DriftDetector {
+export class Ddm extends DetectorBase<DdmParams, DdmState> implements DriftDetector {
   readonly kind = "ddm" as const;
-  readonly params: Readonly<DdmParams>;
-  private state: DdmState = emptyState();
-  private drift = false;
-  private warning = false;
-  private detections = 0;
-  private seen = 0;
 
   constructor(params: Partial<DdmParams> = {}) {
-    this.params = Object.freeze(ddmParams(params));
+    super(ddmParams(params), emptyState);
   }
 
-  get driftDetected(): boolean {
-    return this.drift;
-  }
 
-  get warningDetected(): boolean {
-    return this.warning;
-  }
 
   /** Error rate since the last restart. */
   get estimation(): number {
@@ -105,18 +94,6 @@ export class Ddm implements DriftDetector {
     return Number.isFinite(this.state.psMin) ? { p: this.state.pMin, s: this.state.sMin } : undefined;
   }
 
-  get view(): Readonly<DetectorView> {
-    return Object.freeze({
-      kind: this.kind,
-      n: this.state.n,
-      estimation: this.state.p,
-      width: this.state.n,
-      drift: this.drift,
-      warning: this.warning,
-      detections: this.detections,
-      seen: this.seen,
-    });
-  }
 
   update(x: number | boolean): DetectorSignal {
     const bit = bitInput(x);
@@ -147,26 +124,10 @@ export class Ddm implements DriftDetector {
     return { drift: this.drift, warning: this.warning };
   }
 
-  reset(): void {
-    this.state = emptyState();
-    this.drift = false;
-    this.warning = false;
-    this.detections = 0;
-    this.seen = 0;
-  }
 
   serialize(): DetectorSnapshot<DdmParams, Record<string, number | null>> {
     const s = this.state;
-    return {
-      format: 1,
-      kind: this.kind,
-      params: { ...this.params },
-      state: { n: s.n, p: s.p, pMin: finiteOrNull(s.pMin), sMin: finiteOrNull(s.sMin), psMin: finiteOrNull(s.psMin) },
-      drift: this.drift,
-      warning: this.warning,
-      detections: this.detections,
-      seen: this.seen,
-    };
+    return this.snapshot({ n: s.n, p: s.p, pMin: finiteOrNull(s.pMin), sMin: finiteOrNull(s.sMin), psMin: finiteOrNull(s.psMin) });
   }
 
   static restore(snapshot: unknown): Ddm {
@@ -181,10 +142,7 @@ export class Ddm implements DriftDetector {
       sMin: stateNumberOrInfinity(raw, "sMin", infinity),
       psMin: stateNumberOrInfinity(raw, "psMin", infinity),
     };
-    detector.drift = checked.drift;
-    detector.warning = checked.warning;
-    detector.detections = checked.detections;
-    detector.seen = checked.seen;
+    detector.restoreCounters(checked);
     return detector;
   }
 }

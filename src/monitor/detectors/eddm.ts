@@ -1,5 +1,6 @@
+import { DetectorBase } from "./base.js";
 import { MlshipError } from "../../core/index.js";
-import type { DetectorSignal, DetectorSnapshot, DetectorView, DriftDetector } from "./types.js";
+import type { DetectorSignal, DetectorSnapshot, DriftDetector } from "./types.js";
 import { bitInput, checkSnapshot, numberParam, rejectUnknown, stateNumber } from "./validate.js";
 
 export type EddmParams = {
@@ -60,26 +61,14 @@ function emptyState(): EddmState {
  * - `alpha` = 0.95: warning level; the smaller, the more conservative.
  * - `beta` = 0.9: drift level (at most `alpha`); the smaller, the more conservative.
  */
-export class Eddm implements DriftDetector {
+export class Eddm extends DetectorBase<EddmParams, EddmState> implements DriftDetector {
   readonly kind = "eddm" as const;
-  readonly params: Readonly<EddmParams>;
-  private state: EddmState = emptyState();
-  private drift = false;
-  private warning = false;
-  private detections = 0;
-  private seen = 0;
 
   constructor(params: Partial<EddmParams> = {}) {
-    this.params = Object.freeze(eddmParams(params));
+    super(eddmParams(params), emptyState);
   }
 
-  get driftDetected(): boolean {
-    return this.drift;
-  }
 
-  get warningDetected(): boolean {
-    return this.warning;
-  }
 
   /** Mean distance between consecutive errors (0 before the first error). */
   get estimation(): number {
@@ -90,18 +79,6 @@ export class Eddm implements DriftDetector {
     return this.state.n;
   }
 
-  get view(): Readonly<DetectorView> {
-    return Object.freeze({
-      kind: this.kind,
-      n: this.state.n,
-      estimation: this.state.distanceMean,
-      width: this.state.n,
-      drift: this.drift,
-      warning: this.warning,
-      detections: this.detections,
-      seen: this.seen,
-    });
-  }
 
   update(x: number | boolean): DetectorSignal {
     const bit = bitInput(x);
@@ -140,25 +117,9 @@ export class Eddm implements DriftDetector {
     return { drift: this.drift, warning: this.warning };
   }
 
-  reset(): void {
-    this.state = emptyState();
-    this.drift = false;
-    this.warning = false;
-    this.detections = 0;
-    this.seen = 0;
-  }
 
   serialize(): DetectorSnapshot<EddmParams, EddmState> {
-    return {
-      format: 1,
-      kind: this.kind,
-      params: { ...this.params },
-      state: { ...this.state },
-      drift: this.drift,
-      warning: this.warning,
-      detections: this.detections,
-      seen: this.seen,
-    };
+    return this.snapshot({ ...this.state });
   }
 
   static restore(snapshot: unknown): Eddm {
@@ -174,10 +135,7 @@ export class Eddm implements DriftDetector {
       distanceM2: stateNumber(raw, "distanceM2"),
       p2sMax: stateNumber(raw, "p2sMax"),
     };
-    detector.drift = checked.drift;
-    detector.warning = checked.warning;
-    detector.detections = checked.detections;
-    detector.seen = checked.seen;
+    detector.restoreCounters(checked);
     return detector;
   }
 }

@@ -1,4 +1,5 @@
-import type { DetectorSignal, DetectorSnapshot, DetectorView, DriftDetector } from "./types.js";
+import { DetectorBase } from "./base.js";
+import type { DetectorSignal, DetectorSnapshot, DriftDetector } from "./types.js";
 import {
   checkSnapshot, choiceParam, finiteOrNull, numberParam, numericInput, rejectUnknown, stateNumber, stateNumberOrInfinity,
 } from "./validate.js";
@@ -71,25 +72,14 @@ function emptyState(): PageHinkleyState {
  * - `mode` = "both": watch increases ("up"), decreases ("down") or both. For an error stream "up" is a
  *   degradation; "both" also reports an improvement.
  */
-export class PageHinkley implements DriftDetector {
+export class PageHinkley extends DetectorBase<PageHinkleyParams, PageHinkleyState> implements DriftDetector {
   readonly kind = "page_hinkley" as const;
-  readonly params: Readonly<PageHinkleyParams>;
-  private state: PageHinkleyState = emptyState();
-  private drift = false;
-  private detections = 0;
-  private seen = 0;
 
   constructor(params: Partial<PageHinkleyParams> = {}) {
-    this.params = Object.freeze(pageHinkleyParams(params));
+    super(pageHinkleyParams(params), emptyState);
   }
 
-  get driftDetected(): boolean {
-    return this.drift;
-  }
 
-  get warningDetected(): boolean {
-    return false;
-  }
 
   /** Running mean since the last restart. */
   get estimation(): number {
@@ -115,18 +105,6 @@ export class PageHinkley implements DriftDetector {
     return { increase: this.state.sumIncrease, decrease: this.state.sumDecrease };
   }
 
-  get view(): Readonly<DetectorView> {
-    return Object.freeze({
-      kind: this.kind,
-      n: this.state.n,
-      estimation: this.state.mean,
-      width: this.state.n,
-      drift: this.drift,
-      warning: false,
-      detections: this.detections,
-      seen: this.seen,
-    });
-  }
 
   update(x: number | boolean): DetectorSignal {
     const value = numericInput(x);
@@ -153,32 +131,17 @@ export class PageHinkley implements DriftDetector {
     return { drift: this.drift };
   }
 
-  reset(): void {
-    this.state = emptyState();
-    this.drift = false;
-    this.detections = 0;
-    this.seen = 0;
-  }
 
   serialize(): DetectorSnapshot<PageHinkleyParams, Record<string, number | null>> {
     const s = this.state;
-    return {
-      format: 1,
-      kind: this.kind,
-      params: { ...this.params },
-      state: {
-        n: s.n,
-        mean: s.mean,
-        sumIncrease: s.sumIncrease,
-        sumDecrease: s.sumDecrease,
-        minIncrease: finiteOrNull(s.minIncrease),
-        maxDecrease: s.maxDecrease,
-      },
-      drift: this.drift,
-      warning: false,
-      detections: this.detections,
-      seen: this.seen,
-    };
+    return this.snapshot({
+      n: s.n,
+      mean: s.mean,
+      sumIncrease: s.sumIncrease,
+      sumDecrease: s.sumDecrease,
+      minIncrease: finiteOrNull(s.minIncrease),
+      maxDecrease: s.maxDecrease,
+    });
   }
 
   static restore(snapshot: unknown): PageHinkley {
@@ -193,9 +156,7 @@ export class PageHinkley implements DriftDetector {
       minIncrease: stateNumberOrInfinity(raw, "minIncrease", Number.POSITIVE_INFINITY),
       maxDecrease: stateNumber(raw, "maxDecrease"),
     };
-    detector.drift = checked.drift;
-    detector.detections = checked.detections;
-    detector.seen = checked.seen;
+    detector.restoreCounters(checked);
     return detector;
   }
 }
