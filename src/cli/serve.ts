@@ -129,6 +129,7 @@ async function listen(ctx: CliContext, app: Mlship, defaultModel: string | null)
       registry: app.registry,
       logger: app.logger,
       maxMessageBytes: config.server.grpcMaxMessageBytes,
+      maxEventLoopDelayMs: config.server.maxEventLoopDelayMs,
     });
     const grpcHost = config.server.host.includes(":") ? `[${config.server.host}]` : config.server.host;
     try {

@@ -9,6 +9,7 @@ import { v2TensorMetadata } from "../../scoring/index.js";
 import type { ScoringService } from "../../scoring/index.js";
 import { mlshipVersion } from "../http/index.js";
 import { inferencePackageDefinition, SERVICE_NAME } from "./proto.js";
+import { EventLoopGuard } from "../http/shed.js";
 import type { ModelInferRequest, ModelInferResponse, ModelMetadataResponse, ModelRequest } from "./proto.js";
 import { buildModelInfo, decodeInputs, encodeOutputs, requestedOutputs, wantsRawOutput } from "./tensors.js";
 import type { ModelInfo } from "./tensors.js";
@@ -23,6 +24,11 @@ export interface GrpcServerOptions {
   /** Largest message received or sent, in bytes; larger ones fail with RESOURCE_EXHAUSTED. Default 64 MiB. */
   maxMessageBytes?: number;
   logger?: Logger;
+  /**
+   * Load shedding as on REST (`server.maxEventLoopDelayMs`): while the event loop runs later than this, ModelInfer
+   * fails at once with RESOURCE_EXHAUSTED and `retry-after`. 0 or unset: off.
+   */
+  maxEventLoopDelayMs?: number;
 }
 
 export interface GrpcServer {
@@ -151,6 +157,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   const { scoring } = options;
   const logger = options.logger ?? silentLogger();
   const maxMessageBytes = options.maxMessageBytes ?? DEFAULT_GRPC_MAX_MESSAGE_BYTES;
+  const guard = new EventLoopGuard(options.maxEventLoopDelayMs ?? 0);
   let draining = false;
 
   // Signatures per version (keyed by digest too, so a re-registered name never reuses a stale entry).
@@ -290,6 +297,8 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
     }),
 
     ModelInfer: unary("ModelInfer", INFER_FIELDS, async (request: ModelInferRequest, signal): Promise<Reply<ModelInferResponse>> => {
+      const refusal = guard.refusal();
+      if (refusal !== undefined) throw refusal;
       const ref = modelRef(request.model_name, request.model_version, INFER_FIELDS);
       const model = await modelInfo(ref);
       let raw: boolean;
@@ -348,6 +357,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
     },
     close(graceMs = 10_000) {
       draining = true;
+      guard.close();
       closing ??= new Promise<void>((resolve) => {
         const force = setTimeout(() => {
           logger.warn({ graceMs }, "gRPC shutdown grace period over: cancelling the calls still running");
