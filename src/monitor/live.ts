@@ -177,11 +177,22 @@ function shapeOf(profile: DatasetProfile, only?: ReadonlySet<string>): Shape {
   return { names: columns.map((c) => c.name), kinds, edges, reference: referenceFromProfile({ ...profile, columns }) };
 }
 
-/** The shortest decimal (6 to 9 significant digits) that rounds to the same float32: what a client typed. */
+/** Exact powers of ten (every one up to 1e22 is a double). */
+const POW10 = Array.from({ length: 23 }, (_, i) => 10 ** i);
+
+/**
+ * The shortest decimal (6 to 9 significant digits) that rounds to the same float32: what a client typed. Each
+ * candidate is an integer k scaled by an exact power of ten, which IEEE division or multiplication rounds exactly as
+ * parsing "k e-n" would; the fround check keeps only candidates that are the same float32. Arithmetic, not
+ * `toPrecision`: this runs for every input value of every monitored request.
+ */
 function float32Decimal(value: number): number {
-  if (!Number.isFinite(value)) return value;
+  if (!Number.isFinite(value) || value === 0) return value;
+  const magnitude = Math.floor(Math.log10(Math.abs(value)));
   for (let digits = 6; digits < 9; digits++) {
-    const decimal = Number(value.toPrecision(digits));
+    const e = digits - 1 - magnitude;
+    if (e > 22 || e < -22) return value;
+    const decimal = e >= 0 ? Math.round(value * (POW10[e] as number)) / (POW10[e] as number) : Math.round(value / (POW10[-e] as number)) * (POW10[-e] as number);
     if (Math.fround(decimal) === value) return decimal;
   }
   return value;
