@@ -1,18 +1,14 @@
-import { randomBytes } from "node:crypto";
-import fs from "node:fs/promises";
-import os from "node:os";
 import path from "node:path";
-import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { MonitorStore, type WindowProfile } from "../../src/monitor/store.js";
 import { profileTable } from "../../src/monitor/profile/index.js";
 import { readDatasetFile } from "../../src/monitor/readers.js";
 import type { DatasetProfile, ReferenceProfile } from "../../src/monitor/types.js";
-import { openSqlStore, type SqlStore } from "../../src/store/index.js";
+import type { SqlStore } from "../../src/store/index.js";
+import { freshPostgres, freshSqlite, postgresAdmin } from "../helpers/sql-stores.js";
 
 const TRAIN = path.resolve("../shared/fixtures/breast_cancer_mlp/train.csv");
 const PROD = path.resolve("../shared/fixtures/breast_cancer_mlp/prod.csv");
-const SERVER = "postgres://postgres@127.0.0.1:5432";
 
 interface Backend {
   open(): Promise<SqlStore>;
@@ -128,40 +124,16 @@ function suite(name: string, backend: () => Promise<Backend>): void {
   });
 }
 
-suite("SQLite", async () => {
-  const home = await fs.mkdtemp(path.join(os.tmpdir(), "mlship-monitor-"));
-  const opened: SqlStore[] = [];
-  return {
-    async open() {
-      const store = await openSqlStore({ home });
-      opened.push(store);
-      return store;
-    },
-    async dispose() {
-      for (const store of opened) await store.close();
-      await fs.rm(home, { recursive: true, force: true });
-    },
-  };
-});
+suite("SQLite", () => freshSqlite("mlship-monitor"));
 
 suite("PostgreSQL", async () => {
-  const admin = new pg.Client({ connectionString: `${SERVER}/postgres` });
-  await admin.connect();
-  const name = `mlship_test_${randomBytes(6).toString("hex")}`;
-  await admin.query(`create database ${name}`);
-  const home = await fs.mkdtemp(path.join(os.tmpdir(), "mlship-monitor-pg-"));
-  const opened: SqlStore[] = [];
+  const admin = await postgresAdmin();
+  const database = await freshPostgres(admin, "mlship-monitor-pg");
   return {
-    async open() {
-      const store = await openSqlStore({ url: `${SERVER}/${name}`, home });
-      opened.push(store);
-      return store;
-    },
+    open: () => database.open(),
     async dispose() {
-      for (const store of opened) await store.close();
-      await admin.query(`drop database if exists ${name} with (force)`);
+      await database.dispose();
       await admin.end();
-      await fs.rm(home, { recursive: true, force: true });
     },
   };
 });

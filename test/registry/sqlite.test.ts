@@ -5,26 +5,12 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { openRegistry } from "../../src/registry/index.js";
-import { openSqlStore, type SqlStore } from "../../src/store/index.js";
+import { freshSqlite } from "../helpers/sql-stores.js";
 import { makePackage } from "./packages.js";
 import { registrySuite } from "./registry-suite.js";
 
 registrySuite("SQLite", {
-  async fresh() {
-    const home = await fs.mkdtemp(path.join(os.tmpdir(), "mlship-sqlite-"));
-    const opened: SqlStore[] = [];
-    return {
-      async open() {
-        const store = await openSqlStore({ home });
-        opened.push(store);
-        return store;
-      },
-      async dispose() {
-        for (const store of opened) await store.close();
-        await fs.rm(home, { recursive: true, force: true });
-      },
-    };
-  },
+  fresh: () => freshSqlite("mlship-sqlite"),
 });
 
 const CHILD = fileURLToPath(new URL("./register-child.ts", import.meta.url));

@@ -26,58 +26,44 @@ export interface RequestMetrics {
 export function createRequestMetrics(scoring: ScoringService, register: Registry = new Registry()): RequestMetrics {
   collectDefaultMetrics({ register });
   const series = new RequestSeries(register, LATENCY_BUCKETS);
-  new Gauge({
-    name: "mlship_model_load_seconds",
-    help: "Seconds the runtime took to load each loaded model version.",
-    labelNames: ["model", "version"] as const,
-    registers: [register],
-    collect() {
-      this.reset();
-      for (const m of scoring.loadedModels()) {
-        if (m.loadSeconds !== undefined) this.set({ model: m.model, version: String(m.version) }, m.loadSeconds);
-      }
-    },
-  });
-  // Per-version use of the worker pool, read from the scoring service at scrape time.
-  const versionCounter = (name: string, help: string, value: (m: LoadedInfo) => number): void => {
-    new Counter({
-      name,
-      help,
-      labelNames: ["model", "version"] as const,
-      registers: [register],
-      collect() {
-        this.reset();
-        for (const m of scoring.loadedModels()) this.inc({ model: m.model, version: String(m.version) }, value(m));
-      },
-    });
+  /** A per-version series whose values the scoring service holds, read at scrape time. */
+  const versionSeries = <T extends { model: string; version: number }>(
+    type: "counter" | "gauge",
+    name: string,
+    help: string,
+    rows: () => readonly T[],
+    value: (row: T) => number,
+  ): void => {
+    const config = { name, help, labelNames: ["model", "version"] as const, registers: [register] };
+    const labels = (row: T) => ({ model: row.model, version: String(row.version) });
+    if (type === "counter") {
+      new Counter({
+        ...config,
+        collect() {
+          this.reset();
+          for (const row of rows()) this.inc(labels(row), value(row));
+        },
+      });
+    } else {
+      new Gauge({
+        ...config,
+        collect() {
+          this.reset();
+          for (const row of rows()) this.set(labels(row), value(row));
+        },
+      });
+    }
   };
-  versionCounter("mlship_model_runs_total", "Runs sent to the inference workers (a batch counts once), by model and version.", (m) => m.runs);
-  versionCounter("mlship_model_busy_seconds_total", "Seconds of worker time the version's runs took (dispatch to answer), by model and version: its share of the CPU.", (m) => m.busySeconds);
-  new Gauge({
-    name: "mlship_model_queue_depth",
-    help: "Requests queued or running now, by model and version.",
-    labelNames: ["model", "version"] as const,
-    registers: [register],
-    collect() {
-      this.reset();
-      for (const m of scoring.loadedModels()) this.set({ model: m.model, version: String(m.version) }, m.queued);
-    },
-  });
-  // The scoring service counts cache lookups (every transport's); these series read its totals at scrape time.
-  const cacheCounter = (name: string, help: string, count: (v: { hits: number; misses: number }) => number): void => {
-    new Counter({
-      name,
-      help,
-      labelNames: ["model", "version"] as const,
-      registers: [register],
-      collect() {
-        this.reset();
-        for (const v of scoring.cacheStats()?.versions ?? []) this.inc({ model: v.model, version: String(v.version) }, count(v));
-      },
-    });
-  };
-  cacheCounter("mlship_cache_hits_total", "Prediction cache hits (answered without running the model), by model and version.", (v) => v.hits);
-  cacheCounter("mlship_cache_misses_total", "Prediction cache misses (the model ran and the result was stored), by model and version.", (v) => v.misses);
+  const loaded = () => scoring.loadedModels();
+  versionSeries("gauge", "mlship_model_load_seconds", "Seconds the runtime took to load each loaded model version.", () => loaded().filter((m) => m.loadSeconds !== undefined), (m: LoadedInfo) => m.loadSeconds ?? 0);
+  // Per-version use of the worker pool.
+  versionSeries("counter", "mlship_model_runs_total", "Runs sent to the inference workers (a batch counts once), by model and version.", loaded, (m: LoadedInfo) => m.runs);
+  versionSeries("counter", "mlship_model_busy_seconds_total", "Seconds of worker time the version's runs took (dispatch to answer), by model and version: its share of the CPU.", loaded, (m: LoadedInfo) => m.busySeconds);
+  versionSeries("gauge", "mlship_model_queue_depth", "Requests queued or running now, by model and version.", loaded, (m: LoadedInfo) => m.queued);
+  // The scoring service counts cache lookups (every transport's).
+  const cached = () => scoring.cacheStats()?.versions ?? [];
+  versionSeries("counter", "mlship_cache_hits_total", "Prediction cache hits (answered without running the model), by model and version.", cached, (v) => v.hits);
+  versionSeries("counter", "mlship_cache_misses_total", "Prediction cache misses (the model ran and the result was stored), by model and version.", cached, (v) => v.misses);
   new Counter({
     name: "mlship_cache_errors_total",
     help: "Prediction cache backend failures (the request went on without the cache), by backend.",

@@ -1,0 +1,52 @@
+// Fresh metadata stores for tests: a SQLite file in a temp home, or a PostgreSQL database created for the test and
+// dropped after it. Every store opened through `open()` is closed by `dispose()`.
+import { randomBytes } from "node:crypto";
+import fs from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import pg from "pg";
+import { openSqlStore, type SqlStore } from "../../src/store/index.js";
+
+export const POSTGRES_SERVER = "postgres://postgres@127.0.0.1:5432";
+
+export interface FreshDatabase {
+  open(): Promise<SqlStore>;
+  dispose(): Promise<void>;
+}
+
+function tracked(home: string, url: string | undefined, cleanup: () => Promise<void>): FreshDatabase {
+  const opened: SqlStore[] = [];
+  return {
+    async open() {
+      const store = await openSqlStore(url === undefined ? { home } : { url, home });
+      opened.push(store);
+      return store;
+    },
+    async dispose() {
+      for (const store of opened) await store.close();
+      await cleanup();
+      await fs.rm(home, { recursive: true, force: true });
+    },
+  };
+}
+
+export async function freshSqlite(prefix: string): Promise<FreshDatabase> {
+  const home = await fs.mkdtemp(path.join(os.tmpdir(), `${prefix}-`));
+  return tracked(home, undefined, async () => undefined);
+}
+
+/** A new database on the local server; `admin` is a connected client on its `postgres` database. */
+export async function freshPostgres(admin: pg.Client, prefix: string): Promise<FreshDatabase> {
+  const name = `mlship_test_${randomBytes(6).toString("hex")}`;
+  await admin.query(`create database ${name}`);
+  const home = await fs.mkdtemp(path.join(os.tmpdir(), `${prefix}-`));
+  return tracked(home, `${POSTGRES_SERVER}/${name}`, async () => {
+    await admin.query(`drop database if exists ${name} with (force)`);
+  });
+}
+
+export async function postgresAdmin(): Promise<pg.Client> {
+  const admin = new pg.Client({ connectionString: `${POSTGRES_SERVER}/postgres` });
+  await admin.connect();
+  return admin;
+}
