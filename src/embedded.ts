@@ -43,6 +43,10 @@ export interface PredictOptions {
   /** Only these outputs. */
   outputs?: string[];
   signal?: AbortSignal;
+  /** The id the prediction is logged under (default: a new one, returned in `ScoreResult.requestId`). */
+  requestId?: string;
+  /** Business key, logged with the prediction; outcomes may name it instead of the request id. */
+  key?: string;
 }
 
 export interface EmbeddedModel {
@@ -208,7 +212,7 @@ async function embed(scoring: ScoringService, ref: string, cleanup: () => Promis
     if (closed !== undefined) {
       return Promise.reject(new MlshipError("MLSHIP_ERR_RUNTIME_UNAVAILABLE", `model ${ref} is closed`));
     }
-    return scoring.score(ref, toScoringInput(input), { outputs: opts.outputs, signal: opts.signal, protocol: "library" });
+    return scoring.score(ref, toScoringInput(input), { outputs: opts.outputs, signal: opts.signal, protocol: "library", requestId: opts.requestId, key: opts.key });
   };
 
   async function predict(input: readonly PredictRecord[] | PredictTable, options?: PredictOptions): Promise<PredictRecord[]>;

@@ -105,6 +105,18 @@ export function loadConfigWithSources(options: LoadConfigOptions = {}): LoadedCo
       windows: pick("monitor.windows", "1h,12h,1d"),
       webhookUrl: pickNullable("monitor.webhookUrl"),
     },
+    feedback: {
+      log: pick("feedback.log", "on"),
+      horizonMs: pick("feedback.horizonMs", 7 * 86_400_000),
+      pendingTimeoutMs: pick("feedback.pendingTimeoutMs", 600_000),
+      bufferRows: pick("feedback.bufferRows", 10_000),
+      flushMs: pick("feedback.flushMs", 1000),
+      spillDir: pick("feedback.spillDir", path.join(home, "spill")),
+      spillMaxBytes: pick("feedback.spillMaxBytes", 1024 ** 3),
+      evaluateMs: pick("feedback.evaluateMs", 60_000),
+      retentionDays: pick("feedback.retentionDays", 30),
+    },
+    rollout: { checkMs: pick("rollout.checkMs", 15_000) },
     log: { level: pick("log.level", "info") },
     user: pick("user", defaultUser()),
   };
@@ -241,6 +253,11 @@ function parseValue(def: KeyDef, raw: unknown, source: string, base: string): Co
     case "live": {
       if (raw !== "auto" && raw !== "on" && raw !== "off") throw bad("auto, on or off");
       return raw;
+    }
+    case "onoff": {
+      if (raw === true || raw === "on") return "on";
+      if (raw === false || raw === "off") return "off";
+      throw bad("on or off");
     }
     case "windows": {
       if (typeof raw !== "string" || !/^\s*[1-9]\d*(ms|s|m|h|d|w)\s*(,\s*[1-9]\d*(ms|s|m|h|d|w)\s*)*$/.test(raw)) throw bad("window sizes like 1h or 1h,12h,1d");

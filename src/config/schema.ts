@@ -73,6 +73,31 @@ export interface MlshipConfig {
     /** Where live alerts are POSTed (JSON), or null for log lines and the gauge only. */
     readonly webhookUrl: string | null;
   };
+  /** The feedback loop (prediction log, outcomes, live quality). */
+  readonly feedback: {
+    /** Log every prediction (`on`, default) or none (`off`). */
+    readonly log: "on" | "off";
+    /** How long after a prediction its outcome may arrive and still be joined, in ms. Default 7 days. */
+    readonly horizonMs: number;
+    /** How long an outcome without a logged prediction stays pending before it counts as unmatched, in ms. Default 10 min. */
+    readonly pendingTimeoutMs: number;
+    /** Rows the prediction log holds in memory before it spills to disk. Default 10000. */
+    readonly bufferRows: number;
+    /** How often the prediction log writes its buffer to the store, in ms. Default 1000. */
+    readonly flushMs: number;
+    /** Folder for spill files written while the store is slow or down. Default `<home>/spill`. */
+    readonly spillDir: string;
+    /** Largest total size of spill files, in bytes; beyond it rows are dropped (counted). Default 1 GiB. */
+    readonly spillMaxBytes: number;
+    /** How often live quality thresholds are judged, in ms. Default 60000. */
+    readonly evaluateMs: number;
+    /** Predictions older than this many days are pruned (with their outcomes); 0 keeps them. Default 30. */
+    readonly retentionDays: number;
+  };
+  readonly rollout: {
+    /** How often active rollouts' guards (automatic rollback and promotion) run, in ms. Default 15000. */
+    readonly checkMs: number;
+  };
   readonly log: {
     /** pino level: fatal, error, warn, info, debug, trace or silent. Default `info`. */
     readonly level: LogLevel;
@@ -110,6 +135,16 @@ export type ConfigKey =
   | "monitor.live"
   | "monitor.windows"
   | "monitor.webhookUrl"
+  | "feedback.log"
+  | "feedback.horizonMs"
+  | "feedback.pendingTimeoutMs"
+  | "feedback.bufferRows"
+  | "feedback.flushMs"
+  | "feedback.spillDir"
+  | "feedback.spillMaxBytes"
+  | "feedback.evaluateMs"
+  | "feedback.retentionDays"
+  | "rollout.checkMs"
   | "log.level"
   | "user";
 
@@ -121,7 +156,7 @@ export interface KeyDef {
   env: string;
   /** The CLI flag that sets it, where one exists. */
   flag?: string;
-  kind: "path" | "string" | "int" | "level" | "store" | "ref" | "cache" | "live" | "windows" | "url";
+  kind: "path" | "string" | "int" | "level" | "store" | "ref" | "cache" | "live" | "onoff" | "windows" | "url";
   /** Smallest/largest accepted integer. */
   min?: number;
   max?: number;
@@ -246,6 +281,54 @@ export const KEYS: readonly KeyDef[] = [
   {
     key: "monitor.webhookUrl", env: "MLSHIP_MONITOR_WEBHOOK", kind: "url", defaultText: "(none)",
     doc: "Where live monitoring alerts are POSTed as JSON; unset: log lines and the mlship_monitor_alert_active gauge only.",
+  },
+  {
+    key: "feedback.log", env: "MLSHIP_FEEDBACK_LOG", kind: "onoff", defaultText: "on",
+    doc: "Prediction log: every prediction served (REST, gRPC, library, batch) is logged with its request id, key, inputs (per the model's feedback.log_inputs), outputs and latency; off logs nothing.",
+  },
+  {
+    key: "feedback.horizonMs", env: "MLSHIP_FEEDBACK_HORIZON_MS", kind: "int", min: 1000, max: 366 * 86_400_000,
+    unit: "ms", defaultText: "604800000 (7 days)",
+    doc: "How long after a prediction its outcome may arrive (by event time) and still be joined; later outcomes are kept as late.",
+  },
+  {
+    key: "feedback.pendingTimeoutMs", env: "MLSHIP_FEEDBACK_PENDING_TIMEOUT_MS", kind: "int", min: 0, max: 366 * 86_400_000,
+    unit: "ms", defaultText: "600000 (10 min)",
+    doc: "How long an outcome whose prediction is not in the log yet is retried before it counts as unmatched.",
+  },
+  {
+    key: "feedback.bufferRows", env: "MLSHIP_FEEDBACK_BUFFER_ROWS", kind: "int", min: 1, max: 10_000_000,
+    unit: "rows", defaultText: "10000",
+    doc: "Prediction rows held in memory; beyond it (or while the store fails) rows spill to disk and are replayed later.",
+  },
+  {
+    key: "feedback.flushMs", env: "MLSHIP_FEEDBACK_FLUSH_MS", kind: "int", min: 10, max: 3_600_000,
+    unit: "ms", defaultText: "1000",
+    doc: "How often the prediction log writes its buffer to the store (in batches).",
+  },
+  {
+    key: "feedback.spillDir", env: "MLSHIP_FEEDBACK_SPILL_DIR", kind: "path", defaultText: "<home>/spill",
+    doc: "Folder for prediction-log spill files (JSON Lines) written while the store is slow or down.",
+  },
+  {
+    key: "feedback.spillMaxBytes", env: "MLSHIP_FEEDBACK_SPILL_MAX_BYTES", kind: "int", min: 0, max: Number.MAX_SAFE_INTEGER,
+    unit: "bytes", defaultText: "1073741824 (1 GiB)",
+    doc: "Bound on spill files; rows beyond it are dropped and counted in mlship_prediction_log_dropped_total.",
+  },
+  {
+    key: "feedback.evaluateMs", env: "MLSHIP_FEEDBACK_EVALUATE_MS", kind: "int", min: 100, max: 86_400_000,
+    unit: "ms", defaultText: "60000",
+    doc: "How often live quality is computed for /metrics and the models' quality thresholds are judged.",
+  },
+  {
+    key: "feedback.retentionDays", env: "MLSHIP_FEEDBACK_RETENTION_DAYS", kind: "int", min: 0, max: 36_500,
+    unit: "days", defaultText: "30",
+    doc: "Logged predictions (with their outcomes and events) older than this are deleted; 0 keeps them.",
+  },
+  {
+    key: "rollout.checkMs", env: "MLSHIP_ROLLOUT_CHECK_MS", kind: "int", min: 100, max: 86_400_000,
+    unit: "ms", defaultText: "15000",
+    doc: "How often active rollouts are checked for automatic rollback and promotion.",
   },
   {
     key: "user", env: "MLSHIP_USER", flag: "--user", kind: "string", defaultText: "the OS user name",

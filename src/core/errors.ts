@@ -141,6 +141,18 @@ export const ERROR_CODES = {
     http: 422, grpc: GrpcStatus.FAILED_PRECONDITION, mlflow: "INVALID_STATE",
     description: "A monitoring check failed: a data-quality rule of severity error, or a drift test (see the printed report).",
   },
+  MLSHIP_ERR_ROLLOUT_NOT_FOUND: {
+    http: 404, grpc: GrpcStatus.NOT_FOUND, mlflow: "RESOURCE_DOES_NOT_EXIST",
+    description: "No such rollout, or the model has no active rollout.",
+  },
+  MLSHIP_ERR_ROLLOUT_CONFLICT: {
+    http: 409, grpc: GrpcStatus.FAILED_PRECONDITION, mlflow: "INVALID_STATE",
+    description: "The rollout action does not fit the current state: a rollout is already active for the alias, the rollout has ended, or the challenger is the champion.",
+  },
+  MLSHIP_ERR_ROLLOUT_GATE_FAILED: {
+    http: 422, grpc: GrpcStatus.FAILED_PRECONDITION, mlflow: "INVALID_STATE",
+    description: "A promotion gate failed: the candidate missed a threshold on the holdout data or was worse than the current version by more than the margin (the details list each check).",
+  },
   MLSHIP_ERR_CONFIG_INVALID: {
     http: 400, grpc: GrpcStatus.INVALID_ARGUMENT, mlflow: "INVALID_PARAMETER_VALUE",
     description: "A configuration value (file, MLSHIP_* variable or flag) is not valid; the message names it.",

@@ -13,7 +13,8 @@ import type { Logger } from "../core/index.js";
 import type { CheckReport } from "./service.js";
 import type { DatasetDrift, FeatureDrift, Severity } from "./types.js";
 
-export type AlertKind = "rule" | "drift" | "prediction_drift" | "dataset_drift" | "concept_drift";
+/** `quality`: a live-quality threshold of the feedback loop (src/feedback), sent through the same sinks. */
+export type AlertKind = "rule" | "drift" | "prediction_drift" | "dataset_drift" | "concept_drift" | "quality";
 
 /** The production window a finding was computed on (e.g. size `1h`, ISO start and end). */
 export interface AlertWindow {

@@ -27,3 +27,5 @@ export { parseCsv } from "./csv.js";
 export { DECLARED_TYPES, DRIFT_METHODS, MONITOR_DEFAULTS, configFail, defaultMonitorConfig, loadMonitorConfigFile, monitorConfigToPlain, parseMonitorConfig } from "./monitor-config.js";
 export type * from "./monitor-config.js";
 export type { CsvTable } from "./csv.js";
+export { FEEDBACK_TASKS, INPUT_LOG_MODES, QUALITY_METRICS } from "./feedback-config.js";
+export type * from "./feedback-config.js";

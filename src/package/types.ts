@@ -1,4 +1,5 @@
 import type { DType } from "../core/index.js";
+import type { FeedbackConfig } from "./feedback-config.js";
 import type { MonitorConfig } from "./monitor-config.js";
 
 /** A named tensor in a model signature. `-1` marks a variable dimension (the batch axis first). */
@@ -90,6 +91,8 @@ export interface Manifest {
   serving?: ServingSettings;
   /** Data-quality rules and drift settings for monitoring (see docs/model-package.md "Monitoring"). */
   monitor?: MonitorConfig;
+  /** What the feedback loop needs to measure live quality (see docs/model-package.md "Feedback"). */
+  feedback?: FeedbackConfig;
 }
 
 /**

@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import path from "node:path";
 import { EventEmitter } from "node:events";
 import { performance } from "node:perf_hooks";
@@ -28,6 +29,8 @@ import type {
   ScoringInput,
   ScoringService,
   ScoringServiceOptions,
+  TrafficDecision,
+  TrafficRouter,
 } from "./types.js";
 import { v2RequestToFeeds } from "./v2-input.js";
 
@@ -436,19 +439,107 @@ export function createScoringService(options: ScoringServiceOptions): ScoringSer
     rendered: Map<string, Uint8Array> | undefined,
     started: number,
     opts: ScoreOptions,
+    decision: TrafficDecision | undefined,
   ): ScoreResult => {
     const v = resolved.version;
     countCache(v.name, v.version, true);
     const latencyMs = performance.now() - started;
     if (listening()) {
-      events.emit("scored", { model: v.name, version: v.version, alias: resolved.alias, protocol: opts.protocol, requestId: opts.requestId, rows: hit.rows, latencyMs, ok: true, inputs: hit.inputs, outputs: hit.outputs, at: new Date() } satisfies ScoringEvent);
+      events.emit("scored", { model: v.name, version: v.version, alias: resolved.alias, protocol: opts.protocol, requestId: opts.requestId, rows: hit.rows, latencyMs, ok: true, inputs: hit.inputs, outputs: hit.outputs, at: new Date(), ...eventTags(opts, decision) } satisfies ScoringEvent);
     }
-    const result: ScoreResult = { model: v.name, version: v.version, alias: resolved.alias, outputs: hit.outputs, rows: hit.rows, orientation: hit.orientation, id: hit.id, parameters: hit.parameters, latencyMs, cached: true };
+    const result: ScoreResult = { model: v.name, version: v.version, alias: resolved.alias, outputs: hit.outputs, rows: hit.rows, orientation: hit.orientation, id: hit.id, parameters: hit.parameters, latencyMs, cached: true, requestId: opts.requestId as string };
     if (rendered !== undefined) result.rendered = rendered;
+    if (decision !== undefined) {
+      result.variant = decision.variant;
+      result.rolloutId = decision.rolloutId;
+    }
     return result;
   };
 
-  const score = async (ref: string | ModelRef, input: ScoringInput, opts: ScoreOptions = {}): Promise<ScoreResult> => {
+  let router = options.router;
+  const maxShadowInFlight = options.maxShadowInFlight ?? 64;
+  const shadowCounts = { scored: 0, failed: 0, dropped: 0, inFlight: 0 };
+  /** A version reached through a rollout keeps the alias the caller followed (one object per pair, for entryOf's cache). */
+  const aliasedResolutions = new WeakMap<ResolvedVersion, Map<string, ResolvedVersion>>();
+  const withAlias = (resolved: ResolvedVersion, alias: string): ResolvedVersion => {
+    let byAlias = aliasedResolutions.get(resolved);
+    if (byAlias === undefined) aliasedResolutions.set(resolved, (byAlias = new Map()));
+    let aliased = byAlias.get(alias);
+    if (aliased === undefined) byAlias.set(alias, (aliased = { ...resolved, alias }));
+    return aliased;
+  };
+  const eventTags = (opts: ScoreOptions, decision: TrafficDecision | undefined): Pick<ScoringEvent, "key" | "variant" | "rolloutId"> => {
+    const tags: Pick<ScoringEvent, "key" | "variant" | "rolloutId"> = {};
+    if (opts.key !== undefined) tags.key = opts.key;
+    if (opts.variant !== undefined) {
+      tags.variant = opts.variant;
+      if (opts.rolloutId !== undefined) tags.rolloutId = opts.rolloutId;
+    } else if (decision !== undefined) {
+      tags.variant = decision.variant;
+      tags.rolloutId = decision.rolloutId;
+    }
+    return tags;
+  };
+
+  /**
+   * Scores the shadow copy of a request after the caller's answer, never delaying or failing it: bounded in flight
+   * (beyond the bound copies are dropped and counted), its result only reported as a `shadow` scoring event.
+   */
+  const scoreShadow = (name: string, version: number, input: ScoringInput, opts: ScoreOptions, rolloutId: string): void => {
+    if (closed) return;
+    if (shadowCounts.inFlight >= maxShadowInFlight) {
+      shadowCounts.dropped++;
+      return;
+    }
+    shadowCounts.inFlight++;
+    const shadowOpts: ScoreOptions = { variant: "shadow", rolloutId };
+    if (opts.protocol !== undefined) shadowOpts.protocol = opts.protocol;
+    if (opts.requestId !== undefined) shadowOpts.requestId = opts.requestId;
+    if (opts.key !== undefined) shadowOpts.key = opts.key;
+    if (opts.outputs !== undefined) shadowOpts.outputs = opts.outputs;
+    scoreOnce(`${name}@${version}`, input, shadowOpts, undefined, undefined).then(
+      () => {
+        shadowCounts.scored++;
+      },
+      () => {
+        shadowCounts.failed++;
+      },
+    ).finally(() => {
+      shadowCounts.inFlight--;
+    });
+  };
+
+  const score = async (ref: string | ModelRef, input: ScoringInput, options: ScoreOptions = {}): Promise<ScoreResult> => {
+    // Every prediction is logged under a request id: callers that did not give one get one back in the result.
+    const opts = options.requestId === undefined ? { ...options, requestId: randomUUID() } : options;
+    if (router === undefined || opts.variant !== undefined) return scoreOnce(ref, input, opts, undefined, undefined);
+    let resolved: ResolvedVersion;
+    try {
+      resolved = await resolve(ref);
+    } catch {
+      // The failure is reported (event, labels) by the normal path.
+      return scoreOnce(ref, input, opts, undefined, undefined);
+    }
+    const alias = resolved.alias;
+    const decision = alias === undefined ? undefined : router.route(resolved.version.name, alias, opts.routingKey ?? opts.key);
+    if (decision === undefined || alias === undefined) return scoreOnce(ref, input, opts, resolved, undefined);
+    const name = resolved.version.name;
+    if (decision.version !== resolved.version.version) resolved = withAlias(await resolve(`${name}@${decision.version}`), alias);
+    // The runtime takes typed feeds' buffers: the shadow copy needs its own before the primary run.
+    const shadowInput: ScoringInput | undefined =
+      decision.shadow === undefined ? undefined : input.kind === "tensors" ? { kind: "tensors", feeds: copyFeeds(input.feeds) } : input;
+    const result = await scoreOnce(ref, input, opts, resolved, decision);
+    if (decision.shadow !== undefined && shadowInput !== undefined) scoreShadow(name, decision.shadow, shadowInput, opts, decision.rolloutId);
+    return result;
+  };
+
+  const scoreOnce = async (
+    ref: string | ModelRef,
+    input: ScoringInput,
+    opts: ScoreOptions,
+    preResolved: ResolvedVersion | undefined,
+    decision: TrafficDecision | undefined,
+  ): Promise<ScoreResult> => {
     const started = performance.now();
     let model: string | undefined;
     let version: number | null = null;
@@ -456,7 +547,7 @@ export function createScoringService(options: ScoringServiceOptions): ScoringSer
     let rows = 0;
     let feeds: Record<string, Tensor> | undefined;
     try {
-      const resolved = await resolve(ref);
+      const resolved = preResolved ?? (await resolve(ref));
       model = resolved.version.name;
       version = resolved.version.version;
       alias = resolved.alias;
@@ -469,7 +560,7 @@ export function createScoringService(options: ScoringServiceOptions): ScoringSer
           exactKey = ExactMemo.key(active.key, input.protocol, opts.outputs, input.bytes);
           const hit = memo.get(exactKey);
           // An entry made while nobody listened has no inputs to report; a listener now gets them parsed again.
-          if (hit !== undefined && (hit.inputs !== undefined || !listening())) return cachedAnswer(resolved, hit, hit.rendered, started, opts);
+          if (hit !== undefined && (hit.inputs !== undefined || !listening())) return cachedAnswer(resolved, hit, hit.rendered, started, opts, decision);
         }
       }
       const prepared = await prepare(input, context);
@@ -501,7 +592,7 @@ export function createScoringService(options: ScoringServiceOptions): ScoringSer
         const hit = await cache.get(cacheKey);
         if (hit !== undefined) {
           const answer = { outputs: hit.outputs, rows, orientation: prepared.orientation, id: prepared.id, parameters: prepared.parameters, inputs: feeds };
-          return cachedAnswer(resolved, answer, remember(hit.outputs, listening() ? feeds : undefined), started, opts);
+          return cachedAnswer(resolved, answer, remember(hit.outputs, listening() ? feeds : undefined), started, opts, decision);
         }
         countCache(model, resolved.version.version, false);
       }
@@ -525,14 +616,19 @@ export function createScoringService(options: ScoringServiceOptions): ScoringSer
       // set() encodes (copies) the outputs before its first await, so the caller may mutate or transfer them.
       if (cacheKey !== undefined) void cache?.set(cacheKey, { outputs }, cacheTtl).catch((err: unknown) => logger.warn({ err }, "prediction cache store failed"));
       const latencyMs = performance.now() - started;
-      if (listening()) events.emit("scored", { model, version, alias, protocol: opts.protocol, requestId: opts.requestId, rows, latencyMs, ok: true, inputs: feeds, outputs, at: new Date() } satisfies ScoringEvent);
-      return { model, version, alias, outputs, rows, orientation: prepared.orientation, id: prepared.id, parameters: prepared.parameters, latencyMs, cached: cacheKey === undefined ? undefined : false };
+      if (listening()) events.emit("scored", { model, version, alias, protocol: opts.protocol, requestId: opts.requestId, rows, latencyMs, ok: true, inputs: feeds, outputs, at: new Date(), ...eventTags(opts, decision) } satisfies ScoringEvent);
+      const result: ScoreResult = { model, version, alias, outputs, rows, orientation: prepared.orientation, id: prepared.id, parameters: prepared.parameters, latencyMs, cached: cacheKey === undefined ? undefined : false, requestId: opts.requestId as string };
+      if (decision !== undefined) {
+        result.variant = decision.variant;
+        result.rolloutId = decision.rolloutId;
+      }
+      return result;
     } catch (err) {
       const e = toMlshipError(err);
       model ??= refName(ref);
       const latencyMs = performance.now() - started;
       const error = e.field === undefined ? { code: e.code, message: e.message } : { code: e.code, message: e.message, field: e.field };
-      if (listening()) events.emit("scored", { model, version, alias, protocol: opts.protocol, requestId: opts.requestId, rows, latencyMs, ok: false, error, inputs: feeds, at: new Date() } satisfies ScoringEvent);
+      if (listening()) events.emit("scored", { model, version, alias, protocol: opts.protocol, requestId: opts.requestId, rows, latencyMs, ok: false, error, inputs: feeds, at: new Date(), ...eventTags(opts, decision) } satisfies ScoringEvent);
       if (version === null) throw e;
       // Transports label errors (metrics, headers) with the version that refused the request.
       throw new MlshipError(e.code, e.message, {
@@ -629,6 +725,10 @@ export function createScoringService(options: ScoringServiceOptions): ScoringSer
       mark(override, "registry");
       return { model: name, version, settings, sources };
     },
+    setRouter(next) {
+      router = next;
+    },
+    shadowStats: () => ({ ...shadowCounts }),
     cacheStats(): CacheStats | undefined {
       if (cache === undefined) return undefined;
       return { backend: cache.backend, errors: cache.errors(), versions: [...cacheCounts.values()].map((c) => ({ ...c })) };

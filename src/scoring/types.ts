@@ -46,6 +46,10 @@ export interface ScoringServiceOptions {
    * `maxEntries: 0` turns it off. Default 10000 entries, 16 MiB.
    */
   exactMemo?: ExactMemoOptions;
+  /** Rollout traffic policy (see `setRouter`). */
+  router?: TrafficRouter;
+  /** Shadow copies in flight at most; beyond it they are dropped (counted). Default 64. */
+  maxShadowInFlight?: number;
 }
 
 /** A resolved version whose model is loaded in its runtime. */
@@ -118,6 +122,36 @@ export interface ScoreOptions {
   protocol?: string;
   /** Request id, echoed into the scoring event. */
   requestId?: string;
+  /** The caller's business key (HTTP `X-Mlship-Key`, gRPC metadata `mlship-key`): logged, and outcomes may name it. */
+  key?: string;
+  /** Sticky routing during a rollout: the same key always lands on the same variant. Default `key`. */
+  routingKey?: string;
+  /**
+   * Set by scoring itself on the copy a shadow rollout scores (never by transports): the request is not routed
+   * again, and its event says `shadow`.
+   */
+  variant?: "shadow";
+  /** With `variant`: the rollout that asked for the shadow copy. */
+  rolloutId?: string;
+}
+
+/** Who answers a request that follows an alias with an active rollout. */
+export interface TrafficDecision {
+  rolloutId: string;
+  /** The version that answers the caller. */
+  version: number;
+  variant: "champion" | "challenger";
+  /** A version that also scores the request, logged only (shadow rollouts). */
+  shadow?: number;
+}
+
+/**
+ * Traffic policy over the registry's aliases (implemented by src/rollout). Consulted for every request that
+ * resolved through an alias (a bare name follows `production`), never for a pinned version. Must be synchronous
+ * and cheap: it runs on the hot path.
+ */
+export interface TrafficRouter {
+  route(model: string, alias: string, routingKey: string | undefined): TrafficDecision | undefined;
 }
 
 export interface ScoreResult {
@@ -136,6 +170,11 @@ export interface ScoreResult {
   latencyMs: number;
   /** True when the outputs came from the prediction cache (the model did not run). */
   cached?: boolean;
+  /** The request id the prediction was logged under: the caller's, or one scoring made up. */
+  requestId: string;
+  /** Set when a rollout routed the request: which variant answered, and the rollout. */
+  variant?: "champion" | "challenger";
+  rolloutId?: string;
   /**
    * Only for `json` inputs the exact-body memo holds: the transport's encoded responses for this body, by format
    * name. A transport that finds its format here sends those bytes; otherwise it may store what it encodes. The
@@ -188,6 +227,11 @@ export interface ScoringEvent {
   inputs?: Record<string, Tensor>;
   outputs?: Record<string, Tensor>;
   at: Date;
+  /** The caller's business key, when given. */
+  key?: string;
+  /** Set when a rollout routed the request (or for its shadow copy). */
+  variant?: "champion" | "challenger" | "shadow";
+  rolloutId?: string;
 }
 
 export interface LoadEvent {
@@ -241,6 +285,10 @@ export interface ScoringService {
   settings(name: string, version: number): Promise<EffectiveSettings>;
   /** Prediction cache counters, or undefined when the service has no cache. */
   cacheStats(): CacheStats | undefined;
+  /** Installs (or removes) the traffic router rollouts use; requests after this call are routed by it. */
+  setRouter(router: TrafficRouter | undefined): void;
+  /** Shadow copies scored, and dropped because too many were in flight. */
+  shadowStats(): { scored: number; failed: number; dropped: number; inFlight: number };
   /** Stops the refresh timer. The runtimes belong to the caller and stay open. */
   close(): Promise<void>;
 }

@@ -164,8 +164,150 @@ const monitor0003: StoreMigration = {
   },
 };
 
-/** Every migration, in order. Later areas (prediction logs, rollouts, ...) append theirs here. */
-export const MIGRATIONS: readonly StoreMigration[] = [registry0001, versionSettings0002, monitor0003];
+
+/**
+ * The feedback loop (issue 5): every logged prediction row, the outcomes posted for them, and business events
+ * (clicks, conversions) tied to predictions. Timestamps are ISO-8601 UTC text; JSON is text.
+ */
+const feedback0004: StoreMigration = {
+  name: "0004_feedback",
+  async up(db, dialect) {
+    await db.schema
+      .createTable("prediction_log")
+      .ifNotExists()
+      .addColumn("id", "integer", idColumn(dialect))
+      .addColumn("request_id", "text", (col) => col.notNull())
+      .addColumn("row", "integer", (col) => col.notNull())
+      .addColumn("model", "text", (col) => col.notNull())
+      .addColumn("version", "integer", (col) => col.notNull())
+      .addColumn("variant", "text")
+      .addColumn("rollout_id", "text")
+      .addColumn("key", "text")
+      .addColumn("at", "text", (col) => col.notNull())
+      .addColumn("protocol", "text")
+      .addColumn("inputs", "text")
+      .addColumn("inputs_hash", "text")
+      .addColumn("outputs", "text", (col) => col.notNull())
+      .addColumn("prediction", "text")
+      .addColumn("scores", "text")
+      .addColumn("latency_ms", "real", (col) => col.notNull())
+      .addColumn("actual", "text")
+      .addColumn("actual_at", "text")
+      .addColumn("outcome_id", "integer")
+      .execute();
+    // One row per (request, row, version): a replayed spill file or a retried batch never logs twice.
+    await db.schema.createIndex("prediction_log_uq").ifNotExists().unique().on("prediction_log").columns(["request_id", "row", "model", "version"]).execute();
+    await db.schema.createIndex("prediction_log_version_at_ix").ifNotExists().on("prediction_log").columns(["model", "version", "at"]).execute();
+    await db.schema.createIndex("prediction_log_key_ix").ifNotExists().on("prediction_log").columns(["model", "key", "at"]).execute();
+
+    await db.schema
+      .createTable("outcomes")
+      .ifNotExists()
+      .addColumn("id", "integer", idColumn(dialect))
+      .addColumn("request_id", "text")
+      .addColumn("row", "integer", (col) => col.notNull().defaultTo(0))
+      .addColumn("model", "text")
+      .addColumn("key", "text")
+      .addColumn("actual", "text", (col) => col.notNull())
+      .addColumn("event_time", "text", (col) => col.notNull())
+      .addColumn("received_at", "text", (col) => col.notNull())
+      .addColumn("updated_at", "text", (col) => col.notNull())
+      .addColumn("status", "text", (col) => col.notNull())
+      .addCheckConstraint("outcomes_status_ck", sql`status in ('pending', 'matched', 'late', 'unmatched')`)
+      .addCheckConstraint("outcomes_target_ck", sql`request_id is not null or (model is not null and key is not null)`)
+      .execute();
+    // Upsert targets: a repost of the same outcome replaces it instead of counting twice.
+    await db.schema.createIndex("outcomes_request_uq").ifNotExists().unique().on("outcomes").columns(["request_id", "row"]).where(sql<boolean>`request_id is not null`).execute();
+    await db.schema.createIndex("outcomes_key_uq").ifNotExists().unique().on("outcomes").columns(["model", "key"]).where(sql<boolean>`request_id is null`).execute();
+    await db.schema.createIndex("outcomes_status_ix").ifNotExists().on("outcomes").columns(["status", "received_at"]).execute();
+
+    await db.schema
+      .createTable("business_events")
+      .ifNotExists()
+      .addColumn("id", "integer", idColumn(dialect))
+      .addColumn("event_id", "text")
+      .addColumn("name", "text", (col) => col.notNull())
+      .addColumn("value", "real", (col) => col.notNull())
+      .addColumn("request_id", "text")
+      .addColumn("row", "integer", (col) => col.notNull().defaultTo(0))
+      .addColumn("model", "text")
+      .addColumn("key", "text")
+      .addColumn("event_time", "text", (col) => col.notNull())
+      .addColumn("received_at", "text", (col) => col.notNull())
+      .addColumn("status", "text", (col) => col.notNull())
+      // Filled when the event is tied to a logged prediction.
+      .addColumn("version", "integer")
+      .addColumn("variant", "text")
+      .addColumn("prediction_at", "text")
+      .addCheckConstraint("business_events_status_ck", sql`status in ('pending', 'matched', 'late', 'unmatched')`)
+      .execute();
+    await db.schema.createIndex("business_events_event_uq").ifNotExists().unique().on("business_events").columns(["event_id"]).where(sql<boolean>`event_id is not null`).execute();
+    await db.schema.createIndex("business_events_version_ix").ifNotExists().on("business_events").columns(["model", "version", "prediction_at"]).execute();
+    await db.schema.createIndex("business_events_status_ix").ifNotExists().on("business_events").columns(["status", "received_at"]).execute();
+  },
+};
+
+/**
+ * Safe iteration (issue 5): rollouts (champion/challenger on one endpoint), per-model rollout policies (gates,
+ * automatic rollback and promotion, retraining hooks) and the audit log of every deployment action.
+ */
+const rollout0005: StoreMigration = {
+  name: "0005_rollout",
+  async up(db, dialect) {
+    await db.schema
+      .createTable("rollouts")
+      .ifNotExists()
+      .addColumn("id", "text", (col) => col.primaryKey())
+      .addColumn("model", "text", (col) => col.notNull())
+      .addColumn("alias", "text", (col) => col.notNull())
+      .addColumn("champion", "integer", (col) => col.notNull())
+      .addColumn("challenger", "integer", (col) => col.notNull())
+      .addColumn("mode", "text", (col) => col.notNull())
+      .addColumn("percent", "real", (col) => col.notNull())
+      .addColumn("sticky", "integer", (col) => col.notNull())
+      .addColumn("state", "text", (col) => col.notNull())
+      .addColumn("settings", "text", (col) => col.notNull().defaultTo("{}"))
+      .addColumn("started_at", "text", (col) => col.notNull())
+      .addColumn("started_by", "text", (col) => col.notNull())
+      .addColumn("ended_at", "text")
+      .addColumn("ended_by", "text")
+      .addColumn("reason", "text")
+      .addColumn("end_reason", "text")
+      .addCheckConstraint("rollouts_mode_ck", sql`mode in ('canary', 'shadow', 'ab')`)
+      .addCheckConstraint("rollouts_state_ck", sql`state in ('active', 'promoted', 'aborted', 'rolled_back')`)
+      .execute();
+    // At most one active rollout per model and alias, even with several servers starting one at once.
+    await db.schema.createIndex("rollouts_active_uq").ifNotExists().unique().on("rollouts").columns(["model", "alias"]).where(sql<boolean>`state = 'active'`).execute();
+    await db.schema.createIndex("rollouts_model_ix").ifNotExists().on("rollouts").columns(["model", "started_at"]).execute();
+
+    await db.schema
+      .createTable("rollout_policies")
+      .ifNotExists()
+      .addColumn("model", "text", (col) => col.primaryKey())
+      .addColumn("policy", "text", (col) => col.notNull())
+      .addColumn("updated_at", "text", (col) => col.notNull())
+      .addColumn("updated_by", "text", (col) => col.notNull())
+      .execute();
+
+    await db.schema
+      .createTable("audit_log")
+      .ifNotExists()
+      .addColumn("id", "integer", idColumn(dialect))
+      .addColumn("at", "text", (col) => col.notNull())
+      .addColumn("actor", "text", (col) => col.notNull())
+      .addColumn("action", "text", (col) => col.notNull())
+      .addColumn("model", "text")
+      .addColumn("version", "integer")
+      .addColumn("rollout_id", "text")
+      .addColumn("reason", "text")
+      .addColumn("details", "text", (col) => col.notNull().defaultTo("{}"))
+      .execute();
+    await db.schema.createIndex("audit_log_model_ix").ifNotExists().on("audit_log").columns(["model", "id"]).execute();
+  },
+};
+
+/** Every migration, in order. Later areas append theirs here. */
+export const MIGRATIONS: readonly StoreMigration[] = [registry0001, versionSettings0002, monitor0003, feedback0004, rollout0005];
 
 /** The table Kysely's Migrator records applied migrations in (and its lock table). */
 export const MIGRATION_TABLE = "mlship_migration";

@@ -14,7 +14,7 @@ import {
 import type { ScoreResult } from "../../src/scoring/index.js";
 
 function result(outputs: Record<string, Tensor>, rows: number, orientation: ScoreResult["orientation"]): ScoreResult {
-  return { model: "m", version: 3, alias: "production", outputs, rows, orientation, id: "x", parameters: undefined, latencyMs: 1 };
+  return { model: "m", version: 3, alias: "production", outputs, rows, orientation, id: "x", parameters: undefined, latencyMs: 1, requestId: "req-1" };
 }
 
 describe("CSV parsing", () => {

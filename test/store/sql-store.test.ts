@@ -125,18 +125,18 @@ describe("openSqlStore", () => {
     const lite = await tableColumns(await open());
     const post = await tableColumns(await open(`${SERVER}/${pgName}`));
     expect(Object.keys(lite).sort()).toEqual(
-      ["alias_events", "mlship_migration", "mlship_migration_lock", "model_aliases", "model_versions", "models", "monitor_profiles", "registry_state",
-        "version_settings"],
+      ["alias_events", "audit_log", "business_events", "mlship_migration", "mlship_migration_lock", "model_aliases", "model_versions", "models",
+        "monitor_profiles", "outcomes", "prediction_log", "registry_state", "rollout_policies", "rollouts", "version_settings"],
     );
     expect(post).toEqual(lite);
   });
 
   it("runs migrations added later, in order, and only once", async () => {
     const added: StoreMigration = {
-      name: "9999_prediction_log",
+      name: "9999_later_table",
       async up(db, dialect) {
         await db.schema
-          .createTable("prediction_log")
+          .createTable("later_table")
           .addColumn("id", "integer", (c) => (dialect === "postgres" ? c.primaryKey().generatedByDefaultAsIdentity() : c.primaryKey().autoIncrement()))
           .addColumn("at", "text", (c) => c.notNull())
           .execute();
@@ -147,8 +147,8 @@ describe("openSqlStore", () => {
       const upgraded = await open(url, { migrations: [...MIGRATIONS, added] });
       await open(url, { migrations: [...MIGRATIONS, added] });
       const applied = await sql<{ name: string }>`select name from mlship_migration order by name`.execute(upgraded.db);
-      expect(applied.rows.map((r) => r.name)).toEqual([...MIGRATIONS.map((m) => m.name), "9999_prediction_log"]);
-      expect(Object.keys(await tableColumns(upgraded))).toContain("prediction_log");
+      expect(applied.rows.map((r) => r.name)).toEqual([...MIGRATIONS.map((m) => m.name), "9999_later_table"]);
+      expect(Object.keys(await tableColumns(upgraded))).toContain("later_table");
     }
   });
 

@@ -135,6 +135,17 @@ interface Reply<R> {
   modelVersion?: string;
   /** Whether the prediction cache answered; undefined when the version does not use one. */
   cached?: boolean;
+  /** Which variant of a rollout answered, and the rollout (`mlship-variant`, `mlship-rollout` trailers). */
+  variant?: string;
+  rolloutId?: string;
+}
+
+/** What the call's metadata says about the request, for handlers. */
+interface CallInfo {
+  /** `x-request-id` metadata, else the V2 request `id`, else a new one: the id the prediction is logged under. */
+  requestId: string;
+  /** `mlship-key` metadata: the caller's business key. */
+  key: string | undefined;
 }
 
 /**
@@ -212,10 +223,13 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   };
 
   /** Runs a handler; every outcome, thrown or not, becomes one status (a bad request never escapes). */
-  const unary = <Q, R>(method: string, fields: Fields, handle: (request: Q, signal: AbortSignal) => Promise<Reply<R>>) => {
+  const unary = <Q, R>(method: string, fields: Fields, handle: (request: Q, signal: AbortSignal, info: CallInfo) => Promise<Reply<R>>) => {
     return (call: ServerUnaryCall<Q, R>, callback: sendUnaryData<R>): void => {
       const given = call.metadata.get("x-request-id")[0];
-      const requestId = typeof given === "string" && given !== "" ? given : randomUUID();
+      const bodyId = (call.request as { id?: unknown } | null)?.id;
+      const requestId = typeof given === "string" && given !== "" ? given : typeof bodyId === "string" && bodyId !== "" ? bodyId : randomUUID();
+      const keyValue = call.metadata.get("mlship-key")[0];
+      const info: CallInfo = { requestId, key: typeof keyValue === "string" && keyValue !== "" ? keyValue : undefined };
       // grpc-js emits `cancelled` when the client's deadline passes or it cancels, and also once the answer is
       // sent; only the first two abort the work (a request still queued is then dropped and never runs).
       const controller = new AbortController();
@@ -231,7 +245,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
       };
       let pending: Promise<Reply<R>>;
       try {
-        pending = handle(call.request, controller.signal);
+        pending = handle(call.request, controller.signal, info);
       } catch (err) {
         pending = Promise.reject(err);
       }
@@ -242,6 +256,10 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
           trailer.set("x-request-id", metadataValue(requestId));
           if (reply.modelVersion !== undefined) trailer.set(TRAILER_MODEL_VERSION, metadataValue(reply.modelVersion));
           if (reply.cached !== undefined) trailer.set(TRAILER_CACHE, reply.cached ? "hit" : "miss");
+          if (reply.variant !== undefined) {
+            trailer.set("mlship-variant", reply.variant);
+            trailer.set("mlship-rollout", metadataValue(reply.rolloutId ?? ""));
+          }
           callback(null, reply.response, trailer);
         },
         (err: unknown) => {
@@ -296,7 +314,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
       };
     }),
 
-    ModelInfer: unary("ModelInfer", INFER_FIELDS, async (request: ModelInferRequest, signal): Promise<Reply<ModelInferResponse>> => {
+    ModelInfer: unary("ModelInfer", INFER_FIELDS, async (request: ModelInferRequest, signal, info): Promise<Reply<ModelInferResponse>> => {
       const refusal = guard.refusal();
       if (refusal !== undefined) throw refusal;
       const ref = modelRef(request.model_name, request.model_version, INFER_FIELDS);
@@ -313,7 +331,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
         const e = toMlshipError(err);
         throw new MlshipError(e.code, e.message, { field: e.field, cause: e, details: { ...e.details, model: model.name, version: model.version } });
       }
-      const result = await scoring.score(ref, { kind: "tensors", feeds }, { outputs, protocol: "grpc", requestId: request.id === "" ? undefined : request.id, signal });
+      const result = await scoring.score(ref, { kind: "tensors", feeds }, { outputs, protocol: "grpc", requestId: info.requestId, signal, ...(info.key === undefined ? {} : { key: info.key }) });
       const encoded = encodeOutputs(result.outputs, raw);
       return {
         response: {
@@ -325,6 +343,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
         },
         modelVersion: `${result.model}@${result.version}`,
         cached: result.cached,
+        ...(result.variant === undefined ? {} : { variant: result.variant, rolloutId: result.rolloutId }),
       };
     }),
   };

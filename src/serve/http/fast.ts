@@ -12,6 +12,7 @@ import { defaultModelRef } from "./mlflow.js";
 import type { Protocol } from "./types.js";
 import type { EventLoopGuard } from "./shed.js";
 import { v2Ref } from "./v2.js";
+import { businessKeyOf, rolloutHeaders } from "./state.js";
 
 export interface FastPathOptions {
   scoring: ScoringService;
@@ -141,13 +142,15 @@ export function createFastPath(options: FastPathOptions): (req: IncomingMessage,
     let errorCode: string | undefined;
     try {
       const ref = route.ref !== undefined ? route.ref() : fixedDefault ?? (await defaultModelRef(scoring, undefined));
-      const result = await scoring.score(ref, { kind: "json", protocol, bytes: body }, { protocol, requestId: id });
+      const key = businessKeyOf(req.headers);
+      const result = await scoring.score(ref, { kind: "json", protocol, bytes: body }, key === undefined ? { protocol, requestId: id } : { protocol, requestId: id, key });
       model = result.model;
       version = String(result.version);
       rows = result.rows;
       const { payload, headers } = encode(result, protocol, body);
       headers.push("x-request-id", id, "mlship-model-version", `${model}@${version}`);
       if (result.cached !== undefined) headers.push("mlship-cache", result.cached ? "hit" : "miss");
+      if (result.variant !== undefined) headers.push(...rolloutHeaders(result));
       send(res, 200, headers, payload);
     } catch (err) {
       ({ model, version, status, code: errorCode } = fail(req, res, protocol, id, jsonErrorOf(body) ?? err));

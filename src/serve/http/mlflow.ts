@@ -3,7 +3,7 @@ import { MlshipError } from "../../core/index.js";
 import { formatMlflowResponse } from "../../scoring/index.js";
 import type { ScoringService } from "../../scoring/index.js";
 import { CsvBody } from "./content.js";
-import { answeredBy } from "./state.js";
+import { answeredBy, businessKeyOf, headerObject, rolloutHeaders } from "./state.js";
 import type { RouteConfig } from "./types.js";
 import { mlshipVersion } from "./version.js";
 
@@ -29,9 +29,11 @@ export function registerMlflowRoutes(app: FastifyInstance, scoring: ScoringServi
   const invoke = async (ref: string, request: FastifyRequest, reply: FastifyReply) => {
     const body = request.body;
     const input = body instanceof CsvBody ? { kind: "csv" as const, text: body.text } : { kind: "mlflow" as const, body };
-    const result = await scoring.score(ref, input, { protocol: "mlflow", requestId: String(request.id) });
+    const key = businessKeyOf(request.headers);
+    const result = await scoring.score(ref, input, key === undefined ? { protocol: "mlflow", requestId: String(request.id) } : { protocol: "mlflow", requestId: String(request.id), key });
     answeredBy(request, reply, result.model, result.version, result.rows);
     if (result.cached !== undefined) reply.header("mlship-cache", result.cached ? "hit" : "miss");
+    if (result.variant !== undefined) reply.headers(headerObject(rolloutHeaders(result)));
     return formatMlflowResponse(result);
   };
 

@@ -5,7 +5,7 @@ import { formatV2Response, v2TensorMetadata } from "../../scoring/index.js";
 import type { ScoringService } from "../../scoring/index.js";
 import { BINARY_EXTENSION, BinaryBody, binaryOutputNames, sendBinaryResponse } from "./binary.js";
 import { CsvBody } from "./content.js";
-import { answeredBy } from "./state.js";
+import { answeredBy, businessKeyOf, headerObject, rolloutHeaders } from "./state.js";
 import type { RouteConfig } from "./types.js";
 import { mlshipVersion } from "./version.js";
 
@@ -80,9 +80,11 @@ export function registerV2Routes(app: FastifyInstance, scoring: ScoringService, 
     }
     const { body } = request;
     const input = body instanceof BinaryBody ? { kind: "v2" as const, body: body.json, binary: body.binary } : { kind: "v2" as const, body };
-    const result = await scoring.score(ref, input, { protocol: "v2", requestId: String(request.id) });
+    const key = businessKeyOf(request.headers);
+    const result = await scoring.score(ref, input, key === undefined ? { protocol: "v2", requestId: String(request.id) } : { protocol: "v2", requestId: String(request.id), key });
     answeredBy(request, reply, result.model, result.version, result.rows);
     if (result.cached !== undefined) reply.header("mlship-cache", result.cached ? "hit" : "miss");
+    if (result.variant !== undefined) reply.headers(headerObject(rolloutHeaders(result)));
     const binary = binaryOutputNames(input.body, Object.keys(result.outputs));
     if (binary.size > 0) return sendBinaryResponse(reply, result, binary);
     return formatV2Response(result);
