@@ -3,7 +3,9 @@
  * gates, automatic rollback and promotion, retraining hooks, and the audit log. Tables `rollouts`,
  * `rollout_policies` and `audit_log` (migration 0005_rollout).
  */
+import type { QualityReport } from "../feedback/types.js";
 import type { QualityMetric } from "../package/index.js";
+import type { TrafficRouter } from "../scoring/index.js";
 
 /**
  * `canary`: `percent` of the alias's traffic goes to the challenger (sticky by the routing key when given);
@@ -220,7 +222,7 @@ export interface VariantStatus {
   /** Predictions logged for this arm (all replicas), from the prediction log. */
   logged: number;
   /** Live quality over the guard's window; null when the feedback loop is off. */
-  quality: import("../feedback/types.js").QualityReport | null;
+  quality: QualityReport | null;
 }
 
 /** The arms compared on the guard's metric, with a significance test (A/B). */
@@ -254,7 +256,7 @@ export interface Actor {
 
 /** Rollouts, policies and the audit log over the SQL store; its `router` is what scoring consults. */
 export interface RolloutService {
-  readonly router: import("../scoring/index.js").TrafficRouter;
+  readonly router: TrafficRouter;
   readonly audit: AuditLog;
   /** Starts a rollout of `challenger` against the alias's current target; MLSHIP_ERR_ROLLOUT_CONFLICT if one is active. */
   start(input: StartRolloutInput): Promise<Rollout>;

@@ -456,7 +456,7 @@ export function createScoringService(options: ScoringServiceOptions): ScoringSer
     return result;
   };
 
-  let router = options.router;
+  let router: TrafficRouter | undefined = options.router;
   const maxShadowInFlight = options.maxShadowInFlight ?? 64;
   const shadowCounts = { scored: 0, failed: 0, dropped: 0, inFlight: 0 };
   /** A version reached through a rollout keeps the alias the caller followed (one object per pair, for entryOf's cache). */
