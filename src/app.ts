@@ -8,10 +8,14 @@ import path from "node:path";
 import { MlshipError, createLogger, type Logger } from "./core/index.js";
 import { loadConfig, type MlshipConfig } from "./config/index.js";
 import { importModel, type ImportOptions } from "./package/index.js";
-import { LocalArtifactStore, openSqlStore, type ArtifactStore, type SqlStore } from "./store/index.js";
+import { LocalArtifactStore, openSqlStore, redactUrl, type ArtifactStore, type SqlStore } from "./store/index.js";
 import { createRegistry, validateAliasName, validateModelName, type Registry, type VersionRecord } from "./registry/index.js";
 import { createOnnxRuntime, type ModelRuntime } from "./runtime/index.js";
 import { createPredictionCache, createScoringService, type PredictionCache, type ScoringService } from "./scoring/index.js";
+import type { Registry as PromRegistry } from "prom-client";
+import { compareArms, computeQuality, createFeedbackService, feedbackSpecOf, PredictionLogger, predictionLogMetrics, SqlPredictionStore, type FeedbackService, type PredictionStore } from "./feedback/index.js";
+import { Alerter, gaugeSink, logSink, webhookSink, type AlertSink } from "./monitor/index.js";
+import { createRolloutService, evaluateGate, RetrainTrigger, retrainSink, RolloutAutomation, type CompareArms, type RolloutService } from "./rollout/index.js";
 
 /** Every folder mlship uses under `home`, in one place. */
 export interface MlshipPaths {
@@ -43,6 +47,15 @@ export interface Mlship {
   readonly runtimes: Record<string, ModelRuntime>;
   /** The scoring pipeline over the registry and runtimes (built on first use, like `runtimes`). */
   readonly scoring: ScoringService;
+  /** Logged predictions, outcomes and business events in the metadata store. */
+  readonly predictions: PredictionStore;
+  /**
+   * Live quality and outcome ingestion on demand (no timers: `mlship serve` runs its own with thresholds, alerts
+   * and metrics, see `src/cli/serve.ts`).
+   */
+  readonly feedback: FeedbackService;
+  /** Rollouts, policies and the audit log; installs its traffic router on `scoring` when first used. */
+  readonly rollouts: RolloutService;
   /** Closes scoring, runtimes (workers) and the store. Idempotent. */
   close(): Promise<void>;
 }
@@ -65,6 +78,9 @@ export async function createMlship(config: MlshipConfig = loadConfig(), options:
   let scoring: ScoringService | undefined;
   let cache: PredictionCache | undefined;
   let closed: Promise<void> | undefined;
+  const predictions = new SqlPredictionStore(store);
+  let feedback: FeedbackService | undefined;
+  let rollouts: RolloutService | undefined;
 
   const getRuntimes = (): Record<string, ModelRuntime> => {
     if (closed !== undefined) throw new MlshipError("MLSHIP_ERR_RUNTIME_UNAVAILABLE", "mlship is closed");
@@ -117,8 +133,36 @@ export async function createMlship(config: MlshipConfig = loadConfig(), options:
       }
       return scoring;
     },
+    predictions,
+    get feedback() {
+      feedback ??= createFeedbackService({
+        store: predictions,
+        registry,
+        logger,
+        horizonMs: config.feedback.horizonMs,
+        pendingMs: config.feedback.pendingTimeoutMs,
+        windows: config.monitor.windows.split(","),
+        timers: false,
+      });
+      return feedback;
+    },
+    get rollouts() {
+      rollouts ??= createRolloutService({
+        store,
+        registry,
+        scoring: app.scoring,
+        logger,
+        feedback: app.feedback,
+        compare: compareArmsOf(registry),
+        // One-shot commands read the store when they act; servers refresh on a timer (rollout.checkMs).
+        refreshMs: 0,
+      });
+      return rollouts;
+    },
     close() {
       closed ??= (async () => {
+        await rollouts?.close();
+        await feedback?.close();
         await scoring?.close();
         await cache?.close();
         for (const runtime of Object.values(runtimes ?? {})) await runtime.close();
@@ -170,3 +214,128 @@ export async function registerModel(app: Mlship, source: string, options: Regist
     await fs.rm(stagingDir, { recursive: true, force: true });
   }
 }
+
+/** The significance test of a rollout's arms, on the champion's feedback spec (task, labels, outputs). */
+export function compareArmsOf(registry: Registry): CompareArms {
+  return async (metric, champion, challenger, context) => {
+    const record = await registry.getVersion(context.model, context.champion);
+    return compareArms(metric, champion, challenger, feedbackSpecOf(record.manifest));
+  };
+}
+
+export interface FeedbackLoopOptions {
+  /** Where the loop's metrics go (`/metrics`): quality gauges, prediction log counters, alert gauges. */
+  metricsRegistry?: PromRegistry;
+  /** Failed requests / requests of a version, from the server's request metrics (the `error_rate` quality metric). */
+  errorRate?: (model: string, version: number) => number | null;
+  /** The server's base URL, handed to retraining hooks. */
+  serverUrl: string | null;
+}
+
+/**
+ * The feedback loop of a server: prediction log (unless `feedback.log` is off), live quality with thresholds on
+ * timers, rollouts refreshed from the store (so rollouts started by the CLI or another replica take effect), the
+ * rollout guard and "fly" automation, and retraining hooks fed by one alerter that monitoring shares.
+ */
+export interface FeedbackLoop {
+  readonly predictionLog: PredictionLogger | undefined;
+  readonly feedback: FeedbackService;
+  readonly rollouts: RolloutService;
+  /** Alerts of monitoring and of the feedback loop: log, gauge, webhook (`monitor.webhookUrl`), retraining hooks. */
+  readonly alerter: Alerter;
+  readonly automation: RolloutAutomation;
+  readonly retrain: RetrainTrigger;
+  /** Stops timers, flushes the prediction log, waits for hooks in flight. */
+  close(): Promise<void>;
+}
+
+export async function startFeedbackLoop(app: Mlship, options: FeedbackLoopOptions): Promise<FeedbackLoop> {
+  const { config, logger, registry, scoring, predictions } = app;
+  const predictionLog =
+    config.feedback.log === "on"
+      ? new PredictionLogger({
+          scoring,
+          registry,
+          store: predictions,
+          logger,
+          bufferRows: config.feedback.bufferRows,
+          flushMs: config.feedback.flushMs,
+          spillDir: config.feedback.spillDir,
+          spillMaxBytes: config.feedback.spillMaxBytes,
+        })
+      : undefined;
+  await predictionLog?.start();
+  if (predictionLog !== undefined && options.metricsRegistry !== undefined) predictionLogMetrics(predictionLog, options.metricsRegistry);
+
+  // The alerter feeds the retraining trigger, which needs the rollout service, which needs the feedback service,
+  // which needs the alerter: the trigger's sink forwards to it once it exists.
+  const late: { retrain?: RetrainTrigger } = {};
+  const sinks: AlertSink[] = [logSink(logger)];
+  if (options.metricsRegistry !== undefined) sinks.push(gaugeSink(options.metricsRegistry));
+  if (config.monitor.webhookUrl !== null) sinks.push(webhookSink({ url: config.monitor.webhookUrl, logger }));
+  sinks.push({ name: "retrain", send: (alerts) => (late.retrain === undefined ? Promise.resolve() : retrainSink(late.retrain).send(alerts)) });
+  const alerter = new Alerter({ sinks, logger });
+  const feedback = createFeedbackService({
+    store: predictions,
+    registry,
+    logger,
+    alerter,
+    ...(options.metricsRegistry === undefined ? {} : { metricsRegistry: options.metricsRegistry }),
+    ...(options.errorRate === undefined ? {} : { errorRate: options.errorRate }),
+    horizonMs: config.feedback.horizonMs,
+    pendingMs: config.feedback.pendingTimeoutMs,
+    evaluateMs: config.feedback.evaluateMs,
+    retentionDays: config.feedback.retentionDays,
+    windows: config.monitor.windows.split(","),
+  });
+  const rollouts = createRolloutService({
+    store: app.store,
+    registry,
+    scoring,
+    logger,
+    feedback,
+    compare: compareArmsOf(registry),
+    refreshMs: Math.min(2000, config.rollout.checkMs),
+  });
+  const retrain = new RetrainTrigger({
+    rollouts,
+    registry,
+    exportPredictions: (query) => predictions.exportPredictions(query),
+    dataDir: path.join(config.home, "retrain"),
+    serverUrl: options.serverUrl,
+    home: config.home,
+    store: redactUrl(config.store),
+    storeUrl: config.store,
+    logger,
+  });
+  const automation = new RolloutAutomation({
+    rollouts,
+    registry,
+    logger,
+    checkMs: config.rollout.checkMs,
+    evaluateGate: (model, candidate, gate) =>
+      evaluateGate({ scoring, registry, model, candidate, spec: gate, computeQuality, specOf: feedbackSpecOf }),
+  });
+  automation.start();
+  late.retrain = retrain;
+  let closing: Promise<void> | undefined;
+  return {
+    predictionLog,
+    feedback,
+    rollouts,
+    alerter,
+    automation,
+    retrain,
+    close() {
+      closing ??= (async () => {
+        await automation.close();
+        await predictionLog?.close();
+        await feedback.close();
+        await retrain.idle();
+        await rollouts.close();
+      })();
+      return closing;
+    },
+  };
+}
+

@@ -44,3 +44,22 @@ export type {
 } from "./scoring/index.js";
 
 export { buildServer, mlshipPlugin } from "./serve/index.js";
+
+export { startFeedbackLoop } from "./app.js";
+export type { FeedbackLoop, FeedbackLoopOptions } from "./app.js";
+
+/** Writing ONNX models from JavaScript (e.g. a retraining hook that fits a linear model): see examples/feedback-loop. */
+export { buildOnnxModel, writeOnnxModel, ONNX_DATA_TYPE } from "./package/index.js";
+export type { OnnxModelSpec, OnnxValueSpec, OnnxNodeSpec, OnnxTensorValue, OnnxAttrValue, FeedbackConfig, QualityThreshold } from "./package/index.js";
+
+export { feedbackRoutes, SqlPredictionStore } from "./feedback/index.js";
+export type {
+  FeedbackService,
+  IngestResult,
+  PredictionRecord,
+  PredictionStore,
+  QualityReport,
+} from "./feedback/index.js";
+
+export { rolloutRoutes } from "./rollout/index.js";
+export type { AuditEntry, GateResult, Rollout, RolloutGuard, RolloutPolicy, RolloutService, RolloutStatus, RetrainContext } from "./rollout/index.js";

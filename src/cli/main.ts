@@ -5,9 +5,12 @@ import { toMlshipError, type MlshipError } from "../core/index.js";
 import { CliContext } from "./context.js";
 import { configCommand } from "./config-command.js";
 import { defaultIo, type CliIo } from "./io.js";
+import { feedbackCommand } from "./feedback.js";
 import { modelsCommand } from "./models.js";
 import { monitorCommand } from "./monitor.js";
 import { predictCommand } from "./predict.js";
+import { promoteCommand } from "./promote.js";
+import { auditCommand, rolloutCommand } from "./rollout.js";
 import { quickstartCommand, serveCommand } from "./serve.js";
 
 /** Exit codes: 0 success, 1 a command failed, 2 the command line itself was wrong. */
@@ -62,9 +65,12 @@ export function buildProgram(ctx: CliContext): Command {
       ].join("\n"),
     );
 
-  program.addCommand(modelsCommand(ctx));
+  program.addCommand(modelsCommand(ctx).addCommand(promoteCommand(ctx)));
   program.addCommand(predictCommand(ctx));
   program.addCommand(monitorCommand(ctx));
+  program.addCommand(feedbackCommand(ctx));
+  program.addCommand(rolloutCommand(ctx));
+  program.addCommand(auditCommand(ctx));
   program.addCommand(serveCommand(ctx));
   program.addCommand(quickstartCommand(ctx));
   program.addCommand(configCommand(ctx));

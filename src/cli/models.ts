@@ -152,15 +152,16 @@ export function modelsCommand(ctx: CliContext): Command {
 
   models
     .command("rollback")
-    .description("move an alias back to its previous target in the alias history (skipping archived versions)")
+    .description("move an alias back to its previous target in the alias history (skipping archived versions), at once; ends the alias's active rollout")
     .argument("<name>", "model name")
     .option("--alias <alias>", "which alias", "production")
-    .option("--reason <text>", "why (kept in the alias history)")
+    .option("--reason <text>", "why (kept in the alias history and the audit log)")
     .action(async (name: string, _opts: unknown, cmd: Command) => {
       const o = globals<{ alias: string; reason?: string }>(cmd);
       const app = await ctx.app(o);
-      const event = await app.registry.rollback(name, o.alias, { by: app.config.user, reason: o.reason });
-      printLine(ctx.io, moveText(event));
+      const done = await app.rollouts.rollbackModel(name, o.alias, { by: app.config.user, ...(o.reason === undefined ? {} : { reason: o.reason }) });
+      if (done.rollout !== undefined) printLine(ctx.io, `rollout ${done.rollout.id} of version ${done.rollout.challenger} ended (rolled back)`);
+      printLine(ctx.io, moveText({ name, alias: o.alias, from: done.from, to: done.to }));
     });
 
   const statusChanges = [
@@ -324,7 +325,7 @@ function versionCell(v: number | null): string {
   return v === null ? "-" : String(v);
 }
 
-function moveText(event: AliasEvent): string {
+function moveText(event: Pick<AliasEvent, "name" | "alias" | "from" | "to">): string {
   const target = `${event.name}@${event.alias}`;
   if (event.to === null) return `${target} removed (was ${versionCell(event.from)})`;
   const was = event.from === null ? "new alias" : `was ${event.from}`;

@@ -4,7 +4,7 @@ import path from "node:path";
 import { Command } from "commander";
 import { MlshipError } from "../core/index.js";
 import type { ModelRecord } from "../registry/index.js";
-import { registerModel, type Mlship } from "../app.js";
+import { registerModel, startFeedbackLoop, type Mlship } from "../app.js";
 import type { GrpcServer } from "../serve/index.js";
 import type { CliContext, GlobalOptions } from "./context.js";
 import { curlLine, exampleRow, mlflowBody, v2Body } from "./examples.js";
@@ -88,8 +88,23 @@ async function listen(ctx: CliContext, app: Mlship, defaultModel: string | null)
   });
   // The monitoring data over REST (reference and window profiles), next to the serving routes.
   const { LiveMonitor, MonitorStore, monitorRoutes } = await import("../monitor/index.js");
+  const { feedbackRoutes } = await import("../feedback/index.js");
+  const { rolloutRoutes } = await import("../rollout/index.js");
   const requestMetrics = requestMetricsOf(server);
   const monitorStore = new MonitorStore(app.store);
+  // The feedback loop: prediction log, live quality and thresholds, rollouts, guard and retraining hooks. Its alerter
+  // is monitoring's too, so drift alerts reach the retraining hooks as well.
+  const loop = await startFeedbackLoop(app, {
+    ...(requestMetrics === undefined ? {} : { metricsRegistry: requestMetrics.register }),
+    errorRate: (model, version) => {
+      const figures = requestMetrics?.snapshot(model, String(version));
+      if (figures === undefined || figures.requests === 0) return null;
+      const failed = Object.values(figures.errors).reduce((a, b) => a + b, 0);
+      return failed / figures.requests;
+    },
+    // Known before listening unless the port is picked by the system (then hooks get null and use the CLI).
+    serverUrl: config.server.port === 0 ? null : `http://${config.server.host.includes(":") ? `[${config.server.host}]` : config.server.host}:${config.server.port}`,
+  });
   // Live monitoring listens to every scoring event, which costs the hot path a copy of each request's tensors:
   // `auto` turns it on only where a reference exists to compare with.
   const liveOn = config.monitor.live === "on" || (config.monitor.live === "auto" && (await monitorStore.hasReferences()));
@@ -99,8 +114,7 @@ async function listen(ctx: CliContext, app: Mlship, defaultModel: string | null)
         store: monitorStore,
         logger: app.logger,
         sizes: config.monitor.windows.split(","),
-        ...(requestMetrics === undefined ? {} : { registry: requestMetrics.register }),
-        ...(config.monitor.webhookUrl === null ? {} : { webhookUrl: config.monitor.webhookUrl }),
+        alerter: loop.alerter,
       })
     : undefined;
   live?.start();
@@ -111,9 +125,17 @@ async function listen(ctx: CliContext, app: Mlship, defaultModel: string | null)
     scoring: app.scoring,
     ...(requestMetrics === undefined ? {} : { requests: (model: string, version: string) => requestMetrics.snapshot(model, version) }),
   });
+  void server.register(feedbackRoutes, {
+    feedback: loop.feedback,
+    registry: app.registry,
+    bodyLimitBytes: config.server.bodyLimitBytes,
+    ...(loop.predictionLog === undefined ? {} : { logStats: () => (loop.predictionLog as NonNullable<typeof loop.predictionLog>).stats() }),
+  });
+  void server.register(rolloutRoutes, { rollouts: loop.rollouts, registry: app.registry, user: config.user });
   try {
     await server.listen({ host: config.server.host, port: config.server.port });
   } catch (error) {
+    await loop.close().catch(() => undefined);
     await server.close().catch(() => undefined);
     throw listenError(error, `${config.server.host}:${config.server.port}`, "server.port", "--port");
   }
@@ -135,7 +157,7 @@ async function listen(ctx: CliContext, app: Mlship, defaultModel: string | null)
     try {
       grpcAddress = `${grpcHost}:${await grpc.listen(config.server.host, config.server.grpcPort)}`;
     } catch (error) {
-      await Promise.all([grpc.close(0), server.close().catch(() => undefined)]);
+      await Promise.all([grpc.close(0), server.close().catch(() => undefined), loop.close().catch(() => undefined)]);
       throw listenError(error, `${grpcHost}:${config.server.grpcPort}`, "server.grpcPort", "--grpc-port");
     }
   }
@@ -165,7 +187,11 @@ async function listen(ctx: CliContext, app: Mlship, defaultModel: string | null)
         live?.close().catch((err: unknown) => app.logger.warn({ err }, "live monitoring did not close cleanly")),
         // tryShutdown, then forceShutdown once the same grace period is over (close() never rejects).
         grpc?.close(config.server.shutdownTimeoutMs),
-      ]).finally(() => {
+      ])
+        // The prediction log is flushed once no request can add to it (rows it cannot store are spilled to disk).
+        .then(() => loop.close())
+        .catch((err: unknown) => app.logger.warn({ err }, "the feedback loop did not close cleanly"))
+        .finally(() => {
         clearTimeout(force);
         clearInterval(closeIdle);
         app.logger.info("server stopped");

@@ -29,3 +29,14 @@ export type * from "./monitor-config.js";
 export type { CsvTable } from "./csv.js";
 export { FEEDBACK_TASKS, INPUT_LOG_MODES, QUALITY_METRICS } from "./feedback-config.js";
 export type * from "./feedback-config.js";
+export { checkFeedbackOutputs, checkFeedbackSection, DEFAULT_THRESHOLD_WINDOW, feedbackSectionPlain, parseThreshold, parseThresholdText, thresholdText } from "./feedback-section.js";
+export type { ThresholdFail } from "./feedback-section.js";
+export { outputNames } from "./manifest.js";
+export { buildOnnxModel, ONNX_DATA_TYPE, writeOnnxModel } from "./onnx-build.js";
+export type {
+  AttrValue as OnnxAttrValue,
+  ModelSpec as OnnxModelSpec,
+  NodeSpec as OnnxNodeSpec,
+  TensorValue as OnnxTensorValue,
+  ValueSpec as OnnxValueSpec,
+} from "./onnx-build.js";

@@ -1,5 +1,6 @@
 import { readFile, stat, writeFile } from "node:fs/promises";
 import { checkMonitorSection, monitorSectionPlain } from "./monitor-section.js";
+import { checkFeedbackOutputs, checkFeedbackSection, feedbackSectionPlain } from "./feedback-section.js";
 import path from "node:path";
 import YAML from "yaml";
 import { DTYPES, isDType } from "../core/index.js";
@@ -84,6 +85,7 @@ function toPlain(manifest: Manifest): Record<string, unknown> {
   plain.metadata = dropUndefined(manifest.metadata);
   if (manifest.serving !== undefined) plain.serving = manifest.serving;
   if (manifest.monitor !== undefined) plain.monitor = monitorSectionPlain(manifest.monitor);
+  if (manifest.feedback !== undefined) plain.feedback = feedbackSectionPlain(manifest.feedback);
   return plain;
 }
 
@@ -279,7 +281,7 @@ class ManifestChecker {
   manifest(raw: unknown): Manifest {
     const top = this.record(raw, "(root)");
     this.keys(top, ["format_version", "flavor", "files", "signature", "input_example", "preprocess", "postprocess",
-      "metadata", "serving", "monitor"], "");
+      "metadata", "serving", "monitor", "feedback"], "");
     if (top.format_version === undefined) throw this.fail("format_version is required", "format_version");
     if (typeof top.format_version !== "number" || !Number.isInteger(top.format_version)) {
       throw this.fail(`format_version must be the integer 1, got ${describe(top.format_version)}`, "format_version");
@@ -308,6 +310,10 @@ class ManifestChecker {
     const manifest: Manifest = { format_version: 1, flavor: "onnx", files, signature, preprocess, postprocess, metadata };
     if (input_example !== undefined) manifest.input_example = input_example;
     if (top.monitor !== undefined && top.monitor !== null) manifest.monitor = checkMonitorSection(top.monitor, this.file);
+    if (top.feedback !== undefined && top.feedback !== null) {
+      manifest.feedback = checkFeedbackSection(top.feedback, this.file);
+      checkFeedbackOutputs(manifest.feedback, outputNames(signature, postprocess), this.file);
+    }
     if (top.serving !== undefined && top.serving !== null) {
       manifest.serving = checkServingSettings(top.serving, "serving", (what, field) => this.fail(what, field));
     }
@@ -695,6 +701,21 @@ class ManifestChecker {
         "metadata.class_labels");
     }
   }
+}
+
+/** Every output a scoring result may hold: the model's own, then what post-processing adds. */
+export function outputNames(signature: Signature, postprocess: readonly PostprocessStep[]): string[] {
+  const names = new Set(signature.outputs.map((o) => o.name));
+  for (const step of postprocess) {
+    if (step.type === "top_k") {
+      const base = step.as ?? defaultAs("top_k", step.output, step.k);
+      names.add(`${base}_indices`).add(`${base}_scores`);
+      if (step.labels !== undefined) names.add(`${base}_labels`);
+    } else {
+      names.add(step.as ?? defaultAs(step.type, step.output));
+    }
+  }
+  return [...names];
 }
 
 /** The output name a step writes when `as` is not given (documented in docs/model-package.md). */

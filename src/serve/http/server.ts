@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import http from "node:http";
 import type { IncomingMessage } from "node:http";
 import Fastify, { LogController } from "fastify";
@@ -27,9 +28,9 @@ export function requestMetricsOf(server: FastifyInstance): RequestMetrics | unde
 export function buildServer(options: BuildServerOptions): FastifyInstance {
   const bodyLimit = options.bodyLimitBytes ?? DEFAULT_BODY_LIMIT_BYTES;
   const logger = options.logger === false ? undefined : (options.logger ?? createLogger({ name: "mlship-http" }));
-  // One id sequence for both paths (Fastify's own format), so ids stay unique across them.
-  let nextRequestId = 0;
-  const generateId = (): string => `req-${(nextRequestId++).toString(36)}`;
+  // Request ids key the prediction log (and outcomes name them) across restarts and replicas: a per-process
+  // counter would repeat them, so each is a random UUID (crypto's buffered generator: ~0.1 µs each).
+  const generateId = (): string => randomUUID();
   const requestId = (req: IncomingMessage): string => {
     const given = req.headers[REQUEST_ID_HEADER];
     return typeof given === "string" && given !== "" ? given : generateId();

@@ -1,0 +1,17 @@
+export type * from "./types.js";
+export { DEFAULT_SAMPLE_RATE, feedbackSpecOf, recordsOf } from "./spec.js";
+export { PredictionLogger, predictionLogMetrics } from "./log.js";
+export type { PredictionLoggerOptions } from "./log.js";
+export { CLOCK_SKEW_MS, SqlPredictionStore } from "./store.js";
+export type { SqlPredictionStoreOptions } from "./store.js";
+export { parseBusinessEvent, parseEventTime, parseOutcome } from "./outcomes.js";
+export type { FeedbackTarget, ParsedBusinessEvent, ParsedOutcome, ParseResult } from "./outcomes.js";
+export { computeQuality } from "./quality.js";
+export type { QualityResult } from "./quality.js";
+export { judgeThresholds, qualityAlerts } from "./thresholds.js";
+export { compareArms, higherIsBetter, twoProportionZTest, welchTTest } from "./significance.js";
+export type { ArmComparison } from "./significance.js";
+export { createFeedbackService, DEFAULT_QUALITY_WINDOWS } from "./service.js";
+export type { FeedbackServiceOptions } from "./service.js";
+export { DEFAULT_QUALITY_WINDOW, feedbackRoutes, itemsOfBody, MAX_FEEDBACK_ITEMS } from "./http.js";
+export type { FeedbackRoutesOptions } from "./http.js";

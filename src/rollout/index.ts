@@ -1,0 +1,15 @@
+export type * from "./types.js";
+export { defaultRolloutPolicy, RolloutStore } from "./store.js";
+export { AUDIT_ACTIONS, SqlAuditLog } from "./audit.js";
+export { RolloutRouter, routingBucket } from "./router.js";
+export { GUARD_DEFAULTS, judgeRollout, validateGuard } from "./guard.js";
+export { createRolloutService, ROLLOUT_STATES } from "./service.js";
+export type { CompareArms, CreateRolloutServiceOptions } from "./service.js";
+export { rolloutRoutes } from "./http.js";
+export type { RolloutRoutesOptions } from "./http.js";
+export { evaluateGate, gateFailedError, labelColumnOf, parseMargin, parseMargins, parseRequirement, promoteWithGate, recordGate, setAliasAudited } from "./gates.js";
+export type { AuditedActor, ComputeQuality, EvaluateGateOptions, FeedbackSpecOf, PromoteWithGateOptions } from "./gates.js";
+export { RetrainTrigger, retrainSink, runShellCommand } from "./retrain.js";
+export type { CommandOutcome, RetrainOutcome, RetrainTriggerOptions, RunCommand, WebhookOutcome } from "./retrain.js";
+export { AUTOMATION_ACTOR, GUARD_ACTOR, RolloutAutomation } from "./automation.js";
+export type { AutomationTickResult, RolloutAutomationOptions } from "./automation.js";
