@@ -15,7 +15,18 @@ import { createPredictionCache, createScoringService, type PredictionCache, type
 import type { Registry as PromRegistry } from "prom-client";
 import { compareArms, computeQuality, createFeedbackService, feedbackSpecOf, PredictionLogger, predictionLogMetrics, SqlPredictionStore, type FeedbackService, type PredictionStore } from "./feedback/index.js";
 import { Alerter, gaugeSink, logSink, webhookSink, type AlertSink } from "./monitor/index.js";
-import { createRolloutService, evaluateGate, RetrainTrigger, retrainSink, RolloutAutomation, type CompareArms, type RolloutService } from "./rollout/index.js";
+import {
+  createRolloutService,
+  evaluateGate,
+  promoteVersion,
+  RetrainTrigger,
+  retrainSink,
+  RolloutAutomation,
+  type CompareArms,
+  type PromoteVersionInput,
+  type PromoteVersionResult,
+  type RolloutService,
+} from "./rollout/index.js";
 
 /** Every folder mlship uses under `home`, in one place. */
 export interface MlshipPaths {
@@ -223,6 +234,27 @@ export function compareArmsOf(registry: Registry): CompareArms {
   };
 }
 
+/**
+ * The prediction log of everything `app.scoring` answers (started: subscribed, spill files of an earlier run being
+ * replayed), or undefined when config `feedback.log` is off. The caller closes it (flushing) before `app.close()`.
+ */
+export async function startPredictionLog(app: Mlship): Promise<PredictionLogger | undefined> {
+  const { config } = app;
+  if (config.feedback.log !== "on") return undefined;
+  const predictionLog = new PredictionLogger({
+    scoring: app.scoring,
+    registry: app.registry,
+    store: app.predictions,
+    logger: app.logger,
+    bufferRows: config.feedback.bufferRows,
+    flushMs: config.feedback.flushMs,
+    spillDir: config.feedback.spillDir,
+    spillMaxBytes: config.feedback.spillMaxBytes,
+  });
+  await predictionLog.start();
+  return predictionLog;
+}
+
 export interface FeedbackLoopOptions {
   /** Where the loop's metrics go (`/metrics`): quality gauges, prediction log counters, alert gauges. */
   metricsRegistry?: PromRegistry;
@@ -245,26 +277,15 @@ export interface FeedbackLoop {
   readonly alerter: Alerter;
   readonly automation: RolloutAutomation;
   readonly retrain: RetrainTrigger;
+  /** Promotes a version (gate on a holdout file, then alias move or canary), audited: `POST /api/v1/models/{name}/promote`. */
+  promote(input: PromoteVersionInput): Promise<PromoteVersionResult>;
   /** Stops timers, flushes the prediction log, waits for hooks in flight. */
   close(): Promise<void>;
 }
 
 export async function startFeedbackLoop(app: Mlship, options: FeedbackLoopOptions): Promise<FeedbackLoop> {
   const { config, logger, registry, scoring, predictions } = app;
-  const predictionLog =
-    config.feedback.log === "on"
-      ? new PredictionLogger({
-          scoring,
-          registry,
-          store: predictions,
-          logger,
-          bufferRows: config.feedback.bufferRows,
-          flushMs: config.feedback.flushMs,
-          spillDir: config.feedback.spillDir,
-          spillMaxBytes: config.feedback.spillMaxBytes,
-        })
-      : undefined;
-  await predictionLog?.start();
+  const predictionLog = await startPredictionLog(app);
   if (predictionLog !== undefined && options.metricsRegistry !== undefined) predictionLogMetrics(predictionLog, options.metricsRegistry);
 
   // The alerter feeds the retraining trigger, which needs the rollout service, which needs the feedback service,
@@ -326,6 +347,7 @@ export async function startFeedbackLoop(app: Mlship, options: FeedbackLoopOption
     alerter,
     automation,
     retrain,
+    promote: (input) => promoteVersion({ rollouts, registry, scoring, computeQuality, specOf: feedbackSpecOf }, input),
     close() {
       closing ??= (async () => {
         await automation.close();

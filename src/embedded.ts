@@ -27,7 +27,7 @@ import {
   type ScoringInput,
   type ScoringService,
 } from "./scoring/index.js";
-import { createMlship, type Mlship } from "./app.js";
+import { createMlship, startPredictionLog, type Mlship } from "./app.js";
 
 /** A row keyed by column name (tabular models) or input name. */
 export type PredictRecord = Record<string, unknown>;
@@ -81,6 +81,13 @@ export interface LoadModelOptions {
   name?: string;
   /** Worker threads (default: config `runtime.workers` for references, 1 for a path). */
   workers?: number;
+  /**
+   * Log every prediction of a registry reference to the metadata store, so outcomes can be joined to them (config
+   * `feedback.log`, default on). Only when loadModel builds the platform itself; with `app`, start the log with
+   * `startPredictionLog(app)` or `startFeedbackLoop(app)`. Models loaded from a path have no store and are not
+   * logged.
+   */
+  log?: boolean;
   logger?: Logger;
 }
 
@@ -150,12 +157,16 @@ async function loadFromRegistry(ref: string, options: LoadModelOptions): Promise
     owned = await createMlship(config, options.logger === undefined ? {} : { logger: options.logger });
     app = owned;
   }
-  try {
-    return await embed(app.scoring, ref, async () => {
-      await owned?.close();
-    });
-  } catch (error) {
+  const predictionLog = owned !== undefined && options.log !== false ? await startPredictionLog(owned) : undefined;
+  const cleanup = async (): Promise<void> => {
+    // Flushed before the store closes: rows it cannot write go to spill files, replayed by the next run.
+    await predictionLog?.close();
     await owned?.close();
+  };
+  try {
+    return await embed(app.scoring, ref, cleanup);
+  } catch (error) {
+    await cleanup();
     throw error;
   }
 }

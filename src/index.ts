@@ -45,7 +45,7 @@ export type {
 
 export { buildServer, mlshipPlugin } from "./serve/index.js";
 
-export { startFeedbackLoop } from "./app.js";
+export { startFeedbackLoop, startPredictionLog } from "./app.js";
 export type { FeedbackLoop, FeedbackLoopOptions } from "./app.js";
 
 /** Writing ONNX models from JavaScript (e.g. a retraining hook that fits a linear model): see examples/feedback-loop. */

@@ -2,9 +2,8 @@ import path from "node:path";
 import { Command } from "commander";
 import { isMlshipError } from "../core/index.js";
 import { computeQuality, feedbackSpecOf } from "../feedback/index.js";
-import { evaluateGate, gateFailedError, parseMargins, parseRequirement, recordGate, setAliasAudited } from "../rollout/index.js";
-import type { GateResult, GateSpec, Rollout } from "../rollout/index.js";
-import type { AliasEvent } from "../registry/index.js";
+import { parseMargins, parseRequirement, promoteVersion } from "../rollout/index.js";
+import type { GateResult, GateSpec, PromoteVersionResult } from "../rollout/index.js";
 import { collect, parseVersion, usageError } from "./args.js";
 import type { CliContext, GlobalOptions } from "./context.js";
 import { printJson, printLine } from "./io.js";
@@ -94,41 +93,34 @@ export function promoteCommand(ctx: CliContext): Command {
             };
 
       const app = await ctx.app(o, {}, { "runtime.workers": 1 });
-      // Refused early (MLSHIP_ERR_VERSION_NOT_FOUND) before any scoring.
-      await app.registry.getVersion(name, version);
-      const rollouts = app.rollouts;
-      const actor = { audit: rollouts.audit, by: app.config.user, ...(o.reason === undefined ? {} : { reason: o.reason }) };
-      const out: { gate: GateResult | null; alias: AliasEvent | null; rollout: Rollout | null } = { gate: null, alias: null, rollout: null };
-      if (spec !== undefined) {
-        const result = await evaluateGate({ scoring: app.scoring, registry: app.registry, model: name, candidate: version, alias: o.alias, spec, computeQuality, specOf: feedbackSpecOf });
-        await recordGate(actor, result, spec, o.alias);
-        out.gate = result;
-        if (o.json !== true) for (const line of gateText(result, spec, o.alias)) printLine(ctx.io, line);
-        if (!result.passed) {
-          if (o.json === true) printJson(ctx.io, out);
-          throw gateFailedError(result);
-        }
-      }
-      if (percent !== undefined) {
-        const policy = await rollouts.getPolicy(name);
-        out.rollout = await rollouts.start({
+      const deps = { rollouts: app.rollouts, registry: app.registry, scoring: app.scoring, computeQuality, specOf: feedbackSpecOf };
+      let out: PromoteVersionResult;
+      try {
+        out = await promoteVersion(deps, {
           model: name,
-          challenger: version,
-          mode: "canary",
-          percent,
+          version,
           alias: o.alias,
-          sticky: policy.canary.sticky,
-          guard: policy.canary.guard,
+          ...(spec === undefined ? {} : { gate: spec }),
+          ...(percent === undefined ? {} : { canaryPercent: percent }),
           by: app.config.user,
           ...(o.reason === undefined ? {} : { reason: o.reason }),
         });
-        if (o.json !== true) {
+      } catch (error) {
+        // A failed gate prints its checks (or the JSON answer) before the error line and exit 1.
+        if (isMlshipError(error) && error.code === "MLSHIP_ERR_ROLLOUT_GATE_FAILED" && spec !== undefined) {
+          const result = error.details as unknown as GateResult;
+          if (o.json === true) printJson(ctx.io, { gate: result, alias: null, rollout: null });
+          else for (const line of gateText(result, spec, o.alias)) printLine(ctx.io, line);
+        }
+        throw error;
+      }
+      if (o.json !== true) {
+        if (out.gate !== null && spec !== undefined) for (const line of gateText(out.gate, spec, o.alias)) printLine(ctx.io, line);
+        if (out.rollout !== null) {
           const r = out.rollout;
           printLine(ctx.io, `canary ${r.id} started: ${name}@${r.challenger} gets ${r.percent}% of ${name}@${r.alias} traffic (champion ${r.champion})`);
         }
-      } else {
-        out.alias = await setAliasAudited(app.registry, actor, name, o.alias, version, spec === undefined ? {} : { gate: "passed" });
-        if (o.json !== true) {
+        if (out.alias !== null) {
           const e = out.alias;
           printLine(ctx.io, `${name}@${o.alias} -> ${version} (${e.from === null ? "new alias" : `was ${e.from}`})`);
         }

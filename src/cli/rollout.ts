@@ -60,8 +60,10 @@ function statusText(status: RolloutStatus): string {
   });
   lines.push("", formatTable(headers, rows));
   const c = status.comparison;
-  if (c !== null) {
-    const test = c.test === null ? "" : `; ${c.test} p=${num(c.pValue)}${c.significant ? " (significant)" : ""}`;
+  if (c !== null && (c.champion === null || c.challenger === null)) {
+    lines.push("", `${c.metric}: not comparable yet (an arm has no outcomes in the guard's window)`);
+  } else if (c !== null) {
+    const test = c.test === null ? "" : `; ${c.test} p=${c.pValue === null ? "n/a" : num(c.pValue)}${c.significant ? " (significant)" : ""}`;
     lines.push("", `${c.metric}: challenger ${num(c.challenger)} vs champion ${num(c.champion)}, difference ${num(c.difference)} (${c.higherIsBetter ? "higher" : "lower"} is better${test})`);
   }
   lines.push("", `guard: ${status.verdict.action} - ${status.verdict.reason}`);

@@ -131,7 +131,7 @@ async function listen(ctx: CliContext, app: Mlship, defaultModel: string | null)
     bodyLimitBytes: config.server.bodyLimitBytes,
     ...(loop.predictionLog === undefined ? {} : { logStats: () => (loop.predictionLog as NonNullable<typeof loop.predictionLog>).stats() }),
   });
-  void server.register(rolloutRoutes, { rollouts: loop.rollouts, registry: app.registry, user: config.user });
+  void server.register(rolloutRoutes, { rollouts: loop.rollouts, registry: app.registry, user: config.user, promote: loop.promote });
   try {
     await server.listen({ host: config.server.host, port: config.server.port });
   } catch (error) {

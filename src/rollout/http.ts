@@ -1,16 +1,23 @@
 import type { FastifyPluginAsync, FastifyRequest } from "fastify";
-import { MlshipError } from "../core/index.js";
+import { errorBody, isMlshipError, MlshipError } from "../core/index.js";
 import type { Registry } from "../registry/index.js";
 import { AUDIT_ACTIONS } from "./audit.js";
+import { parseMargins, parseRequirement } from "./gates.js";
+import type { PromoteVersionInput, PromoteVersionResult } from "./promote.js";
 import { validateGuard } from "./guard.js";
 import { ROLLOUT_STATES, validateMode, validatePercent } from "./service.js";
-import type { AuditAction, RolloutService, RolloutState, StartRolloutInput } from "./types.js";
+import type { AuditAction, GateSpec, RolloutService, RolloutState, StartRolloutInput } from "./types.js";
 
 export interface RolloutRoutesOptions {
   rollouts: RolloutService;
   registry: Registry;
   /** Who changes are attributed to when the request has no `x-mlship-user` header. Default `api`. */
   user?: string;
+  /**
+   * Serves `POST /api/v1/models/{name}/promote` (gate on a holdout file, then alias move or canary): `promoteVersion`
+   * bound to scoring and the quality code by the composition root. Unset: the route is not mounted.
+   */
+  promote?: (input: PromoteVersionInput) => Promise<PromoteVersionResult>;
 }
 
 interface IdParams {
@@ -129,6 +136,57 @@ export const rolloutRoutes: FastifyPluginAsync<RolloutRoutesOptions> = async (ap
     const result = await rollouts.rollbackModel(request.params.name, alias, actorOf(request, optionalText(body, "reason")));
     return { model: request.params.name, alias, from: result.from, to: result.to, rollout: result.rollout ?? null };
   });
+
+  const promote = options.promote;
+  if (promote !== undefined) {
+    app.post<{ Params: NameParams }>("/api/v1/models/:name/promote", async (request, reply) => {
+      const body = bodyObject(request.body, false);
+      checkKeys(body, ["version", "alias", "holdout", "label_column", "require", "margin", "canary", "reason"]);
+      const version = body.version;
+      if (typeof version !== "number" || !Number.isSafeInteger(version) || version < 1) throw invalid("version", `must be a version number, got ${JSON.stringify(version)}`);
+      const holdout = optionalText(body, "holdout");
+      const labelColumn = optionalText(body, "label_column");
+      const requireTexts = body.require ?? [];
+      if (!Array.isArray(requireTexts) || !requireTexts.every((r) => typeof r === "string")) throw invalid("require", 'must be a list of rules such as "accuracy >= 0.9"');
+      const margin = body.margin ?? {};
+      if (typeof margin !== "object" || margin === null || Array.isArray(margin)) throw invalid("margin", 'must be an object such as {"accuracy": 0.01}');
+      const marginTexts = Object.entries(margin).map(([metric, value]) => {
+        if (typeof value !== "number" || !Number.isFinite(value) || value < 0) throw invalid(`margin.${metric}`, `must be a number >= 0, got ${JSON.stringify(value)}`);
+        return `${metric}=${value}`;
+      });
+      if (holdout === undefined && (labelColumn !== undefined || requireTexts.length > 0 || marginTexts.length > 0)) {
+        throw invalid("holdout", "is needed for label_column, require and margin (they describe the gate on it)");
+      }
+      const gate: GateSpec | undefined =
+        holdout === undefined
+          ? undefined
+          : {
+              holdout,
+              ...(labelColumn === undefined ? {} : { labelColumn }),
+              require: (requireTexts as string[]).map(parseRequirement),
+              margin: parseMargins(marginTexts),
+            };
+      const canary = body.canary === undefined || body.canary === null ? undefined : validatePercent(body.canary, "canary");
+      const actor = actorOf(request, optionalText(body, "reason"));
+      try {
+        return await promote({
+          model: request.params.name,
+          version,
+          alias: optionalText(body, "alias") ?? "production",
+          ...(gate === undefined ? {} : { gate }),
+          ...(canary === undefined ? {} : { canaryPercent: canary }),
+          by: actor.by,
+          ...(actor.reason === undefined ? {} : { reason: actor.reason }),
+        });
+      } catch (error) {
+        // A failed gate is an answer the caller acts on: the error body carries the gate result with every check.
+        if (isMlshipError(error) && error.code === "MLSHIP_ERR_ROLLOUT_GATE_FAILED") {
+          return reply.code(error.httpStatus).send({ ...errorBody(error), gate: error.details });
+        }
+        throw error;
+      }
+    });
+  }
 
   app.get<{ Params: NameParams }>("/api/v1/models/:name/rollout-policy", async (request) => {
     // 404 for a model that does not exist, rather than a default policy for a typo.

@@ -13,3 +13,5 @@ export { RetrainTrigger, retrainSink, runShellCommand } from "./retrain.js";
 export type { CommandOutcome, RetrainOutcome, RetrainTriggerOptions, RunCommand, WebhookOutcome } from "./retrain.js";
 export { AUTOMATION_ACTOR, GUARD_ACTOR, RolloutAutomation } from "./automation.js";
 export type { AutomationTickResult, RolloutAutomationOptions } from "./automation.js";
+export { promoteVersion } from "./promote.js";
+export type { PromoteVersionDeps, PromoteVersionInput, PromoteVersionResult } from "./promote.js";

@@ -120,6 +120,34 @@ describe("loadModel on the registry", () => {
     }
   });
 
+  it("logs every prediction of a reference it loads itself, with the caller's request id and key", async () => {
+    const start = new Date(Date.now() - 1000).toISOString();
+    const model = await loadModel("diabetes@1", { config: defaultConfig({ home, "log.level": "warn" }), workers: 1 });
+    let generated: string;
+    try {
+      await model.predict({ columns: diabetes.features, data: diabetes.expected.inputs.slice(0, 3) }, { requestId: "order-17", key: "customer-9" });
+      generated = (await model.score(records(diabetes.features, diabetes.expected.inputs.slice(3, 4)))).requestId;
+    } finally {
+      // close() flushes the log into the store before the platform closes.
+      await model.close();
+    }
+    const logged = [];
+    for await (const row of app.predictions.exportPredictions({ model: "diabetes", start, end: new Date(Date.now() + 1000).toISOString() })) {
+      // Other tests here predict through loadModel too (and are logged as well): only this test's requests.
+      if (row.requestId === "order-17" || row.requestId === generated) logged.push(row);
+    }
+    expect(logged.map((r) => [r.requestId, r.row, r.version, r.key])).toEqual([
+      ["order-17", 0, 1, "customer-9"],
+      ["order-17", 1, 1, "customer-9"],
+      ["order-17", 2, 1, "customer-9"],
+      [generated, 0, 1, null],
+    ]);
+    expect(generated).toMatch(/^[0-9a-f-]{36}$/);
+    // Inputs are kept by column; the prediction is the model's own output for the row.
+    expect(logged[0]?.inputs).toMatchObject({ age: diabetes.expected.inputs[0]?.[0] });
+    expect(logged[0]?.prediction).toBeCloseTo((diabetes.expected.outputs.prediction as number[][])[0]?.[0] as number, 3);
+  });
+
   it("rejects unknown models and bad references", async () => {
     const config = defaultConfig({ home, "log.level": "warn" });
     expect((await rejection(loadModel("nope", { config, workers: 1 }))).code).toBe("MLSHIP_ERR_MODEL_NOT_FOUND");

@@ -85,7 +85,7 @@ describe("mlship rollout and audit", () => {
     expect(status.stdout).toContain(`rollout ${id as string}: canary of breast-cancer@production`);
     expect(status.stdout).toMatch(/champion\s+1\s+0\s+0/);
     expect(status.stdout).toMatch(/challenger\s+2\s+0\s+0/);
-    expect(status.stdout).toContain("guard: none - auto-promotion waits until the rollout has run 30m (0 min so far)");
+    expect(status.stdout).toContain("guard: none - auto-promotion waits until the rollout has run 30m (0 s so far)");
     const json = await rolloutCli("rollout", "status", "--id", id as string, "--json");
     const parsed = JSON.parse(json.stdout) as RolloutStatus;
     expect(parsed.rollout).toMatchObject({ id, percent: 30, guard: { autoPromote: true, promoteAfter: "30m", margin: 0.01, metric: "accuracy" }, reason: "new training data", startedBy: "tester" });
