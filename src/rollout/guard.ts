@@ -24,11 +24,6 @@ export interface GuardVerdict {
 }
 
 /** Metrics where a lower value is better; every other quality metric is better higher. */
-const LOWER_IS_BETTER = new Set(["log_loss", "mae", "rmse", "mape", "error_rate"]);
-
-export function higherIsBetter(metric: string): boolean {
-  return !LOWER_IS_BETTER.has(metric);
-}
 
 function percentText(rate: number): string {
   return `${(rate * 100).toFixed(1)}%`;

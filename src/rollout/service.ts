@@ -1,13 +1,15 @@
 import { randomUUID } from "node:crypto";
 import { MlshipError, type Logger } from "../core/index.js";
-import type { FeedbackService, JoinedPrediction, QualityReport, Variant } from "../feedback/types.js";
+import { higherIsBetter } from "../feedback/index.js";
+import type { FeedbackService, JoinedPrediction, QualityReport, Variant } from "../feedback/index.js";
 import { parseWindowSize } from "../monitor/index.js";
 import { QUALITY_METRICS, type QualityMetric } from "../package/index.js";
 import type { Registry } from "../registry/index.js";
 import type { ScoringEvent, ScoringService } from "../scoring/index.js";
 import type { SqlStore } from "../store/index.js";
 import { SqlAuditLog } from "./audit.js";
-import { GUARD_DEFAULTS, higherIsBetter, judgeRollout, validateGuard } from "./guard.js";
+import { parseRequirement } from "./gates.js";
+import { GUARD_DEFAULTS, judgeRollout, validateGuard } from "./guard.js";
 import { RolloutRouter } from "./router.js";
 import { DEFAULT_ALIAS, RolloutStore, defaultRolloutPolicy } from "./store.js";
 import type {
@@ -112,7 +114,14 @@ function validateGate(value: unknown): GateSpec | null {
     if (!Array.isArray(value.require)) throw invalid("gate.require", "must be a list of requirements");
     gate.require = value.require.map((item: unknown, i): GateRequirement => {
       const field = `gate.require[${i}]`;
-      if (!isObject(item)) throw invalid(field, "must be an object {metric, op, value}");
+      if (typeof item === "string") {
+        try {
+          return parseRequirement(item);
+        } catch (error) {
+          throw invalid(field, error instanceof Error ? error.message : String(error));
+        }
+      }
+      if (!isObject(item)) throw invalid(field, 'must be a rule such as "accuracy >= 0.9" or an object {metric, op, value}');
       const metric = validateMetric(item.metric, `${field}.metric`);
       if (typeof item.op !== "string" || !(GATE_OPS as readonly string[]).includes(item.op)) throw invalid(`${field}.op`, `must be one of ${GATE_OPS.join(" ")}`);
       if (typeof item.value !== "number" || !Number.isFinite(item.value)) throw invalid(`${field}.value`, "must be a number");
