@@ -42,6 +42,12 @@ afterAll(async () => {
 });
 
 describe("rollout REST routes", () => {
+  it("refuses a business key longer than 256 characters, naming the header", async () => {
+    const answer = await server.inject({ method: "POST", url: `/v1/models/${MODEL}/invocations`, headers: { "x-mlship-key": "k".repeat(257) }, payload: { dataframe_records: [row] } });
+    expect(answer.statusCode).toBe(400);
+    expect(answer.json()).toMatchObject({ field: "x-mlship-key" });
+  });
+
   it("starts a canary (201), lists it, shows its status with live counters, and aborts it", async () => {
     const started = await server.inject({
       method: "POST",
