@@ -15,3 +15,5 @@ export { createFeedbackService, DEFAULT_QUALITY_WINDOWS } from "./service.js";
 export type { FeedbackServiceOptions } from "./service.js";
 export { DEFAULT_QUALITY_WINDOW, feedbackRoutes, itemsOfBody, MAX_FEEDBACK_ITEMS } from "./http.js";
 export type { FeedbackRoutesOptions } from "./http.js";
+export { conceptDriftAlert, detectConceptDrift, MIN_CONCEPT_OUTCOMES } from "./concept.js";
+export type { ConceptDrift } from "./concept.js";

@@ -9,6 +9,7 @@ import { Alerter, DEFAULT_WINDOW_SIZES, parseWindowSize } from "../monitor/index
 import type { Registry } from "../registry/index.js";
 import { computeQuality } from "./quality.js";
 import { feedbackSpecOf } from "./spec.js";
+import { conceptDriftAlert, detectConceptDrift } from "./concept.js";
 import { judgeThresholds, qualityAlerts } from "./thresholds.js";
 import type {
   EventCounter,
@@ -258,6 +259,24 @@ export function createFeedbackService(options: FeedbackServiceOptions): Feedback
       seenScopes.add(scope);
       alertScopes.add(scope);
       fired.push(...processed.fired.filter((alert): alert is QualityAlert => alert.kind === "quality"));
+    }
+    // Concept drift on each version's live errors over the longest configured window (alerts of kind concept_drift,
+    // heard by retraining hooks that listen for drift).
+    const conceptWindow = windows.reduce((a, b) => (windowMs(b) > windowMs(a) ? b : a));
+    const conceptStart = new Date(at.getTime() - windowMs(conceptWindow)).toISOString();
+    for (const v of evaluated) {
+      const scope = `concept:${v.model}@${v.version}`;
+      try {
+        const rows = await store.joined({ model: v.model, version: v.version, start: conceptStart, end: at.toISOString() });
+        const drift = detectConceptDrift(rows, v.spec);
+        if (drift === null && !alertScopes.has(scope)) continue;
+        const window = { size: conceptWindow, start: conceptStart, end: at.toISOString() };
+        await alerter.process(drift === null ? [] : [conceptDriftAlert(v.model, v.version, drift, window, at)], at, { scope });
+        seenScopes.add(scope);
+        alertScopes.add(scope);
+      } catch (error) {
+        logger.warn({ event: "feedback_concept_drift_failed", model: v.model, version: v.version, err: error }, `feedback: concept drift check of ${v.model}@${v.version} failed: ${(error as Error).message}`);
+      }
     }
     // Versions that stopped serving: their conditions can no longer be observed, so their alerts clear.
     for (const scope of [...alertScopes]) {
