@@ -22,6 +22,8 @@ import {
   RetrainTrigger,
   retrainSink,
   RolloutAutomation,
+  SqlAuditLog,
+  type AuditLog,
   type CompareArms,
   type PromoteVersionInput,
   type PromoteVersionResult,
@@ -67,6 +69,8 @@ export interface Mlship {
   readonly feedback: FeedbackService;
   /** Rollouts, policies and the audit log; installs its traffic router on `scoring` when first used. */
   readonly rollouts: RolloutService;
+  /** The audit log of deployment actions (the same one `rollouts.audit` writes), without starting scoring. */
+  readonly audit: AuditLog;
   /** Closes scoring, runtimes (workers) and the store. Idempotent. */
   close(): Promise<void>;
 }
@@ -145,6 +149,7 @@ export async function createMlship(config: MlshipConfig = loadConfig(), options:
       return scoring;
     },
     predictions,
+    audit: new SqlAuditLog(store),
     get feedback() {
       feedback ??= createFeedbackService({
         store: predictions,

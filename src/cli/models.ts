@@ -180,6 +180,7 @@ export function modelsCommand(ctx: CliContext): Command {
         const version = parseVersion(versionText);
         const app = await ctx.app(o);
         const record = await app.registry[change.verb](name, version, { by: app.config.user, reason: o.reason });
+        await app.audit.record({ actor: app.config.user, action: `version.${change.verb}`, model: name, version, ...(o.reason === undefined ? {} : { reason: o.reason }) });
         printLine(ctx.io, `${record.name}@${record.version} ${change.says}`);
       });
   }

@@ -112,6 +112,12 @@ describe("mlship CLI in-process", () => {
     const shown = JSON.parse((await cli("models", "show", "breast-cancer@1", "--json")).stdout) as { version: { status: string } };
     expect(shown.version.status).toBe("archived");
     expect(await cli("models", "unarchive", "breast-cancer", "1")).toMatchObject({ code: 0, stdout: "breast-cancer@1 ready\n" });
+    // Both are deployment actions in the audit log (the refused one is not).
+    const entries = JSON.parse((await cli("audit", "--model", "breast-cancer", "--json")).stdout) as Array<{ action: string; version: number }>;
+    expect(entries.filter((e) => e.action.startsWith("version.")).map((e) => [e.action, e.version])).toEqual([
+      ["version.unarchive", 1],
+      ["version.archive", 1],
+    ]);
   });
 
   it("sets tags on a model and on a version", async () => {
