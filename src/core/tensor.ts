@@ -85,3 +85,32 @@ export function nest<T>(flat: readonly T[], shape: readonly number[]): unknown {
   for (let i = 0; i < outer; i++) out[i] = nest(flat.slice(i * step, (i + 1) * step), inner);
   return out;
 }
+
+/** float64 -> IEEE 754 half bits (round to nearest even), for FP16 tensors carried as Uint16Array (V2 FP16 inputs, ONNX float16 initializers). */
+export function toFloat16Bits(value: number): number {
+  const f32 = new Float32Array(1);
+  const u32 = new Uint32Array(f32.buffer);
+  f32[0] = value;
+  const x = u32[0] ?? 0;
+  const sign = (x >>> 16) & 0x8000;
+  const exp = (x >>> 23) & 0xff;
+  let mant = x & 0x7fffff;
+  if (exp === 0xff) return sign | 0x7c00 | (mant !== 0 ? 0x200 : 0);
+  const e = exp - 127 + 15;
+  if (e >= 0x1f) return sign | 0x7c00;
+  if (e <= 0) {
+    if (e < -10) return sign;
+    mant |= 0x800000;
+    const shift = 14 - e;
+    let half = mant >>> shift;
+    const rem = mant & ((1 << shift) - 1);
+    const mid = 1 << (shift - 1);
+    if (rem > mid || (rem === mid && (half & 1) !== 0)) half++;
+    return sign | half;
+  }
+  let half = (e << 10) | (mant >>> 13);
+  const rem = mant & 0x1fff;
+  if (rem > 0x1000 || (rem === 0x1000 && (half & 1) !== 0)) half++;
+  // A carry out of the mantissa correctly bumps the exponent (up to infinity).
+  return sign | half;
+}

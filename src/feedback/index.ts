@@ -8,7 +8,7 @@ export { parseBusinessEvent, parseEventTime, parseOutcome } from "./outcomes.js"
 export type { FeedbackTarget, ParsedBusinessEvent, ParsedOutcome, ParseResult } from "./outcomes.js";
 export { computeQuality } from "./quality.js";
 export type { QualityResult } from "./quality.js";
-export { judgeThresholds, qualityAlerts } from "./thresholds.js";
+export { compareWith, judgeThresholds, qualityAlerts } from "./thresholds.js";
 export { compareArms, higherIsBetter, twoProportionZTest, welchTTest } from "./significance.js";
 export type { ArmComparison } from "./significance.js";
 export { createFeedbackService, DEFAULT_QUALITY_WINDOWS } from "./service.js";

@@ -30,7 +30,7 @@ export interface WelchResult {
   pValue: number | null;
 }
 
-/** The arms of a rollout compared on one metric (the feedback-side twin of the rollout's `RolloutComparison`). */
+/** The arms of a rollout compared on one metric (src/rollout calls it `RolloutComparison`). */
 export interface ArmComparison {
   metric: string;
   champion: number | null;

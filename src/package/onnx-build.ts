@@ -16,7 +16,7 @@
  * ```
  */
 import { writeFileSync } from "node:fs";
-import { MlshipError } from "../core/index.js";
+import { MlshipError, toFloat16Bits } from "../core/index.js";
 import type { DType } from "../core/index.js";
 
 /** ONNX TensorProto.DataType numbers. */
@@ -161,38 +161,6 @@ class ProtoWriter {
 
 // ---- ONNX messages ----
 
-/**
- * float64 -> IEEE 754 half bits (round to nearest even), for float16 initializers. The same conversion as scoring's
- * `toFloat16Bits`, copied because package sits below scoring.
- */
-function halfBits(value: number): number {
-  const f32 = new Float32Array(1);
-  const u32 = new Uint32Array(f32.buffer);
-  f32[0] = value;
-  const x = u32[0] ?? 0;
-  const sign = (x >>> 16) & 0x8000;
-  const exp = (x >>> 23) & 0xff;
-  let mant = x & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (mant !== 0 ? 0x200 : 0);
-  const e = exp - 127 + 15;
-  if (e >= 0x1f) return sign | 0x7c00;
-  if (e <= 0) {
-    if (e < -10) return sign;
-    mant |= 0x800000;
-    const shift = 14 - e;
-    let half = mant >>> shift;
-    const rem = mant & ((1 << shift) - 1);
-    const mid = 1 << (shift - 1);
-    if (rem > mid || (rem === mid && (half & 1) !== 0)) half++;
-    return sign | half;
-  }
-  let half = (e << 10) | (mant >>> 13);
-  const rem = mant & 0x1fff;
-  if (rem > 0x1000 || (rem === 0x1000 && (half & 1) !== 0)) half++;
-  // A carry out of the mantissa correctly bumps the exponent (up to infinity).
-  return sign | half;
-}
-
 function rawData(t: TensorValue): Uint8Array {
   const n = t.values.length;
   const num = (i: number): number => Number(t.values[i]);
@@ -204,7 +172,7 @@ function rawData(t: TensorValue): Uint8Array {
   switch (t.dtype) {
     case "float32": bytes = new Uint8Array(Float32Array.from({ length: n }, (_, i) => num(i)).buffer); break;
     case "float64": bytes = new Uint8Array(Float64Array.from({ length: n }, (_, i) => num(i)).buffer); break;
-    case "float16": bytes = new Uint8Array(Uint16Array.from({ length: n }, (_, i) => halfBits(num(i))).buffer); break;
+    case "float16": bytes = new Uint8Array(Uint16Array.from({ length: n }, (_, i) => toFloat16Bits(num(i))).buffer); break;
     case "int8": bytes = new Uint8Array(Int8Array.from({ length: n }, (_, i) => num(i)).buffer); break;
     case "int16": bytes = new Uint8Array(Int16Array.from({ length: n }, (_, i) => num(i)).buffer); break;
     case "int32": bytes = new Uint8Array(Int32Array.from({ length: n }, (_, i) => num(i)).buffer); break;

@@ -4,7 +4,7 @@
  */
 import { elementCount, MlshipError } from "../core/index.js";
 import type { Tensor } from "../core/index.js";
-import { higherIsBetter } from "../feedback/index.js";
+import { compareWith, higherIsBetter } from "../feedback/index.js";
 import type { FeedbackSpec, JoinedPrediction, QualityResult } from "../feedback/index.js";
 import { featureColumns, readDatasetFile } from "../monitor/index.js";
 import type { Cell, ColumnTable } from "../monitor/index.js";
@@ -193,18 +193,7 @@ async function scoreVersion(
 
 const format = (x: number): string => String(Number(x.toPrecision(5)));
 
-function compare(observed: number, op: GateRequirement["op"], value: number): boolean {
-  switch (op) {
-    case "<":
-      return observed < value;
-    case "<=":
-      return observed <= value;
-    case ">":
-      return observed > value;
-    case ">=":
-      return observed >= value;
-  }
-}
+const compare = (observed: number, op: GateRequirement["op"], value: number): boolean => compareWith(observed, op, value);
 
 /** The metric a gate without requirements and margins judges: not worse than the current version at all. */
 function primaryMetric(spec: FeedbackSpec): QualityMetric {

@@ -3,7 +3,7 @@
  * gates, automatic rollback and promotion, retraining hooks, and the audit log. Tables `rollouts`,
  * `rollout_policies` and `audit_log` (migration 0005_rollout).
  */
-import type { QualityReport } from "../feedback/types.js";
+import type { ArmComparison, QualityReport } from "../feedback/index.js";
 import type { QualityMetric } from "../package/index.js";
 import type { TrafficRouter } from "../scoring/index.js";
 
@@ -225,21 +225,8 @@ export interface VariantStatus {
   quality: QualityReport | null;
 }
 
-/** The arms compared on the guard's metric, with a significance test (A/B). */
-export interface RolloutComparison {
-  metric: string;
-  champion: number | null;
-  challenger: number | null;
-  /** challenger - champion, in the metric's units. */
-  difference: number | null;
-  /** True when a higher value is better (accuracy), false when lower is (rmse). */
-  higherIsBetter: boolean;
-  /** Two-proportion z-test for rate metrics, Welch's t-test on per-row errors for regression metrics. */
-  test: "two_proportion_z" | "welch_t" | null;
-  pValue: number | null;
-  /** pValue < 0.05. */
-  significant: boolean;
-}
+/** The arms compared on the guard's metric, with a significance test (A/B): the feedback loop's comparison. */
+export type RolloutComparison = ArmComparison;
 
 export interface RolloutStatus {
   rollout: Rollout;

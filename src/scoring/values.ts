@@ -1,6 +1,7 @@
 import { MlshipError } from "../core/index.js";
 import type { DType, TensorData } from "../core/index.js";
 import { parseNumber } from "../package/index.js";
+import { toFloat16Bits } from "../core/index.js";
 
 export function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
@@ -53,35 +54,6 @@ function describe(value: unknown): string {
   if (typeof value === "string") return `the string ${JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}...` : value)}`;
   if (typeof value === "object") return "an object";
   return `${typeof value} ${String(value)}`;
-}
-
-/** float64 -> IEEE 754 half bits (round to nearest even), for FP16 inputs carried as Uint16Array. */
-export function toFloat16Bits(value: number): number {
-  const f32 = new Float32Array(1);
-  const u32 = new Uint32Array(f32.buffer);
-  f32[0] = value;
-  const x = u32[0] ?? 0;
-  const sign = (x >>> 16) & 0x8000;
-  const exp = (x >>> 23) & 0xff;
-  let mant = x & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (mant !== 0 ? 0x200 : 0);
-  const e = exp - 127 + 15;
-  if (e >= 0x1f) return sign | 0x7c00;
-  if (e <= 0) {
-    if (e < -10) return sign;
-    mant |= 0x800000;
-    const shift = 14 - e;
-    let half = mant >>> shift;
-    const rem = mant & ((1 << shift) - 1);
-    const mid = 1 << (shift - 1);
-    if (rem > mid || (rem === mid && (half & 1) !== 0)) half++;
-    return sign | half;
-  }
-  let half = (e << 10) | (mant >>> 13);
-  const rem = mant & 0x1fff;
-  if (rem > 0x1000 || (rem === 0x1000 && (half & 1) !== 0)) half++;
-  // A carry out of the mantissa correctly bumps the exponent (up to infinity).
-  return sign | half;
 }
 
 /** MLflow's casts into numeric tensors: numbers, numeric strings, and booleans as 0/1. */
@@ -252,3 +224,5 @@ export function shapeFits(spec: readonly number[], shape: readonly number[]): bo
   }
   return true;
 }
+
+export { toFloat16Bits };
