@@ -249,6 +249,10 @@ export async function startPredictionLog(app: Mlship): Promise<PredictionLogger 
   const predictionLog = new PredictionLogger({
     scoring: app.scoring,
     registry: app.registry,
+    // Records are built and written in a worker thread with its own connection (`store` only serves an in-memory
+    // SQLite, which a second connection cannot open).
+    storeUrl: config.store,
+    home: config.home,
     store: app.predictions,
     logger: app.logger,
     bufferRows: config.feedback.bufferRows,

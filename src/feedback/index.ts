@@ -1,6 +1,6 @@
 export type * from "./types.js";
 export { DEFAULT_SAMPLE_RATE, feedbackSpecOf, recordsOf } from "./spec.js";
-export { PredictionLogger, predictionLogMetrics } from "./log.js";
+export { DROP_REASONS, PredictionLogger, predictionLogMetrics } from "./log.js";
 export type { PredictionLoggerOptions } from "./log.js";
 export { CLOCK_SKEW_MS, SqlPredictionStore } from "./store.js";
 export type { SqlPredictionStoreOptions } from "./store.js";

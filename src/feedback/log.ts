@@ -1,7 +1,13 @@
 /**
  * The asynchronous prediction log: every successful prediction row goes to the `PredictionStore`, off the request
- * path. The scoring listener only keeps the event; records are built and written in batches by `flush()`. Rows the
- * store cannot take wait in spill files and are replayed when it works again; nothing is dropped without a count.
+ * path. The scoring listener only keeps the event; every `flushMs` (or sooner once `maxBatchRows` rows wait) the
+ * events are handed over in one batch to a `LogSink` that builds the records, writes them, spills what the store does
+ * not take and replays spill files when it works again; nothing is dropped without a count.
+ *
+ * Two modes, one implementation of the heavy half (`LogWriter`, log-writer.ts):
+ * - worker (`storeUrl`/`home`): a worker thread with its own store connection does the building and writing, so the
+ *   serving thread only pays for the listener and the hand-off (a structured clone of the batch);
+ * - in-process (`store`): the writer runs on this thread over the given store (tests, embedders with their own store).
  */
 import { Counter, Gauge, type Registry as MetricsRegistry } from "prom-client";
 import { MlshipError, type Logger } from "../core/index.js";
@@ -9,9 +15,13 @@ import { MONITOR_PROTOCOL } from "../monitor/index.js";
 import type { Manifest } from "../package/index.js";
 import type { Registry } from "../registry/index.js";
 import type { ScoringEvent, ScoringService } from "../scoring/index.js";
-import { feedbackSpecOf, recordsOf } from "./spec.js";
+import { WorkerLogSink } from "./log-thread.js";
+import { DROP_REASONS, LogWriter, noDrops, versionKey, type DropReason, type LogSink, type LoggedEvent } from "./log-writer.js";
+import { feedbackSpecOf } from "./spec.js";
 import { SpillFolder } from "./spill.js";
-import type { FeedbackSpec, PredictionLogStats, PredictionRecord, PredictionStore } from "./types.js";
+import type { PredictionLogStats, PredictionStore } from "./types.js";
+
+export { DROP_REASONS, type DropReason };
 
 export const DEFAULT_BUFFER_ROWS = 10_000;
 export const DEFAULT_FLUSH_MS = 1000;
@@ -20,33 +30,32 @@ export const DEFAULT_SPILL_MAX_BYTES = 1024 ** 3;
 export const DEFAULT_REPLAY_MS = 5000;
 export const DEFAULT_WRITE_TIMEOUT_MS = 10_000;
 
-/** Reasons rows are dropped, each counted in `stats().dropped`. */
-export const DROP_REASONS = [
-  /** The spill folder was at its bound. */
-  "spill_full",
-  /** Writing a spill file failed (disk full, permissions). */
-  "spill_error",
-  /** A line of a spill file could not be read back (cut short by a crash). */
-  "spill_corrupt",
-  /** The registry no longer knows the version (deleted). */
-  "unknown_version",
-  /** The registry could not be read (at close, or while the buffer was full), so the rows could not be built. */
-  "registry_unavailable",
-  /** The event could not be turned into records (a bug; logged). */
-  "record_error",
-] as const;
-export type DropReason = (typeof DROP_REASONS)[number];
-
 export interface PredictionLoggerOptions {
   scoring: ScoringService;
   registry: Registry;
-  store: PredictionStore;
+  /**
+   * Worker mode (chosen whenever `home` is given): the config `store` value (`sqlite:<file>`, `postgres://...`;
+   * unset or empty: `<home>/mlship.db`). A worker thread opens its own connection to it (SQLite runs in WAL mode
+   * with a busy timeout, so it writes alongside the server's connection; PostgreSQL gets its own pool).
+   */
+  storeUrl?: string;
+  /** Worker mode: MLSHIP_HOME, as `openSqlStore` takes it. */
+  home?: string;
+  /**
+   * In-process mode: the store rows are written to, on this thread. Used when `home` is not given, or when
+   * `storeUrl` is an in-memory SQLite database (which a worker's connection could not see).
+   */
+  store?: PredictionStore;
   logger: Logger;
-  /** Rows held in memory at most; beyond it events go straight to spill files. Default 10000. */
+  /**
+   * Rows held in memory (waiting, or handed to the writer and not written yet) at most; beyond it events go straight
+   * to spill files (at most as many rows again waiting for that; beyond both they are dropped and counted as
+   * `buffer_full`). Default 10000.
+   */
   bufferRows?: number;
   /** Flush period (milliseconds). Default 1000. */
   flushMs?: number;
-  /** Rows per `insertPredictions` call at most. Default 2000. */
+  /** Rows per `insertPredictions` call at most; this many rows waiting start a flush before the timer. Default 2000. */
   maxBatchRows?: number;
   /** Folder of spill files (created if missing). */
   spillDir: string;
@@ -65,54 +74,61 @@ export interface PredictionLoggerOptions {
   timers?: boolean;
 }
 
-/** A version's manifest and the feedback spec read from it. */
-interface VersionFeedback {
-  manifest: Manifest;
-  spec: FeedbackSpec;
-}
-
 interface Batch {
   events: ScoringEvent[];
   rows: number;
 }
 
-function chunks<T>(items: readonly T[], size: number): T[][] {
-  const out: T[][] = [];
-  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
-  return out;
+/** What this thread keeps of a version: its manifest goes to the sink, its input mode decides the `sampled` draw. */
+interface VersionInfo {
+  manifest: Manifest;
+  sampled: boolean;
 }
 
 const versionGone = (err: unknown): boolean =>
   err instanceof MlshipError && (err.code === "MLSHIP_ERR_MODEL_NOT_FOUND" || err.code === "MLSHIP_ERR_MODEL_VERSION_NOT_FOUND");
 
+function sinkOf(options: PredictionLoggerOptions, random: () => number): LogSink {
+  const spillMaxBytes = options.spillMaxBytes ?? DEFAULT_SPILL_MAX_BYTES;
+  const maxBatchRows = Math.max(1, options.maxBatchRows ?? DEFAULT_MAX_BATCH_ROWS);
+  const writeTimeoutMs = options.writeTimeoutMs ?? DEFAULT_WRITE_TIMEOUT_MS;
+  // An in-memory SQLite database lives in its connection: a worker could not see it.
+  const inMemory = /^sqlite:(\/\/)?:memory:$/i.test(options.storeUrl?.trim() ?? "");
+  if (options.home !== undefined && !inMemory) {
+    return new WorkerLogSink({ storeUrl: options.storeUrl, home: options.home, spillDir: options.spillDir, spillMaxBytes, maxBatchRows, writeTimeoutMs }, options.logger);
+  }
+  if (options.store !== undefined) {
+    return new LogWriter({ store: options.store, spill: new SpillFolder(options.spillDir, spillMaxBytes), logger: options.logger, maxBatchRows, writeTimeoutMs, random });
+  }
+  throw new MlshipError("MLSHIP_ERR_CONFIG_INVALID", "the prediction log needs the home (and store URL) its worker opens, or a store", { field: "store" });
+}
+
 export class PredictionLogger {
   private readonly scoring: ScoringService;
   private readonly registry: Registry;
-  private readonly store: PredictionStore;
   private readonly logger: Logger;
   private readonly bufferRows: number;
   private readonly flushMs: number;
   private readonly maxBatchRows: number;
   private readonly replayMs: number;
-  private readonly writeTimeoutMs: number;
   private readonly random: () => number;
   private readonly timers: boolean;
-  private readonly spill: SpillFolder;
+  private readonly sink: LogSink;
 
   /** Events waiting for the next flush. */
   private pending: Batch = { events: [], rows: 0 };
   /** Events that found the buffer full: spilled on the next turn of the event loop, never sent to the store. */
   private overflow: Batch = { events: [], rows: 0 };
-  /** Rows taken by a flush or spill that are not stored or spilled yet. */
+  /** Rows taken by a flush or spill that the sink has not stored or spilled yet. */
   private inFlightRows = 0;
-  private readonly specs = new Map<string, Promise<VersionFeedback>>();
+  /** Versions being read from the registry (a failed read is tried again next time). */
+  private readonly reading = new Map<string, Promise<VersionInfo>>();
+  /** Versions read and handed to the sink: the hand-off's fast path. */
+  private readonly versions = new Map<string, VersionInfo>();
 
   private received = 0;
-  private written = 0;
-  private spilled = 0;
-  private replayed = 0;
-  private storeErrors = 0;
-  private readonly dropped: Record<string, number> = Object.fromEntries(DROP_REASONS.map((r) => [r, 0]));
+  /** Rows dropped before they reach the sink (the registry could not say how to build them). */
+  private readonly dropped = noDrops();
 
   private unsubscribe: (() => void) | undefined;
   private flushTimer: NodeJS.Timeout | undefined;
@@ -123,6 +139,8 @@ export class PredictionLogger {
   private flushing = false;
   private replaying = false;
   private overflowScheduled = false;
+  /** A `buffer_full` drop was logged; reset once the overflow is handed on, so each burst logs once. */
+  private overloadReported = false;
   private flushScheduled = false;
   private closing = false;
   private closed: Promise<void> | undefined;
@@ -130,16 +148,14 @@ export class PredictionLogger {
   constructor(options: PredictionLoggerOptions) {
     this.scoring = options.scoring;
     this.registry = options.registry;
-    this.store = options.store;
     this.logger = options.logger;
     this.bufferRows = options.bufferRows ?? DEFAULT_BUFFER_ROWS;
     this.flushMs = options.flushMs ?? DEFAULT_FLUSH_MS;
     this.maxBatchRows = Math.max(1, options.maxBatchRows ?? DEFAULT_MAX_BATCH_ROWS);
     this.replayMs = options.replayMs ?? DEFAULT_REPLAY_MS;
-    this.writeTimeoutMs = options.writeTimeoutMs ?? DEFAULT_WRITE_TIMEOUT_MS;
     this.random = options.random ?? Math.random;
     this.timers = options.timers ?? true;
-    this.spill = new SpillFolder(options.spillDir, options.spillMaxBytes ?? DEFAULT_SPILL_MAX_BYTES);
+    this.sink = sinkOf(options, this.random);
   }
 
   /**
@@ -148,9 +164,10 @@ export class PredictionLogger {
    */
   async start(): Promise<void> {
     if (this.unsubscribe !== undefined) return;
-    const left = await this.spill.open();
+    const left = await this.sink.open();
     if (left.length > 0) {
-      this.logger.info({ files: left.length, rows: this.spill.backlogRows, dir: this.spill.dir }, "prediction log: replaying spill files left by an earlier run");
+      const rows = left.reduce((n, f) => n + f.rows, 0);
+      this.logger.info({ files: left.length, rows }, "prediction log: replaying spill files left by an earlier run");
     }
     this.unsubscribe = this.scoring.onScored(this.onScored);
     if (this.timers) {
@@ -159,7 +176,7 @@ export class PredictionLogger {
       }, this.flushMs);
       this.flushTimer.unref();
       this.replayTimer = setInterval(() => {
-        if (!this.replaying && this.spill.backlogRows > 0) void this.replay();
+        if (!this.replaying && this.sink.counters().spillBacklog > 0) void this.replay();
       }, this.replayMs);
       this.replayTimer.unref();
     }
@@ -173,8 +190,17 @@ export class PredictionLogger {
   private readonly onScored = (event: ScoringEvent): void => {
     if (event.protocol === MONITOR_PROTOCOL || !event.ok || event.outputs === undefined || event.version === null || event.rows < 1) return;
     this.received += event.rows;
-    // Rows a flush is still writing are in memory too: a slow store must not let the buffer grow past its bound.
+    // Rows the sink is still writing are in memory too: a slow store must not let the buffer grow past its bound.
     if (this.pending.rows + this.inFlightRows + event.rows > this.bufferRows) {
+      // Spilling has a cost too (the records are built): past a second buffer's worth, memory stays bounded.
+      if (this.overflow.rows + event.rows > this.bufferRows) {
+        this.drop("buffer_full", event.rows);
+        if (!this.overloadReported) {
+          this.overloadReported = true;
+          this.logger.warn({ bufferRows: this.bufferRows }, "prediction log: rows arrive faster than they can be written or spilled; rows dropped");
+        }
+        return;
+      }
       this.overflow.events.push(event);
       this.overflow.rows += event.rows;
       this.scheduleOverflow();
@@ -206,28 +232,21 @@ export class PredictionLogger {
     const batch = this.overflow;
     if (batch.rows === 0) return;
     this.overflow = { events: [], rows: 0 };
+    this.overloadReported = false;
     this.inFlightRows += batch.rows;
     try {
-      const { records, retry } = await this.build(batch.events);
+      const { ready, retry } = await this.resolve(batch.events);
       // Events whose version could not be read yet wait in the overflow for the next turn.
       if (retry.length > 0) this.requeue(this.overflow, retry);
-      if (records.length > 0) {
-        const name = this.spill.newName();
-        this.spill.hold(name);
-        try {
-          await this.spillRecords(name, records);
-        } finally {
-          this.spill.release(name);
-        }
-      }
+      await this.sink.write(ready, true);
     } finally {
       this.inFlightRows -= batch.rows;
     }
   }
 
   /**
-   * Writes the buffered rows to the store, `maxBatchRows` per call. When a write fails, that batch and the rest of
-   * this flush go to one spill file. Calls are serialised.
+   * Hands the buffered rows to the sink, which writes them `maxBatchRows` per store call and spills the rest of a
+   * batch when a write fails. Resolves once they are stored or spilled. Calls are serialised.
    */
   flush(): Promise<void> {
     const next = this.flushChain.then(() => this.flushOnce());
@@ -241,27 +260,11 @@ export class PredictionLogger {
     this.pending = { events: [], rows: 0 };
     this.flushing = true;
     this.inFlightRows += batch.rows;
-    let spillName: string | undefined;
     try {
-      const { records, retry } = await this.build(batch.events);
+      const { ready, retry } = await this.resolve(batch.events);
       if (retry.length > 0) this.requeue(this.pending, retry);
-      for (const part of chunks(records, this.maxBatchRows)) {
-        if (spillName === undefined) {
-          try {
-            await this.write(part);
-            this.written += part.length;
-            continue;
-          } catch (err) {
-            this.storeErrors += 1;
-            this.logger.warn({ err, rows: records.length }, "prediction log: store write failed; spilling rows to disk");
-            spillName = this.spill.newName();
-            this.spill.hold(spillName);
-          }
-        }
-        await this.spillRecords(spillName, part);
-      }
+      await this.sink.write(ready, false);
     } finally {
-      if (spillName !== undefined) this.spill.release(spillName);
       this.inFlightRows -= batch.rows;
       this.flushing = false;
     }
@@ -289,83 +292,63 @@ export class PredictionLogger {
     }
   }
 
-  /** Builds the records of events; events whose version cannot be read now (registry down) come back in `retry`. */
-  private async build(events: readonly ScoringEvent[]): Promise<{ records: PredictionRecord[]; retry: ScoringEvent[] }> {
-    const records: PredictionRecord[] = [];
+  /**
+   * The events the sink can build (their version's manifest handed to it, the request's `sampled` draw made); events
+   * whose version cannot be read now (registry down) come back in `retry`.
+   */
+  private async resolve(events: readonly ScoringEvent[]): Promise<{ ready: LoggedEvent[]; retry: ScoringEvent[] }> {
+    const ready: LoggedEvent[] = [];
     const retry: ScoringEvent[] = [];
-    // One failed registry read per version and build is enough: the others of that version wait with it.
+    // One failed registry read per version and batch is enough: the others of that version wait with it.
     const unreadable = new Map<string, unknown>();
     for (const event of events) {
-      let feedback: VersionFeedback;
-      const key = `${event.model}@${event.version}`;
-      try {
-        if (unreadable.has(key)) throw unreadable.get(key);
-        feedback = await this.feedbackOf(event.model, event.version as number);
-      } catch (err) {
-        const first = !unreadable.has(key);
-        unreadable.set(key, err);
-        if (versionGone(err)) {
-          this.drop("unknown_version", event.rows);
-          if (first) this.logger.warn({ err, model: event.model, version: event.version }, "prediction log: the registry does not know the version; rows dropped");
-        } else if (this.closing) {
-          this.drop("registry_unavailable", event.rows);
-          if (first) this.logger.warn({ err, model: event.model, version: event.version }, "prediction log: registry unavailable at close; rows dropped");
-        } else {
-          retry.push(event);
-          if (first) this.logger.warn({ err, model: event.model, version: event.version }, "prediction log: registry unavailable; rows kept for the next flush");
+      const key = versionKey(event.model, event.version as number);
+      let info = this.versions.get(key);
+      if (info === undefined) {
+        try {
+          if (unreadable.has(key)) throw unreadable.get(key);
+          info = await this.versionInfo(event.model, event.version as number);
+        } catch (err) {
+          const first = !unreadable.has(key);
+          unreadable.set(key, err);
+          if (versionGone(err)) {
+            this.drop("unknown_version", event.rows);
+            if (first) this.logger.warn({ err, model: event.model, version: event.version }, "prediction log: the registry does not know the version; rows dropped");
+          } else if (this.closing) {
+            this.drop("registry_unavailable", event.rows);
+            if (first) this.logger.warn({ err, model: event.model, version: event.version }, "prediction log: registry unavailable at close; rows dropped");
+          } else {
+            retry.push(event);
+            if (first) this.logger.warn({ err, model: event.model, version: event.version }, "prediction log: registry unavailable; rows kept for the next flush");
+          }
+          continue;
         }
-        continue;
       }
-      try {
-        for (const record of recordsOf(event, feedback.spec, feedback.manifest, this.random)) records.push(record);
-      } catch (err) {
-        this.drop("record_error", event.rows);
-        this.logger.error({ err, model: event.model, version: event.version }, "prediction log: could not build the rows of a prediction");
-      }
+      ready.push(info.sampled ? { ...event, draw: this.random() } : event);
     }
-    return { records, retry };
+    return { ready, retry };
   }
 
-  /** The manifest and spec of a version, read once from the registry (a failed read is tried again next time). */
-  private feedbackOf(model: string, version: number): Promise<VersionFeedback> {
-    const key = `${model}@${version}`;
-    let found = this.specs.get(key);
+  /** A version's manifest, read once from the registry and handed to the sink (a failed read is tried again next time). */
+  private versionInfo(model: string, version: number): Promise<VersionInfo> {
+    const key = versionKey(model, version);
+    let found = this.reading.get(key);
     if (found === undefined) {
-      found = this.registry.getVersion(model, version).then((record) => ({ manifest: record.manifest, spec: feedbackSpecOf(record.manifest) }));
-      found.catch(() => this.specs.delete(key));
-      this.specs.set(key, found);
+      found = this.registry.getVersion(model, version).then((record) => {
+        const info: VersionInfo = { manifest: record.manifest, sampled: feedbackSpecOf(record.manifest).inputs === "sampled" };
+        this.sink.defineVersion(key, record.manifest);
+        this.versions.set(key, info);
+        this.reading.delete(key);
+        return info;
+      });
+      found.catch(() => this.reading.delete(key));
+      this.reading.set(key, found);
     }
     return found;
   }
 
-  private async write(records: readonly PredictionRecord[]): Promise<void> {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new MlshipError("MLSHIP_ERR_STORE_UNAVAILABLE", `the prediction store did not answer within ${this.writeTimeoutMs} ms`)), this.writeTimeoutMs);
-    });
-    try {
-      await Promise.race([this.store.insertPredictions(records), timeout]);
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-
-  private async spillRecords(name: string, records: readonly PredictionRecord[]): Promise<void> {
-    try {
-      const { written, refused } = await this.spill.append(name, records);
-      this.spilled += written;
-      if (refused > 0) {
-        this.drop("spill_full", refused);
-        this.logger.warn({ rows: refused, dir: this.spill.dir, maxBytes: this.spill.maxBytes }, "prediction log: spill folder full; rows dropped");
-      }
-    } catch (err) {
-      this.drop("spill_error", records.length);
-      this.logger.error({ err, rows: records.length, dir: this.spill.dir }, "prediction log: could not write a spill file; rows dropped");
-    }
-  }
-
   private drop(reason: DropReason, rows: number): void {
-    this.dropped[reason] = (this.dropped[reason] ?? 0) + rows;
+    this.dropped[reason] += rows;
   }
 
   /**
@@ -374,7 +357,14 @@ export class PredictionLogger {
    * stored are ignored by the store's unique key). Returns the rows replayed.
    */
   replay(): Promise<number> {
-    const next = this.replayChain.then(() => this.replayOnce());
+    const next = this.replayChain.then(async () => {
+      this.replaying = true;
+      try {
+        return await this.sink.replay();
+      } finally {
+        this.replaying = false;
+      }
+    });
     this.replayChain = next.catch((err: unknown) => {
       this.logger.error({ err }, "prediction log: replay failed");
       return 0;
@@ -382,60 +372,26 @@ export class PredictionLogger {
     return this.replayChain;
   }
 
-  private async replayOnce(): Promise<number> {
-    this.replaying = true;
-    let total = 0;
-    try {
-      for (const file of this.spill.waiting()) {
-        this.spill.hold(file.name);
-        try {
-          let contents;
-          try {
-            contents = await this.spill.read(file.name);
-          } catch (err) {
-            this.logger.warn({ err, file: file.name }, "prediction log: spill file vanished");
-            this.spill.forget(file.name);
-            continue;
-          }
-          try {
-            for (const part of chunks(contents.records, this.maxBatchRows)) await this.write(part);
-          } catch (err) {
-            this.storeErrors += 1;
-            this.logger.warn({ err, backlog: this.spill.backlogRows }, "prediction log: store still unavailable; replay postponed");
-            break;
-          }
-          await this.spill.remove(file.name);
-          this.replayed += contents.records.length;
-          total += contents.records.length;
-          if (contents.corrupt > 0) {
-            this.drop("spill_corrupt", contents.corrupt);
-            this.logger.warn({ file: file.name, lines: contents.corrupt }, "prediction log: unreadable lines in a spill file skipped");
-          }
-        } finally {
-          this.spill.release(file.name);
-        }
-      }
-    } finally {
-      this.replaying = false;
-    }
-    if (total > 0) this.logger.info({ rows: total, backlog: this.spill.backlogRows }, "prediction log: spilled rows replayed");
-    return total;
-  }
-
   stats(): PredictionLogStats {
+    const sink = this.sink.counters();
+    const dropped: Record<string, number> = {};
+    for (const reason of DROP_REASONS) dropped[reason] = this.dropped[reason] + sink.dropped[reason];
     return {
       received: this.received,
-      written: this.written,
+      written: sink.written,
       buffered: this.pending.rows + this.overflow.rows + this.inFlightRows,
-      spilled: this.spilled,
-      replayed: this.replayed,
-      spillBacklog: this.spill.backlogRows,
-      dropped: { ...this.dropped },
-      storeErrors: this.storeErrors,
+      spilled: sink.spilled,
+      replayed: sink.replayed,
+      spillBacklog: sink.spillBacklog,
+      dropped,
+      storeErrors: sink.storeErrors,
     };
   }
 
-  /** Stops listening and the timers, and writes out what is buffered (spilling what the store does not take). */
+  /**
+   * Stops listening and the timers, writes out what is buffered (spilling what the store does not take), and stops
+   * the sink (worker mode: the worker finishes its batches, closes its store connection and exits).
+   */
   close(): Promise<void> {
     this.closed ??= (async () => {
       this.unsubscribe?.();
@@ -448,6 +404,7 @@ export class PredictionLogger {
       await this.spillOverflow();
       await this.flush();
       await this.replayChain;
+      await this.sink.close();
     })();
     return this.closed;
   }

@@ -129,17 +129,47 @@ function detectTask(manifest: Manifest, prediction: OutputFacts | undefined, has
 
 type JsonValue = number | string | boolean | null | JsonValue[];
 
+/** Exact powers of ten (every one up to 1e22 is a double). */
+const POW10 = Array.from({ length: 23 }, (_, i) => 10 ** i);
+
 /**
  * The shortest decimal that reads back as the same float32, so a logged `13.17` is not `13.170000076293945`.
  * JSON has no NaN or Infinity: those are logged as null.
+ *
+ * The result is exactly `Number(value.toPrecision(d))` for the smallest d that reads back, but computed by
+ * arithmetic (this runs for every logged float): with k the d-digit integer nearest |value| * 10^e, k / 10^e (or
+ * k * 10^-e) is the double nearest the decimal, as parsing it would give, since 10^e and k are exact. Where the
+ * scaled value is too close to a rounding tie, or the estimated magnitude is off by one (log10 near a power of
+ * ten), or 10^e is not exact, `toPrecision` decides.
  */
 function float32Value(value: number): number | null {
   if (!Number.isFinite(value)) return null;
+  if (value === 0) return 0;
+  const magnitude = Math.abs(value);
+  const exponent = Math.floor(Math.log10(magnitude));
   for (let digits = 1; digits < 9; digits++) {
-    const candidate = Number(value.toPrecision(digits));
+    const candidate = shortDecimal(value, magnitude, exponent, digits);
     if (Math.fround(candidate) === value) return candidate;
   }
   return Number(value.toPrecision(9));
+}
+
+/** `Number(value.toPrecision(digits))`, by arithmetic where that is exact (see `float32Value`). */
+function shortDecimal(value: number, magnitude: number, exponent: number, digits: number): number {
+  const e = digits - 1 - exponent;
+  if (e <= 22 && e >= -22) {
+    const scale = POW10[e < 0 ? -e : e] as number;
+    const scaled = e >= 0 ? magnitude * scale : magnitude / scale;
+    const floor = Math.floor(scaled);
+    const fraction = scaled - floor;
+    // The scaled value's rounding error is far below 1e-6 (it is under 1e9, to 2^-53 relative).
+    if (scaled >= (POW10[digits - 1] as number) && scaled < (POW10[digits] as number) && Math.abs(fraction - 0.5) > 1e-6) {
+      const k = fraction > 0.5 ? floor + 1 : floor;
+      const decimal = e >= 0 ? k / scale : k * scale;
+      return value < 0 ? -decimal : decimal;
+    }
+  }
+  return Number(value.toPrecision(digits));
 }
 
 /** Element `index` of a tensor as a JSON value (bigint as number, bool as boolean, float16 decoded). */

@@ -38,6 +38,7 @@
  *
  * Store failures are mapped with `mapStoreError` (a down PostgreSQL is MLSHIP_ERR_STORE_UNAVAILABLE).
  */
+import type { Statement } from "better-sqlite3";
 import { sql, type Generated, type Kysely, type RawBuilder } from "kysely";
 import { MlshipError } from "../core/index.js";
 import { mapStoreError, type Database, type SqlStore } from "../store/index.js";
@@ -63,6 +64,8 @@ export const CLOCK_SKEW_MS = 5 * 60_000;
  * (65535) limits on bound parameters, while 10k rows still take only 20 statements.
  */
 const INSERT_CHUNK_ROWS = 500;
+/** The columns a logged prediction row fills, in the order of the SQLite fast path's prepared insert. */
+const INSERT_COLUMNS = ["request_id", "row", "model", "version", "variant", "rollout_id", "key", "at", "protocol", "inputs", "inputs_hash", "outputs", "prediction", "scores", "latency_ms"] as const;
 const EXPORT_PAGE_ROWS = 500;
 /**
  * Outcomes or events per join step: each step is a handful of statements (candidates, upsert, actuals), with at
@@ -308,6 +311,8 @@ function targetId(target: FeedbackTarget): string {
 /** `SqlPredictionStore`: the `PredictionStore` over the metadata store. */
 export class SqlPredictionStore implements PredictionStore {
   readonly #now: () => Date;
+  /** The SQLite fast path's prepared insert, made on first use. */
+  #insertStatement: Statement | undefined;
 
   constructor(
     readonly store: SqlStore,
@@ -340,6 +345,20 @@ export class SqlPredictionStore implements PredictionStore {
       // A NaN would become NULL on SQLite and fail the whole batch on the NOT NULL column.
       latency_ms: Number.isFinite(record.latencyMs) ? record.latencyMs : 0,
     }));
+    const raw = this.store.sqlite;
+    if (raw !== undefined) {
+      // SQLite: one prepared statement run per row inside the write transaction (the prediction log's hot path).
+      return this.store.write(() => {
+        this.#insertStatement ??= raw.prepare(
+          `insert into prediction_log (${INSERT_COLUMNS.map((c) => `"${c}"`).join(", ")}) values (${INSERT_COLUMNS.map(() => "?").join(", ")}) ` +
+            `on conflict (request_id, "row", model, version) do nothing`,
+        );
+        const statement = this.#insertStatement;
+        let inserted = 0;
+        for (const row of rows) inserted += statement.run(INSERT_COLUMNS.map((c) => row[c])).changes;
+        return Promise.resolve(inserted);
+      });
+    }
     return this.store.write(async (trx) => {
       const db = trx.withTables<FeedbackTables>();
       let inserted = 0;

@@ -39,6 +39,12 @@ export interface SqlStore {
   /** The SQLite file, or the PostgreSQL URL with its password redacted: what error messages name. */
   readonly location: string;
   /**
+   * SQLite only: the connection itself, for bulk writes on hot paths (a prepared statement run per row is several
+   * times faster than Kysely compiling one large multi-row insert each time). Use it only inside `write`, where the
+   * transaction is open on this connection.
+   */
+  readonly sqlite?: BetterSqlite3.Database;
+  /**
    * Runs `fn` in one write transaction and commits it. On SQLite the transaction starts with `BEGIN IMMEDIATE`
    * (the write lock is taken up front, so no transaction fails half-way on a lock upgrade), and write transactions
    * of every store this process opened on the same file run one at a time. Busy/serialization failures are retried
@@ -183,6 +189,7 @@ async function openSqlite(
     db,
     dialect: "sqlite",
     location: file,
+    sqlite,
     write<T>(fn: (db: Kysely<Database>) => Promise<T>): Promise<T> {
       if (closing !== undefined) return Promise.reject(closedError(file));
       const attempt = () =>

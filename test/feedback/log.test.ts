@@ -2,9 +2,12 @@
 // stored exactly once, spill to disk while the store is down and replay when it is back, recovery of a crashed
 // logger's spill files, the memory and spill bounds, input logging modes, and the real SQLite prediction store.
 import { cp, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import net from "node:net";
 import os from "node:os";
+import type { Worker } from "node:worker_threads";
 import path from "node:path";
 import { sql } from "kysely";
+import type pg from "pg";
 import { Registry as MetricsRegistry } from "prom-client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createMlship, registerModel, type Mlship } from "../../src/app.js";
@@ -14,8 +17,9 @@ import { PredictionLogger, predictionLogMetrics, type PredictionLoggerOptions } 
 import { SqlPredictionStore } from "../../src/feedback/store.js";
 import type { PredictionRecord, PredictionStore } from "../../src/feedback/types.js";
 import type { Registry } from "../../src/registry/index.js";
+import type { SqlStore } from "../../src/store/index.js";
 import type { ScoreOptions, ScoreResult } from "../../src/scoring/index.js";
-import { freshSqlite, type FreshDatabase } from "../helpers/sql-stores.js";
+import { freshPostgres, freshSqlite, postgresAdmin, type FreshDatabase } from "../helpers/sql-stores.js";
 
 const EXAMPLES = path.resolve(__dirname, "../../examples/models");
 
@@ -167,7 +171,7 @@ async function waitFor(condition: () => boolean, what: string, timeoutMs = 10_00
   }
 }
 
-const NO_DROPS = { spill_full: 0, spill_error: 0, spill_corrupt: 0, unknown_version: 0, registry_unavailable: 0, record_error: 0 };
+const NO_DROPS = { spill_full: 0, spill_error: 0, spill_corrupt: 0, unknown_version: 0, registry_unavailable: 0, record_error: 0, buffer_full: 0, worker_error: 0 };
 
 describe("PredictionLogger", () => {
   it("stores every row of 500 requests (some multi-row) exactly once, in batches off the request path", async () => {
@@ -482,5 +486,175 @@ describe("PredictionLogger", () => {
       expect(await spillFiles(dir)).toEqual([]);
       await again.close();
     });
+  });
+
+  describe("worker mode: records built and written by a worker thread with its own store connection", () => {
+    let admin: pg.Client;
+    const stores: FreshDatabase[] = [];
+
+    beforeAll(async () => {
+      admin = await postgresAdmin();
+    });
+
+    afterAll(async () => {
+      for (const fresh of stores) await fresh.dispose();
+      await admin?.end();
+    });
+
+    /** The test's own connection to a fresh store, and the URL the worker opens. */
+    async function freshStore(kind: "sqlite" | "postgres"): Promise<{ sqlStore: SqlStore; storeUrl: string }> {
+      const fresh = kind === "sqlite" ? await freshSqlite("log-worker") : await freshPostgres(admin, "log-worker");
+      stores.push(fresh);
+      const sqlStore = await fresh.open();
+      return { sqlStore, storeUrl: kind === "sqlite" ? `sqlite:${sqlStore.location}` : sqlStore.location };
+    }
+
+    function workerLogger(storeUrl: string, dir: string, options: Partial<PredictionLoggerOptions> = {}): PredictionLogger {
+      return new PredictionLogger({ scoring: app.scoring, registry, storeUrl, home, logger: silentLogger(), spillDir: dir, timers: false, ...options });
+    }
+
+    async function storedKeys(sqlStore: SqlStore): Promise<string[]> {
+      const stored = await sql<{ request_id: string; row: number | string; model: string; version: number | string }>`select request_id, row, model, version from prediction_log`.execute(sqlStore.db);
+      return stored.rows.map((r) => `${r.request_id}\u0000${Number(r.row)}\u0000${r.model}\u0000${Number(r.version)}`).sort();
+    }
+
+    for (const kind of ["sqlite", "postgres"] as const) {
+      it(`${kind}: every row of 500 requests stored exactly once while the server's connection writes too; close() flushes all`, async () => {
+        const { sqlStore, storeUrl } = await freshStore(kind);
+        const logger = workerLogger(storeUrl, await spillDir(), { timers: true, flushMs: 20, maxBatchRows: 50 });
+        await logger.start();
+        // The server's own connection keeps writing to the same table meanwhile (SQLite: a second writer on the file).
+        const mainStore = new SqlPredictionStore(sqlStore);
+        let mainRows = 0;
+        let scoring = true;
+        const mainWrites = (async () => {
+          for (let i = 0; scoring; i++) {
+            mainRows += await mainStore.insertPredictions([{
+              requestId: `main-${i}`, row: 0, model: "other", version: 1, variant: null, rolloutId: null, key: null,
+              at: new Date().toISOString(), protocol: null, inputs: null, inputsHash: null, outputs: "{}", prediction: 1, scores: null, latencyMs: 1,
+            }]);
+            await new Promise((resolve) => setTimeout(resolve, 5));
+          }
+        })();
+        const results = await scoreMany(500);
+        await score("breast-cancer", 2, 1, { protocol: "monitor" });
+        scoring = false;
+        await mainWrites;
+        await logger.close();
+        const total = results.reduce((n, r) => n + r.rows, 0);
+        expect(total).toBeGreaterThan(1000);
+        expect(mainRows).toBeGreaterThan(0);
+        const keys = (await storedKeys(sqlStore)).filter((k) => !k.startsWith("main-"));
+        expect(keys).toEqual(keysOf(results));
+        expect(logger.stats()).toEqual({
+          received: total, written: total, buffered: 0, spilled: 0, replayed: 0, spillBacklog: 0, dropped: NO_DROPS, storeErrors: 0,
+        });
+        // The rows are the ones the requests answered, built as in-process mode builds them.
+        const byRequest = new Map(results.map((r) => [r.requestId, r]));
+        const stored = await sql<{ request_id: string; row: number | string; prediction: string; inputs: string | null }>`select request_id, row, prediction, inputs from prediction_log where model = 'breast-cancer'`.execute(sqlStore.db);
+        expect(stored.rows.length).toBeGreaterThan(0);
+        for (const row of stored.rows) {
+          const result = byRequest.get(row.request_id) as ScoreResult;
+          expect(JSON.parse(row.prediction)).toBe((result.outputs.class?.data as string[])[Number(row.row)]);
+          expect(Object.keys(JSON.parse(row.inputs as string) as object)).toEqual(examples.get("breast-cancer")?.columns);
+        }
+      }, 120_000);
+    }
+
+    it("the listener only keeps events; flush() resolves once the worker has stored them; seeded sampling still applies", async () => {
+      const { sqlStore, storeUrl } = await freshStore("sqlite");
+      let draw = 0;
+      const logger = workerLogger(storeUrl, await spillDir(), { random: () => (draw++ % 2 === 0 ? 0.2 : 0.8) });
+      await logger.start();
+      const callsBefore = getVersionCalls;
+      const results = await scoreMany(12, 4, 1000);
+      const sampledIn = await score("bc-sampled", 2, 9100);
+      const sampledOut = await score("bc-sampled", 2, 9101);
+      const total = results.reduce((n, r) => n + r.rows, 0) + 4;
+      expect(logger.stats()).toMatchObject({ received: total, buffered: total, written: 0 });
+      expect(getVersionCalls).toBe(callsBefore);
+      expect(draw).toBe(0);
+      await logger.flush();
+      expect(logger.stats()).toMatchObject({ received: total, buffered: 0, written: total });
+      expect(await storedKeys(sqlStore)).toEqual(keysOf([...results, sampledIn, sampledOut]));
+      expect(draw).toBe(2);
+      const sampled = await sql<{ request_id: string; inputs: string | null; inputs_hash: string | null }>`select request_id, inputs, inputs_hash from prediction_log where model = 'bc-sampled'`.execute(sqlStore.db);
+      for (const row of sampled.rows) {
+        if (row.request_id === sampledIn.requestId) expect(row.inputs !== null && row.inputs_hash === null).toBe(true);
+        else expect(row.inputs === null && row.inputs_hash !== null).toBe(true);
+      }
+      await logger.close();
+    });
+
+    it("store unreachable: the worker spills; over the memory bound rows go straight to spill files; a later worker replays them", async () => {
+      const { sqlStore, storeUrl } = await freshStore("sqlite");
+      const dir = await spillDir();
+      // Nothing listens on port 1: every connection is refused at once.
+      const down = workerLogger("postgres://postgres@127.0.0.1:1/mlship_down", dir, { bufferRows: 10 });
+      await down.start();
+      const results: ScoreResult[] = [];
+      for (let i = 0; i < 30; i++) results.push(await score("breast-cancer", 1, 11_000 + i));
+      await waitFor(() => down.stats().spilled === 20, "the overflow to be spilled");
+      expect(down.stats()).toMatchObject({ received: 30, buffered: 10, spilled: 20, written: 0, spillBacklog: 20 });
+      await down.close();
+      expect(down.stats()).toMatchObject({ received: 30, buffered: 0, spilled: 30, written: 0, spillBacklog: 30, storeErrors: 1, dropped: NO_DROPS });
+
+      const next = workerLogger(storeUrl, dir);
+      await next.start();
+      expect(next.stats().spillBacklog).toBe(30);
+      await waitFor(() => next.stats().spillBacklog === 0, "the replay of the spill files");
+      expect(next.stats()).toMatchObject({ received: 0, replayed: 30, written: 0, dropped: NO_DROPS });
+      expect(await spillFiles(dir)).toEqual([]);
+      expect(await storedKeys(sqlStore)).toEqual(keysOf(results));
+      await next.close();
+    });
+
+    it("an in-memory SQLite store, which a worker could not see, is written in-process through the given store", async () => {
+      const store = new MemoryPredictionStore();
+      const logger = workerLogger("sqlite::memory:", await spillDir(), { store });
+      await logger.start();
+      const results = await scoreMany(6, 3, 14_000);
+      await logger.close();
+      expect([...store.rows.keys()].sort()).toEqual(keysOf(results));
+    });
+
+    it("a worker that dies: the rows it held are counted as worker_error, a new worker takes over", async () => {
+      // A "database" that accepts connections and never answers keeps the worker's write waiting (in JavaScript, not
+      // inside SQLite: a worker stopped inside native code takes the process down, which is why the log stops its
+      // worker only once it is idle); later it refuses them, as a database that is down does.
+      let answering = false;
+      const silent = net.createServer((socket) => {
+        if (answering) socket.destroy();
+      });
+      await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+      const port = (silent.address() as net.AddressInfo).port;
+      const dir = await spillDir();
+      const logger = workerLogger(`postgres://postgres@127.0.0.1:${port}/mlship_silent`, dir, { writeTimeoutMs: 60_000 });
+      try {
+        await logger.start();
+        // Reaching in for the worker is the only way to kill it as a crash would (there is no API for that, on purpose).
+        const workerOf = (): Worker | undefined => (logger as unknown as { sink: { worker: Worker | undefined } }).sink.worker;
+        const lost = await scoreMany(6, 3, 12_000);
+        const lostRows = lost.reduce((n, r) => n + r.rows, 0);
+        const flushing = logger.flush();
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        const dying = workerOf() as Worker;
+        await dying.terminate();
+        await flushing;
+        expect(logger.stats()).toMatchObject({ received: lostRows, buffered: 0, written: 0, spilled: 0, dropped: { ...NO_DROPS, worker_error: lostRows } });
+
+        answering = true;
+        const kept = await scoreMany(6, 3, 13_000);
+        const keptRows = kept.reduce((n, r) => n + r.rows, 0);
+        await logger.flush();
+        expect(workerOf()).toBeDefined();
+        expect(workerOf()).not.toBe(dying);
+        expect(logger.stats()).toMatchObject({ received: lostRows + keptRows, written: 0, spilled: keptRows, spillBacklog: keptRows, storeErrors: 1, dropped: { ...NO_DROPS, worker_error: lostRows } });
+        await logger.close();
+      } finally {
+        await logger.close();
+        silent.close();
+      }
+    }, 30_000);
   });
 });

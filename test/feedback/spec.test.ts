@@ -311,4 +311,46 @@ describe("recordsOf on real scoring events", () => {
       expect(logged["mean radius"]).toBeTypeOf("number");
     });
   });
+
+  it("float32 values are logged as the shortest decimal that reads back to the same float32 (toPrecision's digits)", async () => {
+    const { event } = await scoreExample("diabetes");
+    // Random bit patterns (every exponent), decimals a client would type, and values next to powers of ten and
+    // rounding ties, where a shortcut is most likely to pick another decimal than toPrecision.
+    const bits = new Uint32Array(1);
+    const asFloat = new Float32Array(bits.buffer);
+    const values: number[] = [];
+    let seed = 12345;
+    const next = (): number => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0);
+    for (let i = 0; i < 20_000; i++) {
+      bits[0] = next();
+      values.push(asFloat[0] as number);
+    }
+    for (let i = 0; i < 5000; i++) values.push(Math.fround((next() % 10 ** (1 + (i % 8))) / 10 ** ((i % 11) - 3)));
+    for (let p = -44; p <= 38; p++) {
+      for (const m of [1, 0.9999999, 1.0000001, 9.5, 2.5, 0.5, 0.05, 1.5, 0.25]) {
+        asFloat[0] = Math.fround(m * 10 ** p);
+        const center = bits[0] as number;
+        for (let k = -2; k <= 2; k++) {
+          bits[0] = center + k;
+          values.push(asFloat[0] as number);
+        }
+      }
+    }
+    const finite = values.filter((v) => Number.isFinite(v));
+    const signed = [...finite, ...finite.map((v) => -v), 0, 1e-45, 3.4028234663852886e38];
+    const shortest = (value: number): number => {
+      for (let digits = 1; digits < 9; digits++) {
+        const candidate = Number(value.toPrecision(digits));
+        if (Math.fround(candidate) === value) return candidate;
+      }
+      return Number(value.toPrecision(9));
+    };
+    const data = Float32Array.from(signed);
+    const outputs = { prediction: { dtype: "float32", shape: [1, data.length], data } satisfies Tensor };
+    const [record] = recordsOf({ ...event, rows: 1, inputs: undefined, outputs }, specOf("diabetes"), manifests.get("diabetes") as Manifest);
+    const logged = (JSON.parse(record?.outputs as string) as { prediction: number[] }).prediction;
+    expect(logged).toHaveLength(data.length);
+    const wrong = logged.filter((v, i) => v !== shortest(data[i] as number));
+    expect(wrong).toEqual([]);
+  });
 });
