@@ -122,6 +122,8 @@ const BASELINE_NAMES: Record<string, string> = {
   "rest-h2load": "REST (same client)",
   "digits-off": "batching off",
   capacity: "capacity",
+  "feedback-off": "log off",
+  "feedback-off-paced": "log off",
 };
 
 function ratio(id: string, baselineId: string): void {
@@ -636,6 +638,41 @@ try {
     }
   }
 
+  // (g) What logging every prediction costs (issue 5: "serving latency barely moves"): the MLP server with the
+  // prediction log off, then on (its default), each saturated (closed loop) and at a fixed moderate rate (wrk paced
+  // at BENCH_FEEDBACK_RATE req/s, latency from the probe beside it).
+  if (want("feedback")) {
+    const logKey = configKeys.find((k) => k.env === "MLSHIP_FEEDBACK_LOG");
+    const rate = Number(process.env.BENCH_FEEDBACK_RATE ?? 2000);
+    for (const log of ["off", "on"] as const) {
+      const id = `feedback-${log}`;
+      const scenario = `mlship /invocations MLP 1 row, prediction log ${log}`;
+      const pacedScenario = `${scenario}, at ${rate.toLocaleString("en-US")} req/s`;
+      if (logKey === undefined) {
+        row({ id, scenario, concurrency: String(cfg.connections), note: "not available: no feedback.log setting in the config schema" });
+        continue;
+      }
+      let server: Spawned | undefined;
+      try {
+        const cli = await startCli(id, ["breast-cancer"], { [logKey.env]: log }, false);
+        server = cli.proc;
+        serverPid = cli.pid;
+        await check(cli.url, mlflowMlp(1));
+        await measure(id, scenario, () => loop(cli.url, mlflowMlp(1)), `${logKey.env}=${log}`);
+        if (cfg.loadgen === "wrk") {
+          await measure(`${id}-paced`, pacedScenario, async () => {
+            const w = await probedWrk({ baseUrl: cli.url, payload: mlflowMlp(1), connections: cfg.connections, threads: cfg.threads, seconds: cfg.seconds, rate, probeRate: cfg.probeRate, probeConnections: cfg.probeConnections });
+            return { ...w, p50: w.probe.p50, p99: w.probe.p99, latencyScope: "2xx" as const, wrkP50: w.p50, wrkP99: w.p99 };
+          }, `wrk paced at ${rate}/s; p50/p99 from the latency probe (${cfg.probeRate} req/s over ${cfg.probeConnections} conn)`);
+        }
+      } catch (e) {
+        failed(id, scenario, String(cfg.connections), e);
+      } finally {
+        if (server !== undefined) await stop(server, 15_000);
+      }
+    }
+  }
+
   // The HTTP ceiling again: how much the machine drifted during the run.
   // Monitoring at scale: profiling rows/s and a large KS test, each against a baseline of the same run.
   if (want("monitor")) {
@@ -683,6 +720,8 @@ for (const id of ["mlp-1", "mlp-32", "v2-mlp-1", "cache-hit", "bare-end"]) ratio
 ratio("grpc-node", "rest-node");
 ratio("grpc-h2load", "rest-h2load");
 ratio("digits-on", "digits-off");
+ratio("feedback-on", "feedback-off");
+ratio("feedback-on-paced", "feedback-off-paced");
 const drift = byId("bare-end")?.ratio;
 if (drift !== undefined && drift !== null && Math.abs(drift - 1) > 0.15) {
   warnings.push(`the bare HTTP ceiling moved ${((drift - 1) * 100).toFixed(0)}% between the start and the end of the run: other load on the machine; ratios are noisy`);

@@ -110,7 +110,7 @@ export function loadConfigWithSources(options: LoadConfigOptions = {}): LoadedCo
       horizonMs: pick("feedback.horizonMs", 7 * 86_400_000),
       pendingTimeoutMs: pick("feedback.pendingTimeoutMs", 600_000),
       bufferRows: pick("feedback.bufferRows", 10_000),
-      flushMs: pick("feedback.flushMs", 1000),
+      flushMs: pick("feedback.flushMs", 100),
       spillDir: pick("feedback.spillDir", path.join(home, "spill")),
       spillMaxBytes: pick("feedback.spillMaxBytes", 1024 ** 3),
       evaluateMs: pick("feedback.evaluateMs", 60_000),

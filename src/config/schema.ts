@@ -83,7 +83,7 @@ export interface MlshipConfig {
     readonly pendingTimeoutMs: number;
     /** Rows the prediction log holds in memory before it spills to disk. Default 10000. */
     readonly bufferRows: number;
-    /** How often the prediction log writes its buffer to the store, in ms. Default 1000. */
+    /** How often the prediction log hands its buffer to its writer thread, in ms. Default 100. */
     readonly flushMs: number;
     /** Folder for spill files written while the store is slow or down. Default `<home>/spill`. */
     readonly spillDir: string;
@@ -303,8 +303,8 @@ export const KEYS: readonly KeyDef[] = [
   },
   {
     key: "feedback.flushMs", env: "MLSHIP_FEEDBACK_FLUSH_MS", kind: "int", min: 10, max: 3_600_000,
-    unit: "ms", defaultText: "1000",
-    doc: "How often the prediction log writes its buffer to the store (in batches).",
+    unit: "ms", defaultText: "100",
+    doc: "How often the prediction log hands its buffer to its writer thread (small hand-offs keep the serving thread's pauses short).",
   },
   {
     key: "feedback.spillDir", env: "MLSHIP_FEEDBACK_SPILL_DIR", kind: "path", defaultText: "<home>/spill",

@@ -24,7 +24,7 @@ import type { PredictionLogStats, PredictionStore } from "./types.js";
 export { DROP_REASONS, type DropReason };
 
 export const DEFAULT_BUFFER_ROWS = 10_000;
-export const DEFAULT_FLUSH_MS = 1000;
+export const DEFAULT_FLUSH_MS = 100;
 export const DEFAULT_MAX_BATCH_ROWS = 2000;
 export const DEFAULT_SPILL_MAX_BYTES = 1024 ** 3;
 export const DEFAULT_REPLAY_MS = 5000;
