@@ -590,7 +590,7 @@ describe("PredictionLogger", () => {
       const { sqlStore, storeUrl } = await freshStore("sqlite");
       const dir = await spillDir();
       // Nothing listens on port 1: every connection is refused at once.
-      const down = workerLogger("postgres://postgres@127.0.0.1:1/mlship_down", dir, { bufferRows: 10 });
+      const down = workerLogger("postgres://postgres@127.0.0.1:1/mlship_down", dir, { bufferRows: 10, flushMs: 60_000 });
       await down.start();
       const results: ScoreResult[] = [];
       for (let i = 0; i < 30; i++) results.push(await score("breast-cancer", 1, 11_000 + i));
