@@ -74,7 +74,10 @@ export class RolloutAutomation {
     if (this.closed || this.timer !== undefined || this.options.timers === false) return;
     const run = (): void => {
       // A tick still running (a slow gate) is not overlapped; the next one waits for the timer.
-      if (this.running === undefined) void this.tick();
+      if (this.running === undefined) {
+        // tick() handles its own failures; anything that still escapes is logged, never left to end the process.
+        this.tick().catch((error: unknown) => this.options.logger.error({ event: "rollout_automation_failed", err: error }, `rollout automation failed: ${errorText(error)}`));
+      }
     };
     this.timer = setInterval(run, this.checkMs);
     this.timer.unref();

@@ -239,10 +239,13 @@ export class RetrainTrigger {
       const run = previous.then(() => this.handleModel(model, list));
       this.chains.set(model, run);
       this.pending.add(run);
-      void run.finally(() => {
-        this.pending.delete(run);
-        if (this.chains.get(model) === run) this.chains.delete(model);
-      });
+      run
+        .finally(() => {
+          this.pending.delete(run);
+          if (this.chains.get(model) === run) this.chains.delete(model);
+        })
+        // handleModel reports its own failures; this only keeps a surprise from becoming an unhandled rejection.
+        .catch(() => undefined);
       return run;
     });
     return Promise.all(runs);
@@ -413,7 +416,7 @@ export function retrainSink(trigger: RetrainTrigger): AlertSink {
   return {
     name: "retrain",
     send(alerts) {
-      void trigger.handle(alerts);
+      trigger.handle(alerts).catch(() => undefined);
       return Promise.resolve();
     },
   };
