@@ -178,31 +178,34 @@ export function rolloutCommand(ctx: CliContext): Command {
       else printLine(ctx.io, statusText(status));
     });
 
-  targetOptions(rollout.command("promote").description("point the alias at the challenger and end the rollout"))
-    .option("--reason <text>", "why (kept in the audit log)")
-    .option("--json", "print the ended rollout as JSON")
-    .action(async (name: string | undefined, _opts: unknown, cmd: Command) => {
-      const o = globals<TargetFlags & { reason?: string; json?: boolean }>(cmd);
-      const app = await ctx.app(o);
-      const service = rolloutsOf(app);
-      const target = await targetOf(service, name, o);
-      const ended = await service.promote(target.id, { by: app.config.user, ...(o.reason === undefined ? {} : { reason: o.reason }) });
-      if (o.json === true) return printJson(ctx.io, ended);
-      printLine(ctx.io, `promoted: ${ended.model}@${ended.alias} -> ${ended.challenger} (was ${ended.champion}); rollout ${ended.id} ended`);
-    });
-
-  targetOptions(rollout.command("abort").description("end the rollout; the alias stays on the champion"))
-    .option("--reason <text>", "why (kept in the audit log)")
-    .option("--json", "print the ended rollout as JSON")
-    .action(async (name: string | undefined, _opts: unknown, cmd: Command) => {
-      const o = globals<TargetFlags & { reason?: string; json?: boolean }>(cmd);
-      const app = await ctx.app(o);
-      const service = rolloutsOf(app);
-      const target = await targetOf(service, name, o);
-      const ended = await service.abort(target.id, { by: app.config.user, ...(o.reason === undefined ? {} : { reason: o.reason }) });
-      if (o.json === true) return printJson(ctx.io, ended);
-      printLine(ctx.io, `aborted: ${ended.model}@${ended.alias} stays on ${ended.champion}; rollout ${ended.id} ended`);
-    });
+  const endings = [
+    {
+      verb: "promote",
+      description: "point the alias at the challenger and end the rollout",
+      end: (service: RolloutService, id: string, actor: { by: string; reason?: string }) => service.promote(id, actor),
+      says: (r: Rollout) => `promoted: ${r.model}@${r.alias} -> ${r.challenger} (was ${r.champion}); rollout ${r.id} ended`,
+    },
+    {
+      verb: "abort",
+      description: "end the rollout; the alias stays on the champion",
+      end: (service: RolloutService, id: string, actor: { by: string; reason?: string }) => service.abort(id, actor),
+      says: (r: Rollout) => `aborted: ${r.model}@${r.alias} stays on ${r.champion}; rollout ${r.id} ended`,
+    },
+  ] as const;
+  for (const ending of endings) {
+    targetOptions(rollout.command(ending.verb).description(ending.description))
+      .option("--reason <text>", "why (kept in the audit log)")
+      .option("--json", "print the ended rollout as JSON")
+      .action(async (name: string | undefined, _opts: unknown, cmd: Command) => {
+        const o = globals<TargetFlags & { reason?: string; json?: boolean }>(cmd);
+        const app = await ctx.app(o);
+        const service = rolloutsOf(app);
+        const target = await targetOf(service, name, o);
+        const ended = await ending.end(service, target.id, { by: app.config.user, ...(o.reason === undefined ? {} : { reason: o.reason }) });
+        if (o.json === true) return printJson(ctx.io, ended);
+        printLine(ctx.io, ending.says(ended));
+      });
+  }
 
   rollout
     .command("list")

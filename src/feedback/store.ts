@@ -42,7 +42,7 @@ import type { Statement } from "better-sqlite3";
 import { sql, type Generated, type Kysely, type RawBuilder } from "kysely";
 import { MlshipError } from "../core/index.js";
 import { mapStoreError, type Database, type SqlStore } from "../store/index.js";
-import { parseBusinessEvent, parseOutcome, type FeedbackTarget, type ParsedBusinessEvent, type ParsedOutcome } from "./outcomes.js";
+import { parseBusinessEvent, parseOutcome, type FeedbackTarget, type ParsedBusinessEvent, type ParsedOutcome, type ParseResult } from "./outcomes.js";
 import type {
   ExportedPrediction,
   IngestResult,
@@ -297,6 +297,17 @@ function count(result: IngestResult, status: string): void {
   else if (status === "late") result.late += 1;
 }
 
+/** The valid items of a post, parsed; each invalid one becomes a rejection in `result`. */
+function parseEach<T>(items: readonly unknown[], parse: (item: unknown, index: number, now: Date) => ParseResult<T>, now: Date, result: IngestResult): T[] {
+  const valid: T[] = [];
+  for (const [index, item] of items.entries()) {
+    const parsed = parse(item, index, now);
+    if (parsed.ok) valid.push(parsed.value);
+    else result.rejected.push(parsed.rejection);
+  }
+  return valid;
+}
+
 /** A stable order of targets, so that concurrent writers lock outcome rows in the same order (no deadlocks). */
 function targetOrder(a: FeedbackTarget, b: FeedbackTarget): number {
   const left = `${a.requestId === null ? "k" : "r"}\u0000${a.requestId ?? ""}\u0000${a.model ?? ""}\u0000${a.key ?? ""}\u0000${a.row}`;
@@ -378,12 +389,7 @@ export class SqlPredictionStore implements PredictionStore {
     checkJoinOptions(options);
     const now = options.now ?? this.#now();
     const result = emptyResult();
-    const valid: ParsedOutcome[] = [];
-    for (const [index, item] of items.entries()) {
-      const parsed = parseOutcome(item, index, now);
-      if (parsed.ok) valid.push(parsed.value);
-      else result.rejected.push(parsed.rejection);
-    }
+    const valid = parseEach(items, parseOutcome, now, result);
     if (valid.length === 0) return result;
     // Within one post the last item for a target wins (one row per target in each upsert statement); every item
     // still counts as accepted. Targets are handled in a stable order so that concurrent writers lock outcome
@@ -567,12 +573,7 @@ export class SqlPredictionStore implements PredictionStore {
     checkJoinOptions(options);
     const now = options.now ?? this.#now();
     const result = emptyResult();
-    const valid: ParsedBusinessEvent[] = [];
-    for (const [index, item] of items.entries()) {
-      const parsed = parseBusinessEvent(item, index, now);
-      if (parsed.ok) valid.push(parsed.value);
-      else result.rejected.push(parsed.rejection);
-    }
+    const valid = parseEach(items, parseBusinessEvent, now, result);
     if (valid.length === 0) return result;
     // Events with ids are stored in id order so that concurrent posts of the same ids wait instead of deadlocking.
     const order = valid
