@@ -98,6 +98,12 @@ export interface MlshipConfig {
     /** How often active rollouts' guards (automatic rollback and promotion) run, in ms. Default 15000. */
     readonly checkMs: number;
   };
+  readonly batch: {
+    /** Rows read, scored and written per chunk by `mlship batch score`. Default 5000. */
+    readonly chunkRows: number;
+    /** A batch prediction older than this is answered with `stale: true` by the lookup routes, in ms. Default 1 day. */
+    readonly maxAgeMs: number;
+  };
   readonly log: {
     /** pino level: fatal, error, warn, info, debug, trace or silent. Default `info`. */
     readonly level: LogLevel;
@@ -145,6 +151,8 @@ export type ConfigKey =
   | "feedback.evaluateMs"
   | "feedback.retentionDays"
   | "rollout.checkMs"
+  | "batch.chunkRows"
+  | "batch.maxAgeMs"
   | "log.level"
   | "user";
 
@@ -329,6 +337,16 @@ export const KEYS: readonly KeyDef[] = [
     key: "rollout.checkMs", env: "MLSHIP_ROLLOUT_CHECK_MS", kind: "int", min: 100, max: 86_400_000,
     unit: "ms", defaultText: "15000",
     doc: "How often active rollouts are checked for automatic rollback and promotion.",
+  },
+  {
+    key: "batch.chunkRows", env: "MLSHIP_BATCH_CHUNK_ROWS", kind: "int", min: 1, max: 1_000_000,
+    unit: "rows", defaultText: "5000",
+    doc: "Rows read, scored and written per chunk by mlship batch score (memory grows with it, not with the file).",
+  },
+  {
+    key: "batch.maxAgeMs", env: "MLSHIP_BATCH_MAX_AGE_MS", kind: "int", min: 1000, max: 366 * 86_400_000,
+    unit: "ms", defaultText: "86400000 (1 day)",
+    doc: "Batch predictions older than this are answered with stale: true by GET /v1/predictions/{model}/{id}.",
   },
   {
     key: "user", env: "MLSHIP_USER", flag: "--user", kind: "string", defaultText: "the OS user name",

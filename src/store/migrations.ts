@@ -306,8 +306,80 @@ const rollout0005: StoreMigration = {
   },
 };
 
+/**
+ * Batch prediction (issue 6): runs, the rows a run rejected, the default prediction table (other tables named with
+ * `--table` are made with the same shape on first use), and run locks (schedules: no overlapping runs).
+ */
+const batch0006: StoreMigration = {
+  name: "0006_batch",
+  async up(db, dialect) {
+    await db.schema
+      .createTable("batch_runs")
+      .ifNotExists()
+      .addColumn("id", "text", (col) => col.primaryKey())
+      .addColumn("model", "text", (col) => col.notNull())
+      .addColumn("version", "integer", (col) => col.notNull())
+      .addColumn("ref", "text", (col) => col.notNull())
+      .addColumn("input", "text", (col) => col.notNull())
+      .addColumn("input_fingerprint", "text")
+      .addColumn("target", "text", (col) => col.notNull())
+      .addColumn("target_table", "text")
+      .addColumn("id_column", "text", (col) => col.notNull())
+      .addColumn("shard_index", "integer")
+      .addColumn("shard_count", "integer")
+      .addColumn("status", "text", (col) => col.notNull())
+      .addColumn("rows_in", "integer", (col) => col.notNull().defaultTo(0))
+      .addColumn("rows_out", "integer", (col) => col.notNull().defaultTo(0))
+      .addColumn("rows_rejected", "integer", (col) => col.notNull().defaultTo(0))
+      .addColumn("started_at", "text", (col) => col.notNull())
+      .addColumn("heartbeat_at", "text", (col) => col.notNull())
+      .addColumn("ended_at", "text")
+      .addColumn("error", "text")
+      .addColumn("settings", "text", (col) => col.notNull().defaultTo("{}"))
+      .addCheckConstraint("batch_runs_status_ck", sql`status in ('running', 'succeeded', 'failed', 'interrupted')`)
+      .execute();
+    await db.schema.createIndex("batch_runs_model_ix").ifNotExists().on("batch_runs").columns(["model", "target_table", "started_at"]).execute();
+
+    await db.schema
+      .createTable("batch_rejects")
+      .ifNotExists()
+      .addColumn("id", "integer", idColumn(dialect))
+      .addColumn("run_id", "text", (col) => col.notNull())
+      .addColumn("row_number", "integer", (col) => col.notNull())
+      .addColumn("row_id", "text")
+      .addColumn("field", "text")
+      .addColumn("reason", "text", (col) => col.notNull())
+      .addColumn("created_at", "text", (col) => col.notNull())
+      .execute();
+    // A resumed run re-reads the rows it had rejected: one reject per row and run.
+    await db.schema.createIndex("batch_rejects_uq").ifNotExists().unique().on("batch_rejects").columns(["run_id", "row_number"]).execute();
+
+    await db.schema
+      .createTable("batch_predictions")
+      .ifNotExists()
+      .addColumn("model", "text", (col) => col.notNull())
+      .addColumn("id", "text", (col) => col.notNull())
+      .addColumn("version", "integer", (col) => col.notNull())
+      .addColumn("run_id", "text", (col) => col.notNull())
+      .addColumn("scored_at", "text", (col) => col.notNull())
+      .addColumn("outputs", "text", (col) => col.notNull())
+      .addPrimaryKeyConstraint("batch_predictions_pk", ["model", "id"])
+      .execute();
+    await db.schema.createIndex("batch_predictions_run_ix").ifNotExists().on("batch_predictions").columns(["run_id"]).execute();
+
+    await db.schema
+      .createTable("batch_locks")
+      .ifNotExists()
+      .addColumn("name", "text", (col) => col.primaryKey())
+      .addColumn("holder", "text", (col) => col.notNull())
+      .addColumn("acquired_at", "text", (col) => col.notNull())
+      .addColumn("expires_at", "text", (col) => col.notNull())
+      .execute();
+  },
+};
+
 /** Every migration, in order. Later areas append theirs here. */
-export const MIGRATIONS: readonly StoreMigration[] = [registry0001, versionSettings0002, monitor0003, feedback0004, rollout0005];
+export const MIGRATIONS: readonly StoreMigration[] = [registry0001, versionSettings0002, monitor0003, feedback0004, rollout0005, batch0006];
 
 /** The table Kysely's Migrator records applied migrations in (and its lock table). */
 export const MIGRATION_TABLE = "mlship_migration";

@@ -125,8 +125,9 @@ describe("openSqlStore", () => {
     const lite = await tableColumns(await open());
     const post = await tableColumns(await open(`${SERVER}/${pgName}`));
     expect(Object.keys(lite).sort()).toEqual(
-      ["alias_events", "audit_log", "business_events", "mlship_migration", "mlship_migration_lock", "model_aliases", "model_versions", "models",
-        "monitor_profiles", "outcomes", "prediction_log", "registry_state", "rollout_policies", "rollouts", "version_settings"],
+      ["alias_events", "audit_log", "batch_locks", "batch_predictions", "batch_rejects", "batch_runs", "business_events", "mlship_migration",
+        "mlship_migration_lock", "model_aliases", "model_versions", "models", "monitor_profiles", "outcomes", "prediction_log", "registry_state",
+        "rollout_policies", "rollouts", "version_settings"],
     );
     expect(post).toEqual(lite);
   });
