@@ -16,6 +16,8 @@ export interface RowChunk {
   firstRow: number;
   /** The input row number of each row (sharding skips rows, so they are not always consecutive). */
   rowNumbers: number[];
+  /** Rows the reader could not read (a CSV row with too few or too many cells): the runner rejects them. */
+  problems?: { rowNumber: number; rowId: string | null; reason: string }[];
 }
 
 export type InputFormat = "csv" | "parquet" | "jsonl";

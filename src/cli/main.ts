@@ -5,6 +5,8 @@ import { toMlshipError, type MlshipError } from "../core/index.js";
 import { CliContext } from "./context.js";
 import { configCommand } from "./config-command.js";
 import { defaultIo, type CliIo } from "./io.js";
+import { batchCommand } from "./batch.js";
+import { batchStatusCommand } from "./batch-status.js";
 import { feedbackCommand } from "./feedback.js";
 import { modelsCommand } from "./models.js";
 import { monitorCommand } from "./monitor.js";
@@ -68,6 +70,7 @@ export function buildProgram(ctx: CliContext): Command {
   program.addCommand(modelsCommand(ctx).addCommand(promoteCommand(ctx)));
   program.addCommand(predictCommand(ctx));
   program.addCommand(monitorCommand(ctx));
+  program.addCommand(batchCommand(ctx).addCommand(batchStatusCommand(ctx)));
   program.addCommand(feedbackCommand(ctx));
   program.addCommand(rolloutCommand(ctx));
   program.addCommand(auditCommand(ctx));
@@ -122,5 +125,8 @@ function report(io: CliIo, error: unknown): number {
   const mlshipError: MlshipError = toMlshipError(error);
   const message = mlshipError.message.replace(/\s*\n\s*/g, " ").trim();
   io.stderr.write(`mlship: ${message} [${mlshipError.code}]\n`);
+  // A command that needs its own exit status (an interrupted batch run: 130) says so on the error.
+  const own = (mlshipError as MlshipError & { exitCode?: unknown }).exitCode;
+  if (typeof own === "number") return own;
   return mlshipError.code === "MLSHIP_ERR_CLI_USAGE" ? EXIT_USAGE : EXIT_FAILURE;
 }

@@ -90,6 +90,7 @@ async function listen(ctx: CliContext, app: Mlship, defaultModel: string | null)
   const { LiveMonitor, MonitorStore, monitorRoutes } = await import("../monitor/index.js");
   const { feedbackRoutes } = await import("../feedback/index.js");
   const { rolloutRoutes } = await import("../rollout/index.js");
+  const { batchFreshnessMetrics, batchRoutes } = await import("../batch/index.js");
   const requestMetrics = requestMetricsOf(server);
   const monitorStore = new MonitorStore(app.store);
   // The feedback loop: prediction log, live quality and thresholds, rollouts, guard and retraining hooks. Its alerter
@@ -132,6 +133,11 @@ async function listen(ctx: CliContext, app: Mlship, defaultModel: string | null)
     ...(loop.predictionLog === undefined ? {} : { logStats: () => (loop.predictionLog as NonNullable<typeof loop.predictionLog>).stats() }),
   });
   void server.register(rolloutRoutes, { rollouts: loop.rollouts, registry: app.registry, user: config.user, promote: loop.promote });
+  // Batch predictions: lookups from the store, and the age of each table's last successful run in /metrics.
+  void server.register(batchRoutes, { store: app.store, registry: app.registry, maxAgeMs: config.batch.maxAgeMs });
+  if (requestMetrics !== undefined) {
+    batchFreshnessMetrics(app.store, requestMetrics.register, { onError: (err) => app.logger.warn({ err }, "batch freshness metrics unavailable") });
+  }
   try {
     await server.listen({ host: config.server.host, port: config.server.port });
   } catch (error) {

@@ -153,6 +153,18 @@ export const ERROR_CODES = {
     http: 422, grpc: GrpcStatus.FAILED_PRECONDITION, mlflow: "INVALID_STATE",
     description: "A promotion gate failed: the candidate missed a threshold on the holdout data or was worse than the current version by more than the margin (the details list each check).",
   },
+  MLSHIP_ERR_BATCH_PREDICTION_NOT_FOUND: {
+    http: 404, grpc: GrpcStatus.NOT_FOUND, mlflow: "RESOURCE_DOES_NOT_EXIST",
+    description: "No batch prediction is stored for this model and id (in that table).",
+  },
+  MLSHIP_ERR_BATCH_CHECK_FAILED: {
+    http: 422, grpc: GrpcStatus.FAILED_PRECONDITION, mlflow: "INVALID_STATE",
+    description: "`mlship batch status --check`: a batch table's last run failed, or its last success is older than the maximum age.",
+  },
+  MLSHIP_ERR_BATCH_INTERRUPTED: {
+    http: 409, grpc: GrpcStatus.ABORTED, mlflow: "INVALID_STATE",
+    description: "A batch run was interrupted (SIGINT/SIGTERM); `mlship batch score ... --resume` continues it (the CLI exits with 130).",
+  },
   MLSHIP_ERR_CONFIG_INVALID: {
     http: 400, grpc: GrpcStatus.INVALID_ARGUMENT, mlflow: "INVALID_PARAMETER_VALUE",
     description: "A configuration value (file, MLSHIP_* variable or flag) is not valid; the message names it.",

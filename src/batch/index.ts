@@ -1,0 +1,17 @@
+export type * from "./types.js";
+export { DEFAULT_CHUNK_ROWS, idText, inputFormatOf, openRowSource, shardOf } from "./readers.js";
+export type { BatchRowSource, RowProblem, SourceChunk } from "./readers.js";
+export { checkTableName, DEFAULT_PREDICTIONS_TABLE, describeTarget, openSink, PARQUET_ROW_GROUP_ROWS } from "./sinks.js";
+export type { OpenSinkOptions, StoredPrediction } from "./sinks.js";
+export { RunStore, STALE_HEARTBEAT_MS } from "./runs.js";
+export type { ListRunsOptions, ResumableQuery, RunCounters, StartRunInput } from "./runs.js";
+export { runBatch } from "./runner.js";
+export type { RunBatchOptions } from "./runner.js";
+export { progressReporter, runSummary } from "./progress.js";
+export type { ProgressReporterOptions } from "./progress.js";
+export { lookupPredictions, LOOKUP_CHUNK_IDS, predictionTableName } from "./lookup.js";
+export type { BatchPrediction, LookupOptions } from "./lookup.js";
+export { BATCH_FRESHNESS_METRICS, batchFreshness, batchFreshnessMetrics } from "./freshness.js";
+export type { BatchFreshness, BatchFreshnessMetricsOptions, BatchFreshnessOptions, LastRun, LastSuccess } from "./freshness.js";
+export { batchRoutes, MAX_LOOKUP_IDS } from "./http.js";
+export type { BatchRoutesOptions } from "./http.js";
