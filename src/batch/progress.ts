@@ -102,6 +102,8 @@ export function runSummary(run: BatchRun): {
   rowsRejected: number;
   seconds: number;
   rowsPerSecond: number;
+  /** The shard scored, null for a whole file. */
+  shard: { index: number; count: number } | null;
   error: string | null;
 } {
   const end = run.endedAt === null ? Date.now() : Date.parse(run.endedAt);
@@ -116,6 +118,7 @@ export function runSummary(run: BatchRun): {
     rowsRejected: run.rowsRejected,
     seconds: round(seconds, 3),
     rowsPerSecond: seconds > 0 ? Math.round(run.rowsIn / seconds) : run.rowsIn,
+    shard: run.shard,
     error: run.error,
   };
 }

@@ -31,6 +31,7 @@ interface ScoreFlags extends GlobalOptions {
   chunkRows?: string;
   shard?: string;
   resume?: boolean;
+  resumeIfAny?: boolean;
   json?: boolean;
 }
 
@@ -107,6 +108,7 @@ function scoreCommand(ctx: CliContext): Command {
     .option("--chunk-rows <n>", "rows read, scored and written at a time (env MLSHIP_BATCH_CHUNK_ROWS, default 5000)")
     .option("--shard <i/N>", "score only shard i of N (0-based; rows split by the hash of their id)")
     .option("--resume", "continue the last failed, interrupted or killed run of this model, input, target, table and shard")
+    .option("--resume-if-any", "like --resume when there is such a run, else start a new one (for jobs that a scheduler retries)")
     .option("--json", "print the run summary as JSON")
     .action(async (ref: string, _opts: unknown, command: Command) => {
       const o = command.optsWithGlobals<ScoreFlags>();
@@ -121,11 +123,11 @@ function scoreCommand(ctx: CliContext): Command {
       const runs = new RunStore(app.store);
 
       let resume: BatchRun | undefined;
-      if (o.resume === true) {
+      if (o.resume === true || o.resumeIfAny === true) {
         const resolved = await app.scoring.resolve(ref);
         const model = resolved.version.name;
         resume = await runs.findResumable({ model, input, target, table, shard: shard ?? null });
-        if (resume === undefined) {
+        if (resume === undefined && o.resume === true) {
           const last = await runs.latest(model, { table });
           const why =
             last?.status === "running"
