@@ -8,11 +8,14 @@ import os from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { promisify } from "node:util";
+import pg from "pg";
 import { bodyOf, constant, digitsMatrix, mlflowMlp, mlpMatrix, streamOf, v2Digits, v2Mlp, type Payload } from "./lib/bodies.js";
 import { READY_TAG } from "./lib/child.js";
 import { EXAMPLES, GROUPS, loadBenchConfig, ROOT, type Group } from "./lib/config.js";
 import { distModule } from "./lib/dist.js";
 import type { MonitorJob, MonitorResult } from "./children/monitor.js";
+import type { BatchBaselineJob, BatchBaselineResult } from "./children/batch-baseline.js";
+import type { BatchGenJob, BatchGenResult } from "./children/batch-gen.js";
 import { grpcFrame, inferRequest, modelInferMethod, PROTO_FILE, verifyInfer } from "./lib/grpc.js";
 import { h2load, h2loadDataBytes } from "./lib/h2load.js";
 import { closedLoop, nextRun, type LoadResult } from "./lib/load.js";
@@ -124,6 +127,7 @@ const BASELINE_NAMES: Record<string, string> = {
   capacity: "capacity",
   "feedback-off": "log off",
   "feedback-off-paced": "log off",
+  "batch-baseline": "in-process ORT batch",
 };
 
 function ratio(id: string, baselineId: string): void {
@@ -267,6 +271,97 @@ async function alive(baseUrl: string): Promise<boolean> {
   } catch {
     return false;
   }
+}
+
+/** The breast-cancer fixture's production rows: the batch group's input rows and its baseline's. */
+const BATCH_FIXTURE = path.join(ROOT, "..", "shared", "fixtures", "breast_cancer_mlp", "prod.csv");
+/** Rows per session.run of the batch baseline: mlship's default batch chunk (config batch.chunkRows). */
+const BATCH_BASELINE_ROWS = 5000;
+
+interface BatchScore {
+  wallSeconds: number;
+  /** The run summary `mlship batch score --json` printed. */
+  summary: { status: string; rowsIn: number; rowsOut: number; rowsRejected: number; seconds: number; rowsPerSecond: number };
+  /** VmHWM of the CLI process at the last poll before it exited (bytes). */
+  peakRssBytes: number | null;
+}
+
+/**
+ * `mlship batch score breast-cancer@production --input FILE --id-column id [--into TARGET] --json` as users run it:
+ * in a fresh home where the example package is registered through the CLI (alias production), in a folder without
+ * mlship.config.yaml. Its memory is polled from /proc every 100 ms; the peak is the kernel's high-water mark.
+ */
+async function batchScore(label: string, input: string, into: string | undefined): Promise<BatchScore> {
+  const dir = path.join(tmp, label);
+  fs.mkdirSync(dir, { recursive: true });
+  const env: NodeJS.ProcessEnv = { MLSHIP_HOME: path.join(dir, "home"), MLSHIP_LOG_LEVEL: "warn" };
+  for (const [k, v] of Object.entries(process.env)) if (k.startsWith("BENCH_MLSHIP_") && v !== undefined) env[k.slice("BENCH_".length)] = v;
+  const bin = path.join(ROOT, "bin", "mlship.js");
+  await run(process.execPath, [bin, "models", "register", path.join(EXAMPLES, "breast-cancer"), "--name", "breast-cancer", "--alias", "production"], {
+    cwd: dir,
+    env: childEnv(env),
+    timeout: 120_000,
+  });
+  const args = [bin, "batch", "score", "breast-cancer@production", "--input", input, "--id-column", "id", "--json"];
+  if (into !== undefined) args.push("--into", into);
+  if (cfg.workers !== undefined) env.MLSHIP_WORKERS = String(cfg.workers);
+  const started = performance.now();
+  const proc = spawnTracked(process.execPath, args, env, dir);
+  let stdout = "";
+  proc.child.stdout?.on("data", (chunk: string) => {
+    stdout += chunk;
+  });
+  const pid = proc.child.pid as number;
+  let peak: number | null = null;
+  const poll = setInterval(() => {
+    const m = memoryOf(pid);
+    if (m !== undefined && Number.isFinite(m.hwm)) peak = Math.max(peak ?? 0, m.hwm);
+  }, 100);
+  const timeout = setTimeout(() => void stop(proc, 5000), 900_000);
+  let code: number | null;
+  try {
+    code = await proc.exited;
+  } finally {
+    clearInterval(poll);
+    clearTimeout(timeout);
+  }
+  const wallSeconds = (performance.now() - started) / 1000;
+  const json = stdout.slice(stdout.indexOf("{"));
+  if (code !== 0 || !json.startsWith("{")) throw new Error(`mlship batch score exited ${String(code)}: ${proc.stderrTail() || stdout.slice(-300)}`);
+  const summary = JSON.parse(json) as BatchScore["summary"];
+  if (summary.status !== "succeeded") throw new Error(`batch run ${summary.status}: ${json.slice(0, 300)}`);
+  return { wallSeconds, summary, peakRssBytes: peak };
+}
+
+/** A database of its own on the PostgreSQL server, dropped by the returned function; undefined when unreachable. */
+async function scratchDatabase(name: string): Promise<{ url: string; drop: () => Promise<void> } | undefined> {
+  const admin = new pg.Client({ connectionString: cfg.batchPostgresUrl, connectionTimeoutMillis: 5000 });
+  try {
+    await admin.connect();
+  } catch {
+    await admin.end().catch(() => undefined);
+    return undefined;
+  }
+  try {
+    await admin.query(`DROP DATABASE IF EXISTS ${name}`);
+    await admin.query(`CREATE DATABASE ${name}`);
+  } finally {
+    await admin.end();
+  }
+  const url = new URL(cfg.batchPostgresUrl);
+  url.pathname = `/${name}`;
+  return {
+    url: url.toString(),
+    drop: async () => {
+      const again = new pg.Client({ connectionString: cfg.batchPostgresUrl, connectionTimeoutMillis: 5000 });
+      await again.connect();
+      try {
+        await again.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      } finally {
+        await again.end();
+      }
+    },
+  };
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -708,6 +803,102 @@ try {
     }
   }
 
+  // Batch prediction (issue 6 item 8): the real CLI scoring generated CSV and Parquet files into SQLite and
+  // PostgreSQL, against session.run on 5,000-row batches in-process, one process per core.
+  if (want("batch")) {
+    const procs = cfg.computeProcs;
+    const baselineScenario = `session.run MLP ${BATCH_BASELINE_ROWS.toLocaleString("en-US")} rows (batch baseline)`;
+    try {
+      const seconds = Math.max(0.5, cfg.seconds / 2);
+      const job: BatchBaselineJob = {
+        modelPath: path.join(EXAMPLES, "breast-cancer", "model.onnx"),
+        inputName: "input",
+        fixture: BATCH_FIXTURE,
+        features: 30,
+        batchRows: BATCH_BASELINE_ROWS,
+        warmupSeconds: cfg.warmupSeconds,
+        seconds,
+      };
+      const results = await Promise.all(
+        Array.from({ length: procs }, () => runChild<BatchBaselineResult>("batch-baseline", job, (seconds + cfg.warmupSeconds + 60) * 1000)),
+      );
+      const rowsPerSecond = results.reduce((a, r) => a + r.rowsPerSecond, 0);
+      const runsPerSecond = results.reduce((a, r) => a + r.runsPerSecond, 0);
+      row({
+        id: "batch-baseline",
+        scenario: baselineScenario,
+        concurrency: `${procs} proc`,
+        rps: rowsPerSecond,
+        unit: "rows/s",
+        note: `${runsPerSecond.toFixed(1)} runs/s x ${BATCH_BASELINE_ROWS} rows (compute ceiling of batch scoring)`,
+        raw: results,
+      });
+      say(`bench: ${baselineScenario}: ${fmtRate(rowsPerSecond)} rows/s over ${procs} processes`);
+    } catch (e) {
+      failed("batch-baseline", baselineScenario, `${procs} proc`, e);
+    }
+
+    const n = cfg.batchRows;
+    const rowsText = n.toLocaleString("en-US");
+    const inputs = { csv: path.join(tmp, "batch-input.csv"), parquet: path.join(tmp, "batch-input.parquet") };
+    let generated: BatchGenResult | undefined;
+    try {
+      const genJob: BatchGenJob = { fixture: BATCH_FIXTURE, rows: n, csvPath: inputs.csv, parquetPath: inputs.parquet, rowGroupRows: 100_000 };
+      generated = await runChild<BatchGenResult>("batch-gen", genJob, 900_000);
+      say(
+        `bench: batch inputs: ${rowsText} rows, CSV ${fmtRate(generated.csvBytes / MiB)} MiB, Parquet ${fmtRate(generated.parquetBytes / MiB)} MiB ` +
+          `(generated in ${generated.seconds.toFixed(1)} s)`,
+      );
+    } catch (e) {
+      failed("batch-csv-sqlite", `mlship batch score CSV ${rowsText} rows into SQLite`, "1 proc", e);
+    }
+    if (generated !== undefined) {
+      for (const format of ["csv", "parquet"] as const) {
+        for (const target of ["sqlite", "postgres"] as const) {
+          const id = `batch-${format}-${target}`;
+          const scenario = `mlship batch score ${format === "csv" ? "CSV" : "Parquet"} ${rowsText} rows into ${target === "sqlite" ? "SQLite" : "PostgreSQL"}`;
+          const concurrency = `1 proc${cfg.workers === undefined ? "" : `, ${cfg.workers} workers`}`;
+          let database: { url: string; drop: () => Promise<void> } | undefined;
+          try {
+            if (target === "postgres") {
+              database = await scratchDatabase(`mlship_bench_batch_${process.pid}_${format}`);
+              if (database === undefined) {
+                row({ id, scenario, concurrency, note: `not available: PostgreSQL not reachable at ${new URL(cfg.batchPostgresUrl).host}` });
+                say(`bench: ${scenario}: not available (PostgreSQL not reachable)`);
+                continue;
+              }
+            }
+            const r = await batchScore(id, inputs[format], database?.url);
+            const rps = r.summary.rowsOut / r.wallSeconds;
+            row({
+              id,
+              scenario,
+              concurrency,
+              rps,
+              unit: "rows/s",
+              errors: r.summary.rowsRejected,
+              note:
+                `${r.wallSeconds.toFixed(1)} s wall (CLI start included; the run itself ${r.summary.seconds} s, ${fmtRate(r.summary.rowsPerSecond)} rows/s); ` +
+                `peak RSS ${r.peakRssBytes === null ? "?" : fmtRate(r.peakRssBytes / MiB)} MiB`,
+              raw: { ...r, input: { format, bytes: format === "csv" ? generated.csvBytes : generated.parquetBytes } },
+            });
+            say(
+              `bench: ${scenario}: ${fmtRate(rps)} rows/s (${r.summary.rowsOut} rows in ${r.wallSeconds.toFixed(1)} s), ` +
+                `peak RSS ${r.peakRssBytes === null ? "?" : fmtRate(r.peakRssBytes / MiB)} MiB`,
+            );
+            if (r.summary.rowsOut !== n) warnings.push(`${scenario}: ${r.summary.rowsOut} rows written of ${n} (${r.summary.rowsRejected} rejected)`);
+          } catch (e) {
+            failed(id, scenario, concurrency, e);
+          } finally {
+            if (database !== undefined) await database.drop().catch((e: unknown) => warnings.push(`could not drop the bench database: ${errorText(e)}`));
+          }
+        }
+      }
+      fs.rmSync(inputs.csv, { force: true });
+      fs.rmSync(inputs.parquet, { force: true });
+    }
+  }
+
   if (want("bare")) await bare("bare-end", "bare node:http again (drift check)");
 } finally {
   fs.rmSync(tmp, { recursive: true, force: true });
@@ -722,6 +913,13 @@ ratio("grpc-h2load", "rest-h2load");
 ratio("digits-on", "digits-off");
 ratio("feedback-on", "feedback-off");
 ratio("feedback-on-paced", "feedback-off-paced");
+/** Two significant digits below 0.1x, where the table's two decimals would print 0.00x. */
+const ratioText = (x: number): string => (x >= 0.1 ? x.toFixed(2) : x.toPrecision(2));
+for (const id of ["batch-csv-sqlite", "batch-csv-postgres", "batch-parquet-sqlite", "batch-parquet-postgres"]) {
+  ratio(id, "batch-baseline");
+  const r = byId(id);
+  if (r?.ratio !== null && r?.ratio !== undefined && r.ratio < 0.1) r.note = `${r.note}; ratio ${ratioText(r.ratio)}x`;
+}
 const drift = byId("bare-end")?.ratio;
 if (drift !== undefined && drift !== null && Math.abs(drift - 1) > 0.15) {
   warnings.push(`the bare HTTP ceiling moved ${((drift - 1) * 100).toFixed(0)}% between the start and the end of the run: other load on the machine; ratios are noisy`);
@@ -823,6 +1021,24 @@ const targets: Target[] = [];
   }
 }
 
+{
+  const name = "batch: CSV into SQLite >= 0.5x in-process ORT batch throughput (issue 6 item 8)";
+  const r = byId("batch-csv-sqlite");
+  const b = byId("batch-baseline");
+  if (r === undefined || b === undefined || r.ratio === null) targets.push({ name, verdict: "N/A", detail: "not measured in this run" });
+  else {
+    const others = ["batch-csv-postgres", "batch-parquet-sqlite", "batch-parquet-postgres"]
+      .map((id) => byId(id))
+      .filter((o): o is Row => o !== undefined && o.ratio !== null)
+      .map((o) => `${o.scenario.replace(/^mlship batch score /, "")} ${ratioText(o.ratio as number)}x`);
+    targets.push({
+      name,
+      verdict: r.ratio >= 0.5 ? "PASS" : "FAIL",
+      detail: `${ratioText(r.ratio)}x (${fmt(r.rps)} vs ${fmt(b.rps)} rows/s)${others.length === 0 ? "" : `; ${others.join(", ")}`}`,
+    });
+  }
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Output
 
@@ -891,7 +1107,7 @@ const report: Report = {
 say("");
 say(textTable(rows));
 say("");
-say("Targets (issue 3):");
+say("Targets (issue 3; batch: issue 6):");
 say(targetLines(targets));
 if (warnings.length > 0) {
   say("");

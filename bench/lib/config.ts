@@ -24,7 +24,7 @@ function num(name: string, fallback: number, opts: { integer?: boolean; min?: nu
 export type LoadgenKind = "wrk" | "autocannon";
 
 /** Scenario groups BENCH_ONLY can pick (comma separated). */
-export const GROUPS = ["bare", "compute", "mlp", "digits", "cache", "grpc", "overload", "feedback", "monitor"] as const;
+export const GROUPS = ["bare", "compute", "mlp", "digits", "cache", "grpc", "overload", "feedback", "monitor", "batch"] as const;
 export type Group = (typeof GROUPS)[number];
 
 export interface BenchConfig {
@@ -60,6 +60,10 @@ export interface BenchConfig {
   loadgen: LoadgenKind;
   /** gRPC vs REST client: h2load for both protocols when on PATH, else Node clients (grpc-js, node:http). */
   grpcClient: "h2load" | "node";
+  /** Rows of the `batch` group's generated CSV and Parquet inputs. */
+  batchRows: number;
+  /** PostgreSQL server the `batch` group writes into (it creates and drops a database of its own there). */
+  batchPostgresUrl: string;
   only: ReadonlySet<Group>;
   resultsDir: string;
   /** Write bench/results/latest.md too (off when BENCH_RESULTS_DIR points elsewhere, e.g. in the smoke test). */
@@ -108,6 +112,7 @@ export function loadBenchConfig(): BenchConfig {
   const cores = os.availableParallelism();
   const seconds = num("BENCH_SECONDS", quick ? 1 : 5, { min: 0.5 });
   const workersRaw = process.env.BENCH_WORKERS;
+  const batchPostgres = process.env.BENCH_BATCH_POSTGRES?.trim();
   return {
     quick,
     seconds,
@@ -126,6 +131,8 @@ export function loadBenchConfig(): BenchConfig {
     cache: process.env.BENCH_CACHE === undefined || process.env.BENCH_CACHE === "" ? undefined : process.env.BENCH_CACHE,
     loadgen,
     grpcClient,
+    batchRows: num("BENCH_BATCH_ROWS", quick ? 100_000 : 1_000_000, { integer: true, min: 1 }),
+    batchPostgresUrl: batchPostgres === undefined || batchPostgres === "" ? "postgres://postgres@127.0.0.1:5432/postgres" : batchPostgres,
     only,
     resultsDir,
     writeLatest: resultsEnv === undefined || resultsEnv === "",
