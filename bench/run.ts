@@ -21,7 +21,7 @@ import { h2load, h2loadDataBytes } from "./lib/h2load.js";
 import { closedLoop, nextRun, type LoadResult } from "./lib/load.js";
 import { probedWrk, wrkCounted, type ProbedResult } from "./lib/overload.js";
 import { childEnv, cpuSecondsOf, machineBusy, memoryOf, runChild, spawnTracked, stop, tsChildArgs, type Spawned } from "./lib/proc.js";
-import { targetLines, textTable, writeResults, type Report, type Row, type Target } from "./lib/report.js";
+import { targetLines, targetsByIssue, textTable, writeResults, type Report, type Row, type Target } from "./lib/report.js";
 import type { AutocannonJob } from "./children/autocannon.js";
 import type { ComputeJob, ComputeResult } from "./children/compute.js";
 import type { NodeClientJob } from "./children/node-client.js";
@@ -1107,8 +1107,11 @@ const report: Report = {
 say("");
 say(textTable(rows));
 say("");
-say("Targets (issue 3; batch: issue 6):");
-say(targetLines(targets));
+for (const [i, group] of targetsByIssue(targets).entries()) {
+  if (i > 0) say("");
+  say(`Targets (issue ${group.issue}):`);
+  say(targetLines(group.targets));
+}
 if (warnings.length > 0) {
   say("");
   say("Warnings:");

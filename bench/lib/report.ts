@@ -87,6 +87,16 @@ export function targetLines(targets: Target[]): string {
   return targets.map((t) => `[${t.verdict.padEnd(4)}] ${t.name}: ${t.detail}`).join("\n");
 }
 
+/** The targets grouped by the issue that set them: a target names its issue ("(issue 6 item 8)"), else issue 3. */
+export function targetsByIssue(targets: Target[]): { issue: string; targets: Target[] }[] {
+  const groups = new Map<string, Target[]>();
+  for (const t of targets) {
+    const issue = /\(issue (\d+)/.exec(t.name)?.[1] ?? "3";
+    groups.set(issue, [...(groups.get(issue) ?? []), t]);
+  }
+  return [...groups].map(([issue, list]) => ({ issue, targets: list }));
+}
+
 function mdEscape(s: string): string {
   return s.replace(/\|/g, "\\|");
 }
@@ -107,9 +117,13 @@ export function markdown(report: Report): string {
   lines.push(`| ${HEADER.map((_, i) => (RIGHT.has(i) ? "---:" : "---")).join(" | ")} |`);
   for (const row of report.rows) lines.push(`| ${cells(row).map(mdEscape).join(" | ")} |`);
   lines.push("");
-  lines.push("## Targets (issue 3)");
-  lines.push("");
-  for (const t of report.targets) lines.push(`- **${t.verdict}** ${mdEscape(t.name)}: ${mdEscape(t.detail)}`);
+  for (const group of targetsByIssue(report.targets)) {
+    lines.push(`## Targets (issue ${group.issue})`);
+    lines.push("");
+    for (const t of group.targets) lines.push(`- **${t.verdict}** ${mdEscape(t.name)}: ${mdEscape(t.detail)}`);
+    lines.push("");
+  }
+  lines.pop();
   if (report.warnings.length > 0) {
     lines.push("");
     lines.push("## Warnings");
