@@ -15,3 +15,7 @@ export { BATCH_FRESHNESS_METRICS, batchFreshness, batchFreshnessMetrics } from "
 export type { BatchFreshness, BatchFreshnessMetricsOptions, BatchFreshnessOptions, LastRun, LastSuccess } from "./freshness.js";
 export { batchRoutes, MAX_LOOKUP_IDS } from "./http.js";
 export type { BatchRoutesOptions } from "./http.js";
+export { failedRunOf, isFileTarget, scoreJob } from "./job.js";
+export type { ScoreJobDeps, ScoreJobOptions } from "./job.js";
+export { BatchScheduler, DEFAULT_CHECK_MS, healthOf, lateGraceMs, lockName, MIN_LATE_GRACE_MS, nextFire, SCHEDULE_LOCK_TTL_MS, scheduleAlerts, ScheduleStore, validateSchedule } from "./schedule.js";
+export type { BatchSchedule, BatchSchedulerOptions, ScheduleHealth, ScheduleInput, ScheduleLastRun } from "./schedule.js";

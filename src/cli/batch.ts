@@ -1,8 +1,10 @@
 import path from "node:path";
 import { Command } from "commander";
 import { MlshipError } from "../core/index.js";
-import { DEFAULT_PREDICTIONS_TABLE, describeTarget, openRowSource, openSink, progressReporter, runBatch, RunStore, runSummary } from "../batch/index.js";
+import { DEFAULT_PREDICTIONS_TABLE, progressReporter, RunStore, runSummary } from "../batch/index.js";
 import type { BatchRun } from "../batch/index.js";
+// Through the batch folder's modules until src/batch/index.ts exports them (the lead owns index.ts).
+import { BatchScheduler, DEFAULT_CHECK_MS, failedRunOf, healthOf, isFileTarget, ScheduleStore, scoreJob, type ScoreJobOptions } from "../batch/index.js";
 import { usageError } from "./args.js";
 import type { CliContext, GlobalOptions } from "./context.js";
 import { formatTable, printJson, printLine } from "./io.js";
@@ -53,11 +55,6 @@ function chunkRowsFlag(text: string | undefined): number | undefined {
     throw usageError(`--chunk-rows must be a whole number from 1 to 1000000, got "${text}"`, "--chunk-rows");
   }
   return n;
-}
-
-function isFileTarget(target: string | undefined): boolean {
-  const described = describeTarget(target);
-  return described !== "sqlite" && !/^postgres(ql)?:\/\//i.test(described);
 }
 
 function printSummary(ctx: CliContext, run: BatchRun, json: boolean): void {
@@ -115,59 +112,28 @@ function scoreCommand(ctx: CliContext): Command {
       const chunkFlag = chunkRowsFlag(o.chunkRows);
       const shard = o.shard === undefined ? undefined : parseShard(o.shard);
       const app = await ctx.app(o, chunkFlag === undefined ? {} : { "batch.chunkRows": chunkFlag });
-      const chunkRows = app.config.batch.chunkRows;
-      const input = path.resolve(ctx.io.cwd, o.input);
       const into = o.into === undefined || !isFileTarget(o.into) ? o.into : path.resolve(ctx.io.cwd, o.into);
-      const target = describeTarget(into);
-      const table = isFileTarget(into) ? null : (o.table ?? DEFAULT_PREDICTIONS_TABLE);
-      const runs = new RunStore(app.store);
-
-      let resume: BatchRun | undefined;
-      if (o.resume === true || o.resumeIfAny === true) {
-        const resolved = await app.scoring.resolve(ref);
-        const model = resolved.version.name;
-        resume = await runs.findResumable({ model, input, target, table, shard: shard ?? null });
-        if (resume === undefined && o.resume === true) {
-          const last = await runs.latest(model, { table });
-          const why =
-            last?.status === "running"
-              ? `run ${last.id} is still running (heartbeat ${last.heartbeatAt}); a killed run can be resumed 30 s after its last heartbeat`
-              : `no failed, interrupted or killed run of ${model} from ${input} into ${target}${table === null ? "" : ` table ${table}`}${shard === undefined ? "" : ` shard ${shard.index}/${shard.count}`}`;
-          throw new MlshipError("MLSHIP_ERR_INPUT_INVALID", `nothing to resume: ${why}`, { field: "resume" });
-        }
-      }
-
-      const source = await openRowSource(input, { chunkRows, idColumn: o.idColumn, ...(shard === undefined ? {} : { shard }) });
-      const sink = await openSink(into, { store: app.store, home: app.config.home, ...(o.table === undefined ? {} : { table: o.table }) });
       const stderr = ctx.io.stderr as { write(chunk: string): unknown; isTTY?: boolean };
-      const progress = progressReporter({
-        tty: ctx.io.handleSignals && stderr.isTTY === true,
-        write: (line) => void ctx.io.stderr.write(line),
-      });
       const stop = stopSignal(ctx);
+      const job: ScoreJobOptions = {
+        ref,
+        input: path.resolve(ctx.io.cwd, o.input),
+        idColumn: o.idColumn,
+        ...(into === undefined ? {} : { into }),
+        ...(o.table === undefined ? {} : { table: o.table }),
+        ...(shard === undefined ? {} : { shard }),
+        ...(o.resume === true ? { resume: "required" as const } : o.resumeIfAny === true ? { resume: "if-any" as const } : {}),
+        progress: progressReporter({
+          tty: ctx.io.handleSignals && stderr.isTTY === true,
+          write: (line) => void ctx.io.stderr.write(line),
+        }),
+        signal: stop.signal,
+      };
       let run: BatchRun;
       try {
-        run = await runBatch({
-          scoring: app.scoring,
-          registry: app.registry,
-          runs,
-          ref,
-          source,
-          sink,
-          idColumn: o.idColumn,
-          chunkRows,
-          progress,
-          logger: app.logger,
-          signal: stop.signal,
-          input,
-          target,
-          table,
-          shard: shard ?? null,
-          parallelism: app.config.runtime.workers,
-          ...(resume === undefined ? {} : { resume }),
-        });
+        run = await scoreJob(app, job);
       } catch (error) {
-        const failed = await findFailed(runs, resume, app.scoring, ref, input, target, table);
+        const failed = await failedRunOf(app, job);
         if (failed !== undefined) printSummary(ctx, failed, o.json === true);
         throw error;
       } finally {
@@ -178,26 +144,6 @@ function scoreCommand(ctx: CliContext): Command {
         throw new BatchExitError(`batch run ${run.id} was interrupted; continue it with --resume`, EXIT_INTERRUPTED);
       }
     });
-}
-
-/** The run a failed `runBatch` recorded (it rethrows the error; the run's summary is still worth printing). */
-async function findFailed(
-  runs: RunStore,
-  resume: BatchRun | undefined,
-  scoring: { resolve(ref: string): Promise<{ version: { name: string } }> },
-  ref: string,
-  input: string,
-  target: string,
-  table: string | null,
-): Promise<BatchRun | undefined> {
-  try {
-    if (resume !== undefined) return await runs.get(resume.id);
-    const model = (await scoring.resolve(ref)).version.name;
-    const last = await runs.latest(model, { table });
-    return last !== undefined && last.status === "failed" && last.input === input && last.target === target ? last : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 function runsCommand(ctx: CliContext): Command {
@@ -278,11 +224,152 @@ function rejectsCommand(ctx: CliContext): Command {
     });
 }
 
-/** `mlship batch score | runs | rejects`. */
+interface ScheduleFlags extends GlobalOptions {
+  input: string;
+  cron: string;
+  idColumn: string;
+  into?: string;
+  table?: string;
+  timezone?: string;
+  json?: boolean;
+}
+
+function ageText(from: string, now: Date): string {
+  const s = Math.max(0, Math.round((now.getTime() - new Date(from).getTime()) / 1000));
+  if (s < 120) return `${s}s`;
+  if (s < 7200) return `${Math.round(s / 60)}m`;
+  if (s < 172_800) return `${Math.round(s / 3600)}h`;
+  return `${Math.round(s / 86_400)}d`;
+}
+
+function scheduleCommand(ctx: CliContext): Command {
+  return new Command("schedule")
+    .description("score a file on a cron schedule (run by `mlship batch scheduler` or `mlship serve`); replaces a schedule of the same name")
+    .argument("<name>", "the schedule's name")
+    .argument("<ref>", "model reference: name, name@alias or name@version (resolved at each run)")
+    .requiredOption("-i, --input <file>", "input file: .csv, .parquet, .jsonl or .ndjson")
+    .requiredOption("--cron <expr>", 'when to run: a cron expression, e.g. "0 2 * * *" for 02:00 every day')
+    .option("--id-column <name>", "the column that identifies a row", "id")
+    .option("--into <target>", "sqlite (the metadata store, default), postgres://..., or a .parquet/.jsonl file")
+    .option("--table <name>", `table for SQL targets (default ${DEFAULT_PREDICTIONS_TABLE})`)
+    .option("--timezone <tz>", "IANA timezone of the cron expression (default the scheduler's local time)")
+    .option("--json", "print the schedule as JSON")
+    .action(async (name: string, ref: string, _opts: unknown, command: Command) => {
+      const o = command.optsWithGlobals<ScheduleFlags>();
+      const app = await ctx.app(o);
+      const into = o.into === undefined || !isFileTarget(o.into) ? o.into : path.resolve(ctx.io.cwd, o.into);
+      const schedules = new ScheduleStore(app.store);
+      const schedule = await schedules.put({
+        name,
+        ref,
+        input: path.resolve(ctx.io.cwd, o.input),
+        idColumn: o.idColumn,
+        into: into ?? null,
+        table: o.table ?? null,
+        cron: o.cron,
+        timezone: o.timezone ?? null,
+        maxAgeMs: app.config.batch.maxAgeMs,
+        createdBy: app.config.user,
+      });
+      const health = healthOf(schedule, new Date());
+      if (o.json === true) {
+        printJson(ctx.io, { ...schedule, nextRun: health.due?.toISOString() ?? null });
+        return;
+      }
+      printLine(ctx.io, `scheduled ${name}: ${ref} from ${schedule.input} at "${schedule.cron}"${schedule.timezone === null ? "" : ` (${schedule.timezone})`}, next run ${health.due?.toISOString() ?? "never"}`);
+    });
+}
+
+function schedulesCommand(ctx: CliContext): Command {
+  return new Command("schedules")
+    .description("the batch schedules with their next run and last run")
+    .option("--json", "print JSON")
+    .action(async (_opts: unknown, command: Command) => {
+      const o = command.optsWithGlobals<GlobalOptions & { json?: boolean }>();
+      const app = await ctx.app(o);
+      const now = new Date();
+      const list = (await new ScheduleStore(app.store).list()).map((s) => ({ schedule: s, health: healthOf(s, now, DEFAULT_CHECK_MS) }));
+      if (o.json === true) {
+        printJson(
+          ctx.io,
+          list.map(({ schedule, health }) => ({ ...schedule, nextRun: health.due?.toISOString() ?? null, late: health.late, failed: health.failed })),
+        );
+        return;
+      }
+      if (list.length === 0) {
+        printLine(ctx.io, "no batch schedules");
+        return;
+      }
+      printLine(
+        ctx.io,
+        formatTable(
+          ["NAME", "MODEL", "CRON", "NEXT RUN", "LAST RUN", "AGE", "STATE", "INPUT"],
+          list.map(({ schedule, health }) => [
+            schedule.name,
+            schedule.ref,
+            schedule.timezone === null ? schedule.cron : `${schedule.cron} ${schedule.timezone}`,
+            health.due?.toISOString() ?? "never",
+            schedule.lastRun?.status ?? "-",
+            schedule.lastRun === null ? "-" : ageText(schedule.lastRun.startedAt, now),
+            health.late ? "late" : health.failed ? "failed" : schedule.enabled ? "ok" : "disabled",
+            schedule.input,
+          ]),
+        ),
+      );
+    });
+}
+
+function unscheduleCommand(ctx: CliContext): Command {
+  return new Command("unschedule")
+    .description("remove a batch schedule (its past runs stay)")
+    .argument("<name>", "the schedule's name")
+    .action(async (name: string, _opts: unknown, command: Command) => {
+      const o = command.optsWithGlobals<GlobalOptions>();
+      const app = await ctx.app(o);
+      if (!(await new ScheduleStore(app.store).remove(name))) {
+        throw new MlshipError("MLSHIP_ERR_INPUT_INVALID", `no batch schedule ${name} (see mlship batch schedules)`, { field: "name" });
+      }
+      printLine(ctx.io, `unscheduled ${name}`);
+    });
+}
+
+function schedulerCommand(ctx: CliContext): Command {
+  return new Command("scheduler")
+    .description("run due batch schedules until SIGINT/SIGTERM (several schedulers on one store run each fire time once)")
+    .option("--check-seconds <n>", "how often to look for due schedules", String(DEFAULT_CHECK_MS / 1000))
+    .action(async (_opts: unknown, command: Command) => {
+      const o = command.optsWithGlobals<GlobalOptions & { checkSeconds: string }>();
+      const seconds = Number(o.checkSeconds);
+      if (!/^\s*\d+\s*$/.test(o.checkSeconds) || seconds < 1) {
+        throw usageError(`--check-seconds must be a whole number of 1 or more, got "${o.checkSeconds}"`, "--check-seconds");
+      }
+      const app = await ctx.app(o);
+      const scheduler = new BatchScheduler(app, {
+        checkMs: seconds * 1000,
+        onAlert: (alert) => app.logger.warn({ alert }, alert.message),
+      });
+      const stop = stopSignal(ctx);
+      printLine(ctx.io, `batch scheduler running (checks every ${seconds} s); stop it with Ctrl-C`);
+      scheduler.start();
+      await new Promise<void>((resolve) => {
+        if (stop.signal.aborted) resolve();
+        else stop.signal.addEventListener("abort", () => resolve(), { once: true });
+      });
+      stop.detach();
+      await scheduler.close();
+      printLine(ctx.io, "batch scheduler stopped");
+    });
+}
+
+/** `mlship batch score | runs | rejects | schedule | schedules | unschedule | scheduler`. */
 export function batchCommand(ctx: CliContext): Command {
   return new Command("batch")
     .description("batch prediction: score datasets into a prediction store, list runs and rejected rows")
     .addCommand(scoreCommand(ctx))
     .addCommand(runsCommand(ctx))
-    .addCommand(rejectsCommand(ctx));
+    .addCommand(rejectsCommand(ctx))
+    .addCommand(scheduleCommand(ctx))
+    .addCommand(schedulesCommand(ctx))
+    .addCommand(unscheduleCommand(ctx))
+    .addCommand(schedulerCommand(ctx));
 }

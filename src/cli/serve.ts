@@ -90,7 +90,7 @@ async function listen(ctx: CliContext, app: Mlship, defaultModel: string | null)
   const { LiveMonitor, MonitorStore, monitorRoutes } = await import("../monitor/index.js");
   const { feedbackRoutes } = await import("../feedback/index.js");
   const { rolloutRoutes } = await import("../rollout/index.js");
-  const { batchFreshnessMetrics, batchRoutes } = await import("../batch/index.js");
+  const { BatchScheduler, batchFreshnessMetrics, batchRoutes } = await import("../batch/index.js");
   const requestMetrics = requestMetricsOf(server);
   const monitorStore = new MonitorStore(app.store);
   // The feedback loop: prediction log, live quality and thresholds, rollouts, guard and retraining hooks. Its alerter
@@ -138,9 +138,16 @@ async function listen(ctx: CliContext, app: Mlship, defaultModel: string | null)
   if (requestMetrics !== undefined) {
     batchFreshnessMetrics(app.store, requestMetrics.register, { onError: (err) => app.logger.warn({ err }, "batch freshness metrics unavailable") });
   }
+  // Scheduled batch runs (mlship batch schedule): every replica may run the scheduler, a lock in the store lets one
+  // of them start each fire time. Late or failed schedules alert through the shared alerter (one scope per alert).
+  const scheduler = new BatchScheduler(app, {
+    onAlert: (alert) => loop.alerter.process([alert], new Date(), { scope: alert.id }).then(() => undefined),
+  });
+  scheduler.start();
   try {
     await server.listen({ host: config.server.host, port: config.server.port });
   } catch (error) {
+    await scheduler.close().catch(() => undefined);
     await loop.close().catch(() => undefined);
     await server.close().catch(() => undefined);
     throw listenError(error, `${config.server.host}:${config.server.port}`, "server.port", "--port");
@@ -163,7 +170,7 @@ async function listen(ctx: CliContext, app: Mlship, defaultModel: string | null)
     try {
       grpcAddress = `${grpcHost}:${await grpc.listen(config.server.host, config.server.grpcPort)}`;
     } catch (error) {
-      await Promise.all([grpc.close(0), server.close().catch(() => undefined), loop.close().catch(() => undefined)]);
+      await Promise.all([grpc.close(0), server.close().catch(() => undefined), scheduler.close().then(() => loop.close()).catch(() => undefined)]);
       throw listenError(error, `${grpcHost}:${config.server.grpcPort}`, "server.grpcPort", "--grpc-port");
     }
   }
@@ -195,6 +202,7 @@ async function listen(ctx: CliContext, app: Mlship, defaultModel: string | null)
         grpc?.close(config.server.shutdownTimeoutMs),
       ])
         // The prediction log is flushed once no request can add to it (rows it cannot store are spilled to disk).
+        .then(() => scheduler.close())
         .then(() => loop.close())
         .catch((err: unknown) => app.logger.warn({ err }, "the feedback loop did not close cleanly"))
         .finally(() => {

@@ -378,8 +378,36 @@ const batch0006: StoreMigration = {
   },
 };
 
+/** Scheduled batch runs (issue 6): a cron expression per named schedule, and how its last run went. */
+const batchSchedules0007: StoreMigration = {
+  name: "0007_batch_schedules",
+  async up(db) {
+    await db.schema
+      .createTable("batch_schedules")
+      .ifNotExists()
+      .addColumn("name", "text", (col) => col.primaryKey())
+      .addColumn("ref", "text", (col) => col.notNull())
+      .addColumn("input", "text", (col) => col.notNull())
+      .addColumn("id_column", "text", (col) => col.notNull())
+      .addColumn("target", "text")
+      .addColumn("target_table", "text")
+      .addColumn("cron", "text", (col) => col.notNull())
+      .addColumn("timezone", "text")
+      .addColumn("max_age_ms", "bigint")
+      .addColumn("created_at", "text", (col) => col.notNull())
+      .addColumn("created_by", "text", (col) => col.notNull())
+      .addColumn("enabled", "integer", (col) => col.notNull().defaultTo(1))
+      .addColumn("last_run_id", "text")
+      .addColumn("last_started_at", "text")
+      .addColumn("last_ended_at", "text")
+      .addColumn("last_status", "text")
+      .addColumn("last_error", "text")
+      .execute();
+  },
+};
+
 /** Every migration, in order. Later areas append theirs here. */
-export const MIGRATIONS: readonly StoreMigration[] = [registry0001, versionSettings0002, monitor0003, feedback0004, rollout0005, batch0006];
+export const MIGRATIONS: readonly StoreMigration[] = [registry0001, versionSettings0002, monitor0003, feedback0004, rollout0005, batch0006, batchSchedules0007];
 
 /** The table Kysely's Migrator records applied migrations in (and its lock table). */
 export const MIGRATION_TABLE = "mlship_migration";

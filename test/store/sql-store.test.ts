@@ -125,7 +125,7 @@ describe("openSqlStore", () => {
     const lite = await tableColumns(await open());
     const post = await tableColumns(await open(`${SERVER}/${pgName}`));
     expect(Object.keys(lite).sort()).toEqual(
-      ["alias_events", "audit_log", "batch_locks", "batch_predictions", "batch_rejects", "batch_runs", "business_events", "mlship_migration",
+      ["alias_events", "audit_log", "batch_locks", "batch_predictions", "batch_rejects", "batch_runs", "batch_schedules", "business_events", "mlship_migration",
         "mlship_migration_lock", "model_aliases", "model_versions", "models", "monitor_profiles", "outcomes", "prediction_log", "registry_state",
         "rollout_policies", "rollouts", "version_settings"],
     );
