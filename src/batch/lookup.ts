@@ -1,22 +1,13 @@
 import type { Kysely } from "kysely";
 import { MlshipError } from "../core/index.js";
 import { mapStoreError, type Database, type SqlStore } from "../store/index.js";
-import { checkTableName, DEFAULT_PREDICTIONS_TABLE } from "./sinks.js";
+import { checkTableName, DEFAULT_PREDICTIONS_TABLE, type PredictionsTable } from "./sinks.js";
 
 /**
  * The `batch_predictions` table (migration 0006_batch); a `--table NAME` target in the metadata store has the same
  * columns. A type alias: Kysely's withTables needs index signatures.
  */
-export type BatchPredictionsTable = {
-  model: string;
-  id: string;
-  version: number;
-  run_id: string;
-  /** ISO-8601 UTC. */
-  scored_at: string;
-  /** The outputs by name, as JSON. */
-  outputs: string;
-};
+export type BatchPredictionsTable = PredictionsTable;
 
 type LookupTables = { batch_predictions: BatchPredictionsTable };
 type LookupDb = Kysely<Database & LookupTables>;

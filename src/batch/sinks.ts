@@ -42,7 +42,7 @@ export interface OpenSinkOptions {
 }
 
 /** A `batch_predictions`-shaped table. A type alias: Kysely's table maps need index signatures. */
-type PredictionsTable = {
+export type PredictionsTable = {
   model: string;
   id: string;
   version: number;

@@ -12,32 +12,11 @@ import { CliContext } from "../../src/cli/context.js";
 import type { CliIo } from "../../src/cli/io.js";
 import { MlshipError } from "../../src/core/index.js";
 import { buildServer, requestMetricsOf } from "../../src/serve/index.js";
+import type { BatchRunsTable } from "../../src/batch/runs.js";
 import type { SqlStore } from "../../src/store/index.js";
 import { freshPostgres, freshSqlite, postgresAdmin, type FreshDatabase } from "../helpers/sql-stores.js";
 import { createWorld, type World } from "../scoring/world.js";
 
-type BatchRunsTable = {
-  id: string;
-  model: string;
-  version: number;
-  ref: string;
-  input: string;
-  input_fingerprint: string | null;
-  target: string;
-  target_table: string | null;
-  id_column: string;
-  shard_index: number | null;
-  shard_count: number | null;
-  status: string;
-  rows_in: number;
-  rows_out: number;
-  rows_rejected: number;
-  started_at: string;
-  heartbeat_at: string;
-  ended_at: string | null;
-  error: string | null;
-  settings: string;
-};
 
 const HOUR_MS = 3_600_000;
 const DAY_MS = 24 * HOUR_MS;
