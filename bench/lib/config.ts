@@ -24,7 +24,7 @@ function num(name: string, fallback: number, opts: { integer?: boolean; min?: nu
 export type LoadgenKind = "wrk" | "autocannon";
 
 /** Scenario groups BENCH_ONLY can pick (comma separated). */
-export const GROUPS = ["bare", "compute", "mlp", "digits", "cache", "grpc", "overload", "feedback", "monitor", "batch"] as const;
+export const GROUPS = ["bare", "compute", "mlp", "digits", "cache", "grpc", "overload", "feedback", "monitor", "batch", "stream"] as const;
 export type Group = (typeof GROUPS)[number];
 
 export interface BenchConfig {
@@ -64,6 +64,10 @@ export interface BenchConfig {
   batchRows: number;
   /** PostgreSQL server the `batch` group writes into (it creates and drops a database of its own there). */
   batchPostgresUrl: string;
+  /** Records the `stream` group publishes to NATS JetStream and scores into PostgreSQL. */
+  streamRecords: number;
+  /** NATS server of the `stream` group (it creates and deletes a JetStream stream of its own there). */
+  natsServers: string;
   only: ReadonlySet<Group>;
   resultsDir: string;
   /** Write bench/results/latest.md too (off when BENCH_RESULTS_DIR points elsewhere, e.g. in the smoke test). */
@@ -133,6 +137,8 @@ export function loadBenchConfig(): BenchConfig {
     grpcClient,
     batchRows: num("BENCH_BATCH_ROWS", quick ? 100_000 : 1_000_000, { integer: true, min: 1 }),
     batchPostgresUrl: batchPostgres === undefined || batchPostgres === "" ? "postgres://postgres@127.0.0.1:5432/postgres" : batchPostgres,
+    streamRecords: num("BENCH_STREAM_RECORDS", quick ? 20_000 : 200_000, { integer: true, min: 1 }),
+    natsServers: process.env.BENCH_NATS?.trim() || "nats://127.0.0.1:4222",
     only,
     resultsDir,
     writeLatest: resultsEnv === undefined || resultsEnv === "",

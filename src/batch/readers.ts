@@ -3,8 +3,8 @@ import fs from "node:fs";
 import fsp from "node:fs/promises";
 import nodePath from "node:path";
 import readline from "node:readline";
-import { pipeline } from "node:stream";
-import { parse as parseCsv } from "csv-parse";
+import { StringDecoder } from "node:string_decoder";
+import Papa from "papaparse";
 import { asyncBufferFromFile, parquetMetadataAsync, parquetRead, parquetSchema, type AsyncBuffer, type FileMetaData } from "hyparquet";
 import { MlshipError } from "../core/index.js";
 import { idText, shardOf } from "./shard.js";
@@ -55,10 +55,34 @@ export function inputFormatOf(file: string): InputFormat {
 }
 
 /**
+ * The common case of `DECIMAL` without a regular expression: an optional minus, digits with at most one dot, ending
+ * with a digit (`12`, `-0.5`, `3.25`). Anything else takes the general path.
+ */
+function isPlainDecimal(text: string): boolean {
+  const length = text.length;
+  if (length === 0 || length > 24) return false;
+  const last = text.charCodeAt(length - 1);
+  if (last < 48 || last > 57) return false;
+  let i = text.charCodeAt(0) === 45 ? 1 : 0;
+  let dot = false;
+  for (; i < length; i++) {
+    const c = text.charCodeAt(i);
+    if (c >= 48 && c <= 57) continue;
+    if (c === 46 && !dot) {
+      dot = true;
+      continue;
+    }
+    return false;
+  }
+  return true;
+}
+
+/**
  * A CSV cell: the empty (or all-blank) cell is null; a finite decimal number (surrounding spaces allowed) is a
  * number; anything else is the text as written (so `nan`, `inf`, `0x1F` stay text and the scorer decides).
  */
 export function csvCell(text: string): BatchCell {
+  if (isPlainDecimal(text)) return Number(text);
   const trimmed = text.trim();
   if (trimmed === "") return null;
   if (DECIMAL.test(trimmed)) {
@@ -72,7 +96,7 @@ export function csvCell(text: string): BatchCell {
  * Opens an input file as a stream of chunks. Checks up front (before any row is read) that the file exists, its
  * format is known, the options are sane and the id column exists, so a run fails before it starts.
  *
- * - CSV (`csv-parse`, streaming): the header row names the columns; BOM, CRLF and quoted cells (with commas and
+ * - CSV (Papa Parse over blocks of whole records, streaming): the header row names the columns; BOM, CRLF and quoted cells (with commas and
  *   newlines) are handled; cells are typed by `csvCell`, except the id column, which stays text (ids like `007`
  *   keep their zeros; an empty id is null). A row with a different number of cells than the header is not guessed
  *   at: it is left out of `rows` and reported in the chunk's `problems` with its line.
@@ -210,43 +234,36 @@ class InputReader implements BatchRowSource {
 
   // ---- CSV ----
 
-  #csvParser(): ReturnType<typeof parseCsv> {
-    return parseCsv({ bom: true, info: true, relax_column_count: true, skip_empty_lines: true });
-  }
-
   async #csvHeader(): Promise<string[]> {
     const stream = fs.createReadStream(this.path, { highWaterMark: 64 * 1024 });
-    const parser = this.#csvParser();
-    pipeline(stream, parser, () => {});
+    const blocks = new CsvBlocks();
     try {
-      for await (const { record } of parser as AsyncIterable<{ record: string[] }>) {
-        return checkHeader(record, this.path);
+      for await (const bytes of stream as AsyncIterable<Buffer>) {
+        const block = blocks.push(bytes);
+        const header = block === null ? null : firstCsvRecord(block.text, this.path, 1);
+        if (header !== null) return checkHeader(header, this.path);
       }
-    } catch (error) {
-      throw csvError(this.path, error);
+      const rest = blocks.end();
+      const header = rest === null ? null : firstCsvRecord(rest.text, this.path, 1);
+      if (header !== null) return checkHeader(header, this.path);
     } finally {
       stream.destroy();
-      parser.destroy();
     }
     throw new MlshipError("MLSHIP_ERR_INPUT_INVALID", `${this.path}: the CSV file is empty (no header row)`, { field: "input" });
   }
 
   async *#csvChunks(state: ReadState): AsyncGenerator<SourceChunk> {
     const hash = createHash("sha256");
-    const stream = fs.createReadStream(this.path, { highWaterMark: 256 * 1024 });
-    stream.on("data", (bytes) => {
-      hash.update(bytes);
-      state.bytes += bytes.length;
-    });
-    const parser = this.#csvParser();
-    // pipeline (not pipe) so a read error reaches the parser and ends the loop below instead of hanging it.
-    pipeline(stream, parser, () => {});
+    const stream = fs.createReadStream(this.path, { highWaterMark: 1024 * 1024 });
+    const blocks = new CsvBlocks();
     const builder = new ChunkBuilder();
     let columns: string[] | null = null;
     let idIndex = -1;
     let rowNumber = 0;
-    try {
-      for await (const { record, info } of parser as AsyncIterable<{ record: string[]; info: { lines: number } }>) {
+    const take = (block: CsvBlock): void => {
+      const { records, lines } = parseCsvBlock(block, this.path);
+      for (let r = 0; r < records.length; r++) {
+        const record = records[r] as string[];
         if (columns === null) {
           columns = checkHeader(record, this.path);
           this.#columns = columns;
@@ -258,29 +275,39 @@ class InputReader implements BatchRowSource {
         const id = rawId === undefined || rawId.trim() === "" ? null : rawId;
         if (!this.#inShard(id)) continue;
         if (record.length !== columns.length) {
+          const line = lines(r);
           builder.problems.push({
             rowNumber: number,
-            line: info.lines,
+            line,
             rowId: id,
-            reason: `line ${info.lines}: the row has ${record.length} cells, the header ${columns.length}`,
+            reason: `line ${line}: the row has ${record.length} cells, the header ${columns.length}`,
           });
         } else {
           const row = new Array<BatchCell>(record.length);
           for (let c = 0; c < record.length; c++) row[c] = c === idIndex ? id : csvCell(record[c] as string);
           builder.add(number, row);
         }
-        if (builder.size >= this.chunkRows) yield builder.take(columns);
       }
+    };
+    try {
+      for await (const bytes of stream as AsyncIterable<Buffer>) {
+        hash.update(bytes);
+        state.bytes += bytes.length;
+        const block = blocks.push(bytes);
+        if (block !== null) take(block);
+        while (columns !== null && builder.size >= this.chunkRows) yield builder.takeFirst(columns, this.chunkRows);
+      }
+      const rest = blocks.end();
+      if (rest !== null) take(rest);
     } catch (error) {
       throw csvError(this.path, error);
     } finally {
       stream.destroy();
-      parser.destroy();
     }
     if (columns === null) {
       throw new MlshipError("MLSHIP_ERR_INPUT_INVALID", `${this.path}: the CSV file is empty (no header row)`, { field: "input" });
     }
-    if (builder.size > 0) yield builder.take(columns);
+    while (builder.size > 0) yield builder.takeFirst(columns, this.chunkRows);
     this.#finished(hash);
   }
 
@@ -408,6 +435,143 @@ class InputReader implements BatchRowSource {
 }
 
 /** Collects the rows (and problem rows) of one chunk. */
+/** Complete CSV records of a file, as text: from the start of a record to the end of a line that ends one. */
+interface CsvBlock {
+  text: string;
+  /** 1-based line of the file where `text` starts. */
+  firstLine: number;
+}
+
+/** A quoted value longer than this without its closing quote is a malformed file, not a value to keep reading. */
+const MAX_CSV_PENDING_CHARS = 64 * 1024 * 1024;
+
+/**
+ * Cuts a byte stream into blocks of whole CSV records, so each block can be parsed on its own (one Papa Parse call
+ * per block instead of one callback per row). A newline ends a record when the number of quote characters before it
+ * since the block started is even: RFC 4180 quoting (opening quote, `""` escapes, closing quote) keeps the count odd
+ * exactly inside a quoted value.
+ */
+class CsvBlocks {
+  readonly #decoder = new StringDecoder("utf8");
+  #pending = "";
+  /** Quote parity of `#pending` (it starts at a record start, so this is the parity at its end). */
+  #parity = 0;
+  #line = 1;
+  #started = false;
+
+  push(bytes: Buffer): CsvBlock | null {
+    let added = this.#decoder.write(bytes);
+    if (!this.#started && added !== "") {
+      this.#started = true;
+      if (added.charCodeAt(0) === 0xfeff) added = added.slice(1);
+    }
+    const from = this.#pending.length;
+    const text = from === 0 ? added : this.#pending + added;
+    const { cut, parity } = lastRecordEnd(text, from, this.#parity);
+    this.#parity = parity;
+    if (cut < 0) {
+      this.#pending = text;
+      if (text.length > MAX_CSV_PENDING_CHARS) {
+        throw new MlshipError("MLSHIP_ERR_INPUT_INVALID", `line ${this.#line}: a quoted value is not closed`, {
+          field: "input",
+          details: { line: this.#line },
+        });
+      }
+      return null;
+    }
+    this.#pending = text.slice(cut);
+    return this.#block(text.slice(0, cut));
+  }
+
+  /** What is left at the end of the file (a last record without a newline), or null. */
+  end(): CsvBlock | null {
+    const text = this.#pending + this.#decoder.end();
+    this.#pending = "";
+    return text === "" ? null : this.#block(text);
+  }
+
+  #block(text: string): CsvBlock {
+    const block = { text, firstLine: this.#line };
+    for (let i = text.indexOf("\n"); i >= 0; i = text.indexOf("\n", i + 1)) this.#line += 1;
+    return block;
+  }
+}
+
+/** The index just after the last record-ending newline at or after `from` (-1 if none), and the quote parity at the end. */
+function lastRecordEnd(text: string, from: number, parity: number): { cut: number; parity: number } {
+  let cut = -1;
+  let position = from;
+  let odd = parity;
+  for (;;) {
+    const quote = text.indexOf('"', position);
+    const segmentEnd = quote < 0 ? text.length : quote;
+    if (odd === 0 && segmentEnd > position) {
+      const newline = text.lastIndexOf("\n", segmentEnd - 1);
+      if (newline >= position) cut = newline + 1;
+    }
+    if (quote < 0) return { cut, parity: odd };
+    odd ^= 1;
+    position = quote + 1;
+  }
+}
+
+/** The records of a block, and the 1-based line where each ends (worked out only when asked: it is for messages). */
+function parseCsvBlock(block: CsvBlock, file: string): { records: string[][]; lines: (record: number) => number } {
+  const parsed = Papa.parse<string[]>(block.text, { delimiter: ",", quoteChar: '"', escapeChar: '"', skipEmptyLines: true });
+  const quoteError = parsed.errors.find((e) => e.type === "Quotes");
+  let known: { starts: number[]; ends: number[] } | undefined;
+  const lines = (record: number): number => {
+    known ??= recordLines(block);
+    return known.ends[record] ?? block.firstLine;
+  };
+  if (quoteError !== undefined) {
+    known ??= recordLines(block);
+    const line = known.starts[quoteError.row ?? 0] ?? block.firstLine;
+    throw new MlshipError("MLSHIP_ERR_INPUT_INVALID", `${file}: not valid CSV (line ${line}): ${quoteError.message}`, {
+      field: "input",
+      details: { line },
+    });
+  }
+  return { records: parsed.data, lines };
+}
+
+/** Where each non-empty record of a block starts and ends (1-based lines), as `skipEmptyLines: true` counts records. */
+function recordLines(block: CsvBlock): { starts: number[]; ends: number[] } {
+  const starts: number[] = [];
+  const ends: number[] = [];
+  const text = block.text;
+  let line = block.firstLine;
+  let startLine = line;
+  let start = 0;
+  let odd = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22) odd ^= 1;
+    else if (c === 0x0a) {
+      if (odd === 0) {
+        const empty = i === start || (i === start + 1 && text.charCodeAt(start) === 0x0d);
+        if (!empty) {
+          starts.push(startLine);
+          ends.push(line);
+        }
+        start = i + 1;
+        startLine = line + 1;
+      }
+      line += 1;
+    }
+  }
+  if (start < text.length) {
+    starts.push(startLine);
+    ends.push(line);
+  }
+  return { starts, ends };
+}
+
+/** The first record of a block (the header), or null when the block has none. */
+function firstCsvRecord(text: string, file: string, firstLine: number): string[] | null {
+  return parseCsvBlock({ text, firstLine }, file).records[0] ?? null;
+}
+
 class ChunkBuilder {
   rows: BatchCell[][] = [];
   rowNumbers: number[] = [];
@@ -420,6 +584,27 @@ class ChunkBuilder {
   add(rowNumber: number, row: BatchCell[]): void {
     this.rows.push(row);
     this.rowNumbers.push(rowNumber);
+  }
+
+  /** The first `count` rows and problems (in row order) as a chunk; the rest stays. */
+  takeFirst(columns: readonly string[], count: number): SourceChunk {
+    if (this.size <= count) return this.take(columns);
+    let rows = 0;
+    let problems = 0;
+    while (rows + problems < count) {
+      const row = this.rowNumbers[rows] ?? Infinity;
+      const problem = this.problems[problems]?.rowNumber ?? Infinity;
+      if (row < problem) rows += 1;
+      else problems += 1;
+    }
+    const restRows = this.rows.splice(rows);
+    const restNumbers = this.rowNumbers.splice(rows);
+    const restProblems = this.problems.splice(problems);
+    const chunk = this.take(columns);
+    this.rows = restRows;
+    this.rowNumbers = restNumbers;
+    this.problems = restProblems;
+    return chunk;
   }
 
   /** The chunk so far, every row padded with nulls to `columns` (JSON Lines columns grow), and a fresh start. */

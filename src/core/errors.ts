@@ -165,6 +165,14 @@ export const ERROR_CODES = {
     http: 409, grpc: GrpcStatus.ABORTED, mlflow: "INVALID_STATE",
     description: "A batch run was interrupted (SIGINT/SIGTERM); `mlship batch score ... --resume` continues it (the CLI exits with 130).",
   },
+  MLSHIP_ERR_STREAM_UNAVAILABLE: {
+    http: 503, grpc: GrpcStatus.UNAVAILABLE, mlflow: "TEMPORARILY_UNAVAILABLE",
+    description: "A stream job's source or sink cannot be reached (NATS server, JetStream stream or consumer, database, folder); the job retries, then stops with this error.",
+  },
+  MLSHIP_ERR_STREAM_CHECKPOINT: {
+    http: 409, grpc: GrpcStatus.FAILED_PRECONDITION, mlflow: "INVALID_STATE",
+    description: "A stream job's checkpoint folder is in use by another process (give each process its own `--instance`), or it belongs to another job or cannot be read.",
+  },
   MLSHIP_ERR_CONFIG_INVALID: {
     http: 400, grpc: GrpcStatus.INVALID_ARGUMENT, mlflow: "INVALID_PARAMETER_VALUE",
     description: "A configuration value (file, MLSHIP_* variable or flag) is not valid; the message names it.",
