@@ -1,0 +1,536 @@
+/**
+ * A NATS JetStream durable pull consumer as a stream source. Processes that name the same durable share its
+ * messages: the server hands each message to one pull request at a time, and a message not acked within `ackWaitMs`
+ * goes to whoever pulls next. Nothing is acked before the engine commits the batch, so a crash loses nothing; record
+ * ids are `<stream>:<stream sequence>`, the same on every redelivery, which is what lets idempotent sinks drop the
+ * replayed rows.
+ *
+ * Pulls are raw `CONSUMER.MSG.NEXT` requests with `no_wait`, not the client's `fetch()`: a fetch keeps its request
+ * open until it has `max_messages` or `expires` (at least 1 s) passes, so a batch of 5 waiting messages would sit
+ * for the whole expiry, and abandoning a fetch early leaves a live request on the server whose messages would then
+ * wait out their ack wait. With `no_wait` the server answers at once with what is there (404 when nothing is), and
+ * `no_wait` plus `expires` waits up to `expires` for the first message, then returns what is there: exactly
+ * `next({ waitMs })`. Either way the request ends with a status the source waits for, so no request outlives a call.
+ *
+ * A batch that takes longer than `ackWaitMs` to score and write is redelivered to another process meanwhile; the
+ * sinks' idempotence keeps the output right, but the work is done twice: give `ackWaitMs` a margin over the
+ * slowest micro-batch.
+ */
+import { AckPolicy, DeliverPolicy, type ConsumerConfig, type ConsumerInfo, type JetStreamManager } from "@nats-io/jetstream";
+import { createInbox, type Msg } from "@nats-io/transport-node";
+import { MlshipError, type Logger } from "../../core/index.js";
+import {
+  checkJetStreamName,
+  closeNats,
+  connectNats,
+  createStream,
+  describeNatsError,
+  isApiError,
+  JsApiCode,
+  mapOpenError,
+  nanos,
+  NATS_REQUEST_TIMEOUT_MS,
+  natsUnavailable,
+  openJetStreamManager,
+  parseServers,
+  replyStatus,
+  requestMany,
+  type NatsConnection,
+} from "../nats.js";
+import type { DeadLetter, NatsSourceSpec, RawRecord, SourceBatch, StreamSource } from "../types.js";
+
+/** Dead letters keep at most this much of the message (the contract's 64 KiB). */
+const MAX_RAW_BYTES = 64 * 1024;
+/** After a pull that ended early with nothing (the server busy with other requests), wait this long before the next. */
+const RETRY_PAUSE_MS = 100;
+/** How long past its own expiry a pull request may go unanswered before the connection is deemed down. */
+const PULL_ANSWER_GRACE_MS = 5_000;
+const ACK = new TextEncoder().encode("+ACK");
+/** Acks are tiny: a whole batch may be in flight at once. */
+const MAX_ACKS_IN_FLIGHT = 4096;
+
+export interface NatsSourceOptions {
+  logger: Logger;
+  /** The stream job's name; names the connection (`mlship-stream-<name>-source` in the server's monitoring). */
+  name: string;
+}
+
+/** A message as pulled: its ack subject and what the ack subject says about it. */
+interface PulledMessage {
+  subject: string;
+  /** `$JS.ACK...`: acking publishes here. */
+  ackSubject: string;
+  data: Uint8Array;
+  streamSeq: number;
+  deliveryCount: number;
+  /** The JetStream timestamp (ms since epoch). */
+  storedAt: number;
+}
+
+/** Room for several processes each holding a full batch, so that sharing a durable never stalls on the limit. */
+export function natsMaxAckPending(maxMessages: number): number {
+  return Math.max(10_000, 20 * maxMessages);
+}
+
+export function createNatsSource(spec: NatsSourceSpec, options: NatsSourceOptions): StreamSource {
+  checkJetStreamName(spec.stream, "source.stream");
+  checkJetStreamName(spec.durable, "source.durable");
+  if (!Number.isInteger(spec.maxMessages) || spec.maxMessages < 1) {
+    throw new MlshipError("MLSHIP_ERR_CONFIG_INVALID", `maxMessages must be a positive integer, not ${spec.maxMessages}`, {
+      field: "source.maxMessages",
+    });
+  }
+  if (!Number.isFinite(spec.ackWaitMs) || spec.ackWaitMs < 1) {
+    throw new MlshipError("MLSHIP_ERR_CONFIG_INVALID", `ackWaitMs must be a positive number, not ${spec.ackWaitMs}`, {
+      field: "source.ackWaitMs",
+    });
+  }
+  return new NatsSource(spec, options);
+}
+
+class NatsSource implements StreamSource {
+  readonly kind = "nats" as const;
+  readonly description: string;
+  readonly #spec: NatsSourceSpec;
+  readonly #logger: Logger;
+  readonly #connectionName: string;
+  readonly #servers: string;
+  #nc: NatsConnection | null = null;
+  #jsm: JetStreamManager | null = null;
+
+  constructor(spec: NatsSourceSpec, options: NatsSourceOptions) {
+    this.#spec = spec;
+    this.#servers = parseServers(spec.servers).join(",");
+    this.#logger = options.logger.child({ source: "nats", stream: spec.stream, durable: spec.durable });
+    this.#connectionName = `mlship-stream-${options.name}-source`;
+    this.description = `nats ${spec.stream}${spec.subject === undefined ? "" : `/${spec.subject}`} durable ${spec.durable}`;
+  }
+
+  async open(): Promise<void> {
+    if (this.#nc !== null) return;
+    const nc = await connectNats(this.#servers, { name: this.#connectionName, logger: this.#logger });
+    try {
+      const jsm = await openJetStreamManager(nc, this.#servers);
+      await this.#ensureStream(jsm);
+      await this.#ensureConsumer(jsm);
+      this.#nc = nc;
+      this.#jsm = jsm;
+    } catch (error) {
+      await closeNats(nc, this.#logger);
+      throw error;
+    }
+  }
+
+  async #ensureStream(jsm: JetStreamManager): Promise<void> {
+    const { stream } = this.#spec;
+    try {
+      await jsm.streams.info(stream);
+      return;
+    } catch (error) {
+      if (!isApiError(error, JsApiCode.StreamNotFound)) throw mapOpenError(error, `cannot read JetStream stream ${stream}`, "source.stream");
+    }
+    if (!this.#spec.createStream) {
+      throw natsUnavailable(
+        `JetStream stream ${stream} does not exist at ${this.#servers}; create it or set createStream`,
+        "source.stream",
+      );
+    }
+    const subjects = [this.#spec.subject ?? `${stream}.>`];
+    try {
+      await createStream(jsm, stream, subjects, this.#logger);
+      // Another process may have won a creation race with other subjects; what matters is that the stream exists.
+      await jsm.streams.info(stream);
+    } catch (error) {
+      throw mapOpenError(error, `cannot create JetStream stream ${stream} (subjects ${subjects.join(", ")})`, "source.stream");
+    }
+  }
+
+  /**
+   * Creates the durable if missing. An existing one is used as it is, except that its ack wait follows `ackWaitMs` and
+   * its max_ack_pending is raised to ours when lower (a larger value set by an operator is kept); a filter subject,
+   * ack policy or push delivery that differs is a configuration error rather than something to overwrite, because
+   * other processes may be consuming with it. The deliver policy only matters when the consumer is created.
+   */
+  async #ensureConsumer(jsm: JetStreamManager): Promise<void> {
+    const { stream, durable, subject } = this.#spec;
+    const wanted: Partial<ConsumerConfig> = {
+      durable_name: durable,
+      ack_policy: AckPolicy.Explicit,
+      ack_wait: nanos(this.#spec.ackWaitMs),
+      deliver_policy: this.#spec.deliverPolicy === "new" ? DeliverPolicy.New : DeliverPolicy.All,
+      max_ack_pending: natsMaxAckPending(this.#spec.maxMessages),
+      ...(subject === undefined ? {} : { filter_subject: subject }),
+    };
+    const what = `cannot set up durable consumer ${durable} on stream ${stream}`;
+    try {
+      // Two rounds: processes starting together may race to create it; creating the same config twice is fine, and
+      // a server that refuses the second creation (newer servers when configs differ) sends us to the update path.
+      for (let round = 0; round < 2; round++) {
+        const existing = await consumerInfoOrNull(jsm, stream, durable);
+        if (existing === null) {
+          try {
+            await jsm.consumers.add(stream, wanted);
+            this.#logger.info({ ackWaitMs: this.#spec.ackWaitMs, deliverPolicy: this.#spec.deliverPolicy }, "created durable consumer");
+            return;
+          } catch (error) {
+            if (round === 0 && isApiError(error, JsApiCode.ConsumerNameInUse, JsApiCode.ConsumerAlreadyExists)) continue;
+            throw error;
+          }
+        }
+        this.#checkCompatible(existing);
+        const update: Partial<ConsumerConfig> = {};
+        if (existing.config.ack_wait !== wanted.ack_wait) update.ack_wait = wanted.ack_wait;
+        if ((existing.config.max_ack_pending ?? 0) < (wanted.max_ack_pending ?? 0)) update.max_ack_pending = wanted.max_ack_pending;
+        if (Object.keys(update).length > 0) {
+          await jsm.consumers.update(stream, durable, update);
+          this.#logger.info({ from: pick(existing.config, update), to: update }, "updated durable consumer");
+        }
+        return;
+      }
+    } catch (error) {
+      throw mapOpenError(error, what, "source.durable");
+    }
+  }
+
+  #checkCompatible(info: ConsumerInfo): void {
+    const { durable, stream } = this.#spec;
+    const config = info.config;
+    const problem =
+      config.deliver_subject !== undefined && config.deliver_subject !== ""
+        ? "is a push consumer"
+        : config.ack_policy !== AckPolicy.Explicit
+          ? `acks with policy "${config.ack_policy}", not "explicit"`
+          : (config.filter_subject ?? "") !== (this.#spec.subject ?? "") ||
+              (config.filter_subjects !== undefined && config.filter_subjects.length > 0)
+            ? `filters ${describeFilter(config)}, not ${this.#spec.subject ?? "the whole stream"}`
+            : null;
+    if (problem !== null) {
+      throw new MlshipError(
+        "MLSHIP_ERR_CONFIG_INVALID",
+        `durable consumer ${durable} on stream ${stream} already exists and ${problem}: delete it or choose another durable name`,
+        { field: "source.durable" },
+      );
+    }
+  }
+
+  async next(options: { waitMs: number; signal?: AbortSignal }): Promise<SourceBatch> {
+    const nc = this.#requireOpen();
+    const deadline = Date.now() + Math.max(0, options.waitMs);
+    let messages: PulledMessage[] = [];
+    for (;;) {
+      if (isAborted(options.signal)) break;
+      const remaining = deadline - Date.now();
+      messages = await this.#pull(nc, Math.max(0, remaining), options.signal).catch((error: unknown) => this.#explain(error));
+      const left = deadline - Date.now();
+      if (messages.length > 0 || left <= 0 || isAborted(options.signal)) break;
+      // The server ended the request early without messages (busy with other processes' requests, or too many
+      // unacked): try again shortly rather than returning before the caller's wait is over.
+      await sleep(Math.min(RETRY_PAUSE_MS, left), options.signal);
+      if (deadline - Date.now() <= 0) break;
+    }
+    return this.#toBatch(nc, messages);
+  }
+
+  /**
+   * One pull request for up to `maxMessages`: `no_wait` alone returns what is there now; with `expires` the server
+   * waits that long for the first message. Resolves once the server ends the request (a status message, or the batch
+   * is full), or when `signal` aborts (messages the server sends after that wait out their ack wait).
+   */
+  #pull(nc: NatsConnection, waitMs: number, signal: AbortSignal | undefined): Promise<PulledMessage[]> {
+    if (nc.isClosed()) return Promise.reject(this.#unavailable("the connection is closed"));
+    const batch = this.#spec.maxMessages;
+    const request = { batch, no_wait: true, ...(waitMs > 0 ? { expires: nanos(waitMs) } : {}) };
+    const subject = `$JS.API.CONSUMER.MSG.NEXT.${this.#spec.stream}.${this.#spec.durable}`;
+    return new Promise<PulledMessage[]>((resolve, reject) => {
+      const messages: PulledMessage[] = [];
+      let settled = false;
+      const finish = (error?: MlshipError): void => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+        sub.unsubscribe();
+        if (error !== undefined && messages.length === 0) reject(error);
+        else resolve(messages);
+      };
+      const onAbort = (): void => finish();
+      const inbox = createInbox();
+      const sub = nc.subscribe(inbox, {
+        callback: (error, msg) => {
+          if (error !== null) {
+            finish(this.#unavailable(describeNatsError(error)));
+            return;
+          }
+          const status = statusOf(msg);
+          if (status !== null) {
+            const outcome = this.#onStatus(status);
+            if (outcome !== "ignore") finish(outcome === "end" ? undefined : outcome);
+            return;
+          }
+          const pulled = parsePulled(msg);
+          if (pulled === null) {
+            this.#logger.warn({ subject: msg.subject, reply: msg.reply }, "ignored a message without a JetStream ack subject");
+            return;
+          }
+          messages.push(pulled);
+          if (messages.length >= batch) finish();
+        },
+      });
+      // The server always answers a pull (at the latest with 408 at its expiry); silence means the connection is down.
+      const timer = setTimeout(
+        () => finish(this.#unavailable(`no answer to a pull request within ${Math.round((waitMs + PULL_ANSWER_GRACE_MS) / 1000)} s`)),
+        waitMs + PULL_ANSWER_GRACE_MS,
+      );
+      signal?.addEventListener("abort", onAbort, { once: true });
+      try {
+        nc.publish(subject, JSON.stringify(request), { reply: inbox });
+      } catch (error) {
+        finish(this.#unavailable(describeNatsError(error)));
+      }
+    });
+  }
+
+  /**
+   * A pull that got no answer at all is what a deleted durable looks like (the JetStream API takes the request and
+   * drops it): say so when that is the reason, else pass the error on.
+   */
+  async #explain(error: unknown): Promise<never> {
+    const jsm = this.#jsm;
+    if (jsm !== null && this.#nc?.isClosed() === false) {
+      const { stream, durable } = this.#spec;
+      const gone = await jsm.consumers.info(stream, durable).then(
+        () => false,
+        (infoError: unknown) => isApiError(infoError, JsApiCode.ConsumerNotFound, JsApiCode.StreamNotFound),
+      );
+      if (gone) throw this.#unavailable(`durable consumer ${durable} no longer exists on stream ${stream} (deleted?)`);
+    }
+    throw error;
+  }
+
+  /** What a status message on a pull request means: the request ended normally, ended with an error, or neither. */
+  #onStatus(status: { code: number; description: string }): "end" | "ignore" | MlshipError {
+    const { code, description } = status;
+    // 404 No Messages, 408 Request Timeout (also after a no_wait batch that had fewer messages than asked).
+    if (code === 404 || code === 408) return "end";
+    if (code === 100) return "ignore";
+    if (code === 409) {
+      const lower = description.toLowerCase();
+      if (lower.includes("deleted")) return this.#unavailable(`the consumer or stream was deleted (${description})`);
+      if (lower.includes("push based")) return this.#unavailable(`the consumer is push based (${description})`);
+      // Exceeded MaxWaiting / MaxAckPending / MaxRequestBatch, Leadership Change...: nothing for this request now.
+      this.#logger.debug({ status: code, description }, "pull request ended by the server");
+      return "end";
+    }
+    if (code === 503) return this.#unavailable(`JetStream did not answer (${description || "no responders"})`);
+    return this.#unavailable(`the server ended a pull request with ${code} ${description}`);
+  }
+
+  #toBatch(nc: NatsConnection, messages: PulledMessage[]): SourceBatch {
+    const records: RawRecord[] = [];
+    const undecodable: DeadLetter[] = [];
+    for (const message of messages) decodeMessage(this.#spec.stream, message, records, undecodable);
+    let committing: Promise<void> | null = null;
+    return {
+      records,
+      undecodable,
+      description: describeBatch(messages),
+      commit: () => {
+        committing ??= this.#ack(nc, messages).catch((error: unknown) => {
+          // A failed commit may be retried; the messages the server did not confirm are redelivered after ackWaitMs.
+          committing = null;
+          throw error;
+        });
+        return committing;
+      },
+    };
+  }
+
+  /**
+   * Acks every message with a confirmation request (`AckAck`) and waits for the server to confirm each, so a resolved
+   * commit is a durable one. Pipelined on one inbox: a batch of a thousand acks is one round trip, not a thousand.
+   */
+  async #ack(nc: NatsConnection, messages: PulledMessage[]): Promise<void> {
+    if (messages.length === 0) return;
+    if (nc.isClosed()) throw this.#unavailable(`cannot ack ${messages.length} messages: the connection is closed`);
+    const { replies, failure } = await requestMany(
+      nc,
+      messages.map((m) => ({ subject: m.ackSubject, data: ACK })),
+      { inFlight: MAX_ACKS_IN_FLIGHT, timeoutMs: NATS_REQUEST_TIMEOUT_MS },
+    );
+    // An answer with a status (503: no consumer listens on the ack subject any more) is not a confirmation.
+    const refused = replies.filter((reply) => reply !== undefined && replyStatus(reply) !== null).length;
+    const unconfirmed = replies.filter((reply) => reply === undefined).length + refused;
+    if (unconfirmed > 0) {
+      const reason = failure ?? `${refused} acks were refused (the consumer or stream is gone?)`;
+      throw this.#unavailable(
+        `${unconfirmed} of ${messages.length} acks were not confirmed (${reason}); the server redelivers them after ${this.#spec.ackWaitMs} ms`,
+      );
+    }
+  }
+
+  async lag(): Promise<number | null> {
+    const jsm = this.#jsm;
+    if (jsm === null || this.#nc?.isClosed() !== false) return null;
+    try {
+      const info = await jsm.consumers.info(this.#spec.stream, this.#spec.durable);
+      return info.num_pending + info.num_ack_pending;
+    } catch (error) {
+      this.#logger.debug({ err: describeNatsError(error) }, "cannot read the consumer's lag");
+      return null;
+    }
+  }
+
+  async close(): Promise<void> {
+    const nc = this.#nc;
+    this.#nc = null;
+    this.#jsm = null;
+    await closeNats(nc, this.#logger);
+  }
+
+  #requireOpen(): NatsConnection {
+    if (this.#nc === null) {
+      throw new MlshipError("MLSHIP_ERR_STREAM_UNAVAILABLE", `${this.description} is not open`, { field: "source" });
+    }
+    return this.#nc;
+  }
+
+  #unavailable(reason: string): MlshipError {
+    return natsUnavailable(`${this.description} at ${this.#servers}: ${reason}`, "source");
+  }
+}
+
+async function consumerInfoOrNull(jsm: JetStreamManager, stream: string, durable: string): Promise<ConsumerInfo | null> {
+  try {
+    return await jsm.consumers.info(stream, durable);
+  } catch (error) {
+    if (isApiError(error, JsApiCode.ConsumerNotFound)) return null;
+    throw error;
+  }
+}
+
+function describeFilter(config: ConsumerConfig): string {
+  if (config.filter_subjects !== undefined && config.filter_subjects.length > 0) return config.filter_subjects.join(", ");
+  return config.filter_subject === undefined || config.filter_subject === "" ? "the whole stream" : config.filter_subject;
+}
+
+function pick(config: ConsumerConfig, keys: Partial<ConsumerConfig>): Partial<ConsumerConfig> {
+  const out: Partial<ConsumerConfig> = {};
+  for (const key of Object.keys(keys) as (keyof ConsumerConfig)[]) Object.assign(out, { [key]: config[key] });
+  return out;
+}
+
+/** A status message (no payload, a status code, not a stored message) or null. */
+function statusOf(msg: Msg): { code: number; description: string } | null {
+  // A stored message always comes with its ack subject, even when it is empty and carries headers.
+  return msg.reply?.startsWith("$JS.ACK.") === true ? null : replyStatus(msg);
+}
+
+/**
+ * Reads the ack subject: `$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ns>.<pending>`, or
+ * the newer form with `<domain>.<account hash>` after `$JS.ACK` (and sometimes a trailing token).
+ */
+export function parseAckSubject(ackSubject: string): { streamSeq: number; deliveryCount: number; storedAt: number } | null {
+  const tokens = ackSubject.split(".");
+  if (tokens[0] !== "$JS" || tokens[1] !== "ACK") return null;
+  const offset = tokens.length === 9 ? 2 : tokens.length >= 11 ? 4 : -1;
+  if (offset < 0) return null;
+  const deliveryCount = Number(tokens[offset + 2]);
+  const streamSeq = Number(tokens[offset + 3]);
+  const nanosText = tokens[offset + 5] ?? "";
+  if (!Number.isSafeInteger(streamSeq) || !Number.isSafeInteger(deliveryCount) || !/^\d+$/.test(nanosText)) return null;
+  return { streamSeq, deliveryCount, storedAt: Number(BigInt(nanosText) / 1_000_000n) };
+}
+
+function parsePulled(msg: Msg): PulledMessage | null {
+  if (msg.reply === undefined) return null;
+  const info = parseAckSubject(msg.reply);
+  if (info === null) return null;
+  return { subject: msg.subject, ackSubject: msg.reply, data: msg.data, ...info };
+}
+
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+const utf8Lenient = new TextDecoder("utf-8");
+
+/**
+ * A JSON object is one record; a JSON array gives one record per object in it. Anything else is a dead letter at
+ * stage `decode`: invalid UTF-8 or JSON, a scalar, or (per element) an array element that is not an object.
+ */
+function decodeMessage(stream: string, message: PulledMessage, records: RawRecord[], undecodable: DeadLetter[]): void {
+  const id = `${stream}:${message.streamSeq}`;
+  const origin = `${message.subject} #${message.streamSeq}`;
+  const deadLetter = (letterId: string, reason: string, raw: string): void => {
+    undecodable.push({ id: letterId, origin, stage: "decode", field: null, reason, raw, at: Date.now() });
+  };
+  let value: unknown;
+  try {
+    const text = utf8.decode(message.data);
+    value = JSON.parse(text.startsWith("\uFEFF") ? text.slice(1) : text);
+  } catch (error) {
+    const reason = error instanceof SyntaxError ? `not valid JSON: ${error.message}` : "not valid UTF-8 text";
+    deadLetter(id, reason, truncatedText(message.data));
+    return;
+  }
+  if (isPlainObject(value)) {
+    records.push({ id, fields: value, origin, arrivedAt: message.storedAt });
+    return;
+  }
+  if (Array.isArray(value)) {
+    value.forEach((element: unknown, index) => {
+      const elementId = `${id}#${index}`;
+      if (isPlainObject(element)) records.push({ id: elementId, fields: element, origin, arrivedAt: message.storedAt });
+      else deadLetter(elementId, `element ${index} of the JSON array is ${jsonKind(element)}, not an object`, truncate(JSON.stringify(element)));
+    });
+    return;
+  }
+  deadLetter(id, `the message is a JSON ${jsonKind(value)}, not an object or an array of objects`, truncatedText(message.data));
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function jsonKind(value: unknown): string {
+  if (value === null) return "null";
+  if (Array.isArray(value)) return "an array";
+  return typeof value === "string" ? "a string" : typeof value === "number" ? "a number" : typeof value === "boolean" ? "a boolean" : typeof value;
+}
+
+function truncatedText(data: Uint8Array): string {
+  return utf8Lenient.decode(data.length > MAX_RAW_BYTES ? data.subarray(0, MAX_RAW_BYTES) : data);
+}
+
+function truncate(text: string): string {
+  return text.length > MAX_RAW_BYTES ? text.slice(0, MAX_RAW_BYTES) : text;
+}
+
+function describeBatch(messages: PulledMessage[]): string {
+  if (messages.length === 0) return "0 messages";
+  let low = Infinity;
+  let high = -Infinity;
+  let redelivered = 0;
+  for (const m of messages) {
+    low = Math.min(low, m.streamSeq);
+    high = Math.max(high, m.streamSeq);
+    if (m.deliveryCount > 1) redelivered++;
+  }
+  const range = low === high ? `seq ${low}` : `seq ${low}-${high}`;
+  const noun = messages.length === 1 ? "message" : "messages";
+  return `${messages.length} ${noun}, ${range}${redelivered > 0 ? ` (${redelivered} redelivered)` : ""}`;
+}
+
+/** A function, not an inline check, so the compiler does not assume an earlier check still holds after an await. */
+function isAborted(signal: AbortSignal | undefined): boolean {
+  return signal?.aborted === true;
+}
+
+function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener("abort", done, { once: true });
+  });
+}
