@@ -1,6 +1,7 @@
 import { sql } from "kysely";
 import { Gauge, type Registry as PromRegistry } from "prom-client";
 import { mapStoreError, type SqlStore } from "../store/index.js";
+import { maxAgeFor, ScheduleStore, type BatchSchedule } from "./schedule.js";
 import type { RunStatus } from "./types.js";
 
 /**
@@ -188,56 +189,87 @@ export async function batchFreshness(store: SqlStore, now: Date = new Date(), op
 
 export interface BatchFreshnessMetricsOptions {
   now?: () => Date;
+  /**
+   * The max age of predictions no enabled schedule gives one to (config `batch.maxAgeMs`), for
+   * `mlship_batch_predictions_stale`. Default 1 day.
+   */
+  maxAgeMs?: number;
   /** Called when the store cannot be read at scrape time; the gauges are then left empty for that scrape. */
   onError?: (error: unknown) => void;
 }
 
-export const BATCH_FRESHNESS_METRICS = ["mlship_batch_last_success_age_seconds", "mlship_batch_last_run_failed", "mlship_batch_last_success_rows"] as const;
+export const BATCH_FRESHNESS_METRICS = [
+  "mlship_batch_last_success_age_seconds",
+  "mlship_batch_last_run_failed",
+  "mlship_batch_last_success_rows",
+  "mlship_batch_predictions_stale",
+] as const;
 
-/** The three gauges of one scrape read the runs once. */
+/** The gauges of one scrape read the runs (and the schedules) once. */
 const SCRAPE_REUSE_MS = 1000;
+const DEFAULT_MAX_AGE_MS = 86_400_000;
+
+interface Scrape {
+  entries: BatchFreshness[];
+  schedules: BatchSchedule[];
+}
 
 /**
  * Registers gauges read from `batch_runs` at scrape time, labelled by model and table:
  * `mlship_batch_last_success_age_seconds` (absent until a run succeeded), `mlship_batch_last_run_failed` (1 when a
- * run failed since the last success) and `mlship_batch_last_success_rows`. Returns a function that unregisters them.
+ * run failed since the last success), `mlship_batch_last_success_rows`, and `mlship_batch_predictions_stale` (1 when
+ * the last success is older than the max age: the enabled schedule's that writes the model into the table, else
+ * `maxAgeMs`; absent until a run succeeded). Returns a function that unregisters them.
  */
 export function batchFreshnessMetrics(store: SqlStore, register: PromRegistry, options: BatchFreshnessMetricsOptions = {}): () => void {
   const now = options.now ?? (() => new Date());
-  let cached: { at: number; value: Promise<BatchFreshness[] | undefined> } | undefined;
-  const current = (): Promise<BatchFreshness[] | undefined> => {
+  const fallbackMs = options.maxAgeMs ?? DEFAULT_MAX_AGE_MS;
+  const schedules = new ScheduleStore(store);
+  let cached: { at: number; value: Promise<Scrape | undefined> } | undefined;
+  const current = (): Promise<Scrape | undefined> => {
     const at = Date.now();
     if (cached === undefined || at - cached.at > SCRAPE_REUSE_MS) {
       cached = {
         at,
-        value: batchFreshness(store, now()).catch((error: unknown) => {
-          options.onError?.(error);
-          return undefined;
-        }),
+        value: Promise.all([batchFreshness(store, now()), schedules.list()])
+          .then(([entries, list]) => ({ entries, schedules: list }))
+          .catch((error: unknown) => {
+            options.onError?.(error);
+            return undefined;
+          }),
       };
     }
     return cached.value;
   };
-  const gauge = (name: string, help: string, value: (f: BatchFreshness) => number | undefined): void => {
+  const gauge = (name: string, help: string, value: (f: BatchFreshness, scrape: Scrape) => number | undefined): void => {
     new Gauge({
       name,
       help,
       labelNames: ["model", "table"] as const,
       registers: [register],
       async collect() {
-        const entries = await current();
+        const scrape = await current();
         this.reset();
-        for (const entry of entries ?? []) {
-          const v = value(entry);
+        for (const entry of scrape?.entries ?? []) {
+          const v = value(entry, scrape as Scrape);
           if (v !== undefined) this.set({ model: entry.model, table: entry.table }, v);
         }
       },
     });
   };
-  const [age, failed, rows] = BATCH_FRESHNESS_METRICS;
+  const [age, failed, rows, stale] = BATCH_FRESHNESS_METRICS;
   gauge(age, "Seconds since the last successful batch prediction run of the model into the table ended.", (f) => f.lastSuccess?.ageSeconds);
   gauge(failed, "1 when a batch prediction run of the model into the table failed since its last success, else 0.", (f) => (f.failedSinceSuccess ? 1 : 0));
   gauge(rows, "Predictions written by the last successful batch prediction run of the model into the table.", (f) => f.lastSuccess?.rows);
+  gauge(
+    stale,
+    "1 when the last successful batch prediction run of the model into the table is older than its max age (its schedule's, else batch.maxAgeMs), else 0.",
+    (f, scrape) => {
+      if (f.lastSuccess === null) return undefined;
+      const { maxAgeMs } = maxAgeFor(scrape.schedules, f.model, f.table, fallbackMs);
+      return f.lastSuccess.ageSeconds * 1000 > maxAgeMs ? 1 : 0;
+    },
+  );
   return () => {
     for (const name of BATCH_FRESHNESS_METRICS) register.removeSingleMetric(name);
   };

@@ -2,13 +2,25 @@ import type { FastifyPluginAsync } from "fastify";
 import { MlshipError } from "../core/index.js";
 import type { Registry } from "../registry/index.js";
 import type { SqlStore } from "../store/index.js";
-import { lookupPredictions, predictionTableName, type BatchPrediction } from "./lookup.js";
+import { lookupPredictions, openLookupDatabase, predictionTableName, type BatchPrediction, type PredictionSource } from "./lookup.js";
+import { ScheduledMaxAges } from "./schedule.js";
 
 export interface BatchRoutesOptions {
+  /** The metadata store: schedules (their max ages) and, unless `lookupUrl` is set, the predictions. */
   store: SqlStore;
   registry: Registry;
-  /** Predictions scored longer ago than this are answered with `stale: true` (config `batch.maxAgeMs`). */
+  /**
+   * Predictions scored longer ago than this are answered with `stale: true` (config `batch.maxAgeMs`), unless an
+   * enabled schedule that writes the model into the table has a max age of its own.
+   */
   maxAgeMs: number;
+  /**
+   * A PostgreSQL database to read predictions from instead of the metadata store (config `batch.lookupUrl`): opened
+   * with the routes, closed when the server closes, never migrated.
+   */
+  lookupUrl?: string | null;
+  /** How long the schedules list is reused for max ages; default 5 s. */
+  scheduleCacheMs?: number;
   now?: () => Date;
 }
 
@@ -50,13 +62,27 @@ function idsOf(body: unknown): string[] {
 }
 
 /**
- * Lookups of batch predictions from the metadata store: `GET /v1/predictions/:model/:id[?table=]` and the bulk form
- * `POST /v1/predictions/:model/lookup` with `{"ids": [...], "table"?}`. A prediction older than `maxAgeMs` is still
+ * Lookups of batch predictions from the metadata store (or the `lookupUrl` database):
+ * `GET /v1/predictions/:model/:id[?table=]` and the bulk form `POST /v1/predictions/:model/lookup` with
+ * `{"ids": [...], "table"?}`. A prediction older than its max age (its enabled schedule's, else `maxAgeMs`) is still
  * answered, with `stale: true`. Errors go through the host server's error handler.
  */
 export const batchRoutes: FastifyPluginAsync<BatchRoutesOptions> = async (app, options) => {
-  const { store, registry, maxAgeMs } = options;
+  const { store, registry } = options;
   const now = options.now ?? (() => new Date());
+  let source: PredictionSource = store;
+  if (options.lookupUrl !== undefined && options.lookupUrl !== null && options.lookupUrl !== "") {
+    const lookup = openLookupDatabase(options.lookupUrl);
+    source = lookup;
+    app.addHook("onClose", async () => lookup.close());
+  }
+  const maxAges = new ScheduledMaxAges(store, {
+    fallbackMs: options.maxAgeMs,
+    ...(options.scheduleCacheMs === undefined ? {} : { cacheMs: options.scheduleCacheMs }),
+    onError: (error) => app.log.warn({ err: error }, "batch schedules unavailable: lookups judge staleness by batch.maxAgeMs"),
+  });
+  /** The max age of the model's predictions in the table: its schedule's, else the configured one. */
+  const maxAgeOf = async (model: string, table: string | undefined): Promise<number> => (await maxAges.maxAgeFor(model, predictionTableName(table))).maxAgeMs;
 
   /** The registered model's name (404 MLSHIP_ERR_MODEL_NOT_FOUND when there is none). */
   const modelName = async (name: string): Promise<string> => (await registry.getModel(name)).name;
@@ -65,7 +91,8 @@ export const batchRoutes: FastifyPluginAsync<BatchRoutesOptions> = async (app, o
     const table = tableOf(request.query.table);
     const model = await modelName(request.params.model);
     const id = request.params.id;
-    const found = await lookupPredictions(store, { model, ids: [id], ...(table === undefined ? {} : { table }), maxAgeMs, now: now() });
+    const maxAgeMs = await maxAgeOf(model, table);
+    const found = await lookupPredictions(source, { model, ids: [id], ...(table === undefined ? {} : { table }), maxAgeMs, now: now() });
     const prediction = found.get(id);
     if (prediction === undefined) {
       // No dedicated "prediction not found" code exists yet; this one is a 404 with the field naming the id.
@@ -81,7 +108,8 @@ export const batchRoutes: FastifyPluginAsync<BatchRoutesOptions> = async (app, o
     const ids = idsOf(request.body);
     const table = tableOf((request.body as { table?: unknown }).table);
     const model = await modelName(request.params.model);
-    const found = await lookupPredictions(store, { model, ids, ...(table === undefined ? {} : { table }), maxAgeMs, now: now() });
+    const maxAgeMs = await maxAgeOf(model, table);
+    const found = await lookupPredictions(source, { model, ids, ...(table === undefined ? {} : { table }), maxAgeMs, now: now() });
     const predictions: BatchPrediction[] = [];
     const missing: string[] = [];
     const seen = new Set<string>();

@@ -9,13 +9,30 @@ export { runBatch } from "./runner.js";
 export type { RunBatchOptions } from "./runner.js";
 export { progressReporter, runSummary } from "./progress.js";
 export type { ProgressReporterOptions } from "./progress.js";
-export { lookupPredictions, LOOKUP_CHUNK_IDS, predictionTableName } from "./lookup.js";
-export type { BatchPrediction, LookupOptions } from "./lookup.js";
+export { lookupPredictions, LOOKUP_CHUNK_IDS, LOOKUP_POOL_SIZE, openLookupDatabase, predictionTableName } from "./lookup.js";
+export type { BatchPrediction, LookupDatabase, LookupOptions, PredictionSource } from "./lookup.js";
 export { BATCH_FRESHNESS_METRICS, batchFreshness, batchFreshnessMetrics } from "./freshness.js";
 export type { BatchFreshness, BatchFreshnessMetricsOptions, BatchFreshnessOptions, LastRun, LastSuccess } from "./freshness.js";
 export { batchRoutes, MAX_LOOKUP_IDS } from "./http.js";
 export type { BatchRoutesOptions } from "./http.js";
 export { failedRunOf, isFileTarget, scoreJob } from "./job.js";
 export type { ScoreJobDeps, ScoreJobOptions } from "./job.js";
-export { BatchScheduler, DEFAULT_CHECK_MS, healthOf, lateGraceMs, lockName, MIN_LATE_GRACE_MS, nextFire, SCHEDULE_LOCK_TTL_MS, scheduleAlerts, ScheduleStore, validateSchedule } from "./schedule.js";
-export type { BatchSchedule, BatchSchedulerOptions, ScheduleHealth, ScheduleInput, ScheduleLastRun } from "./schedule.js";
+export {
+  BatchScheduler,
+  DEFAULT_CHECK_MS,
+  healthOf,
+  lateGraceMs,
+  lockName,
+  maxAgeFor,
+  MIN_LATE_GRACE_MS,
+  nextFire,
+  SCHEDULE_LOCK_TTL_MS,
+  SCHEDULE_MAX_AGE_CACHE_MS,
+  scheduleAlerts,
+  ScheduledMaxAges,
+  scheduleModel,
+  ScheduleStore,
+  scheduleTargetKey,
+  validateSchedule,
+} from "./schedule.js";
+export type { AppliedMaxAge, BatchSchedule, BatchSchedulerOptions, ScheduledMaxAgesOptions, ScheduleHealth, ScheduleInput, ScheduleLastRun } from "./schedule.js";

@@ -5,7 +5,8 @@ import type { Kysely } from "kysely";
 import { MlshipError, toMlshipError } from "../core/index.js";
 import type { Alert } from "../monitor/index.js";
 import { mapStoreError, type Database, type SqlStore } from "../store/index.js";
-import { scoreJob, type ScoreJobDeps } from "./job.js";
+import { isFileTarget, scoreJob, type ScoreJobDeps } from "./job.js";
+import { DEFAULT_PREDICTIONS_TABLE, describeTarget } from "./sinks.js";
 import type { BatchRun } from "./types.js";
 
 /**
@@ -48,8 +49,10 @@ export interface ScheduleInput {
   table?: string | null;
   cron: string;
   timezone?: string | null;
+  /** How old this schedule's predictions may get before they are stale; null: config `batch.maxAgeMs`. */
   maxAgeMs?: number | null;
   createdBy?: string;
+  /** Default: a new schedule is enabled, a replaced one keeps its state. */
   enabled?: boolean;
 }
 
@@ -180,9 +183,15 @@ export class ScheduleStore {
     }
   }
 
-  /** Stores a schedule, replacing one of the same name (its last run is kept, so a replaced schedule does not rerun at once). */
+  /**
+   * Stores a schedule, replacing one of the same name (its last run is kept, so a replaced schedule does not rerun at
+   * once; so is its enabled state unless `enabled` is given).
+   */
   async put(input: ScheduleInput, now = new Date()): Promise<BatchSchedule> {
     validateSchedule(input);
+    if (input.maxAgeMs !== null && input.maxAgeMs !== undefined && (!Number.isSafeInteger(input.maxAgeMs) || input.maxAgeMs <= 0)) {
+      throw new MlshipError("MLSHIP_ERR_INPUT_INVALID", `max age must be a positive whole number of milliseconds, got ${input.maxAgeMs}`, { field: "maxAgeMs" });
+    }
     const row = {
       name: input.name,
       ref: input.ref,
@@ -198,10 +207,24 @@ export class ScheduleStore {
       enabled: input.enabled === false ? 0 : 1,
     };
     await this.#write(async (db) => {
-      const { name: _name, ...update } = row;
+      const { name: _name, enabled, ...rest } = row;
+      const update = input.enabled === undefined ? rest : { ...rest, enabled };
       await db.insertInto("batch_schedules").values(row).onConflict((oc) => oc.column("name").doUpdateSet(update)).execute();
     });
     return (await this.get(input.name)) as BatchSchedule;
+  }
+
+  /**
+   * Turns a schedule off (it never fires, is never late and raises no alerts) or on again, keeping it and its last
+   * run. Undefined when there is no such schedule. A schedule enabled after fire times passed while it was off runs
+   * once at the next check, as after a scheduler outage.
+   */
+  async setEnabled(name: string, enabled: boolean): Promise<BatchSchedule | undefined> {
+    const updated = await this.#write(async (db) => {
+      const result = await db.updateTable("batch_schedules").set({ enabled: enabled ? 1 : 0 }).where("name", "=", name).executeTakeFirst();
+      return Number(result.numUpdatedRows) > 0;
+    });
+    return updated ? this.get(name) : undefined;
   }
 
   async get(name: string): Promise<BatchSchedule | undefined> {
@@ -312,9 +335,96 @@ export function healthOf(schedule: BatchSchedule, now: Date, checkMs = DEFAULT_C
   };
 }
 
-/** The monitoring alerts of a schedule's state: `batch:<name>:late` and `batch:<name>:failed`. */
+/** The model a schedule's reference names (`name@production` -> `name`). */
+export function scheduleModel(schedule: Pick<BatchSchedule, "ref">): string {
+  return schedule.ref.split("@")[0] ?? schedule.ref;
+}
+
+/**
+ * What a schedule's runs are filed under in `batch_runs` and by `batchFreshness` (its `table`): the SQL table for
+ * SQL targets (the metadata store or another PostgreSQL), the file's path for Parquet/JSON Lines targets.
+ */
+export function scheduleTargetKey(schedule: Pick<BatchSchedule, "into" | "table">): string {
+  const into = schedule.into ?? undefined;
+  return isFileTarget(into) ? describeTarget(into) : (schedule.table ?? DEFAULT_PREDICTIONS_TABLE);
+}
+
+/** The max age a (model, table) is judged by, and where it came from. */
+export interface AppliedMaxAge {
+  maxAgeMs: number;
+  /** The enabled schedule whose `maxAgeMs` applies, or null for the fallback (`--max-age` / config `batch.maxAgeMs`). */
+  schedule: string | null;
+}
+
+/**
+ * The max age of `model`'s predictions in `table`: that of the enabled schedule that writes them there (the smallest
+ * when several do: the table must satisfy the most demanding one), else `fallbackMs`. Schedules without a max age
+ * of their own, and disabled ones, do not count.
+ */
+export function maxAgeFor(schedules: readonly BatchSchedule[], model: string, table: string, fallbackMs: number): AppliedMaxAge {
+  let applied: AppliedMaxAge = { maxAgeMs: fallbackMs, schedule: null };
+  for (const schedule of schedules) {
+    if (!schedule.enabled || schedule.maxAgeMs === null) continue;
+    if (scheduleModel(schedule) !== model || scheduleTargetKey(schedule) !== table) continue;
+    if (applied.schedule === null || schedule.maxAgeMs < applied.maxAgeMs) applied = { maxAgeMs: schedule.maxAgeMs, schedule: schedule.name };
+  }
+  return applied;
+}
+
+/** How long the server reuses the schedules list for max ages: lookups must not query the store every request. */
+export const SCHEDULE_MAX_AGE_CACHE_MS = 5_000;
+
+export interface ScheduledMaxAgesOptions {
+  /** The max age where no enabled schedule sets one (config `batch.maxAgeMs`). */
+  fallbackMs: number;
+  /** How long the schedules list is reused; default 5 s. */
+  cacheMs?: number;
+  /** Called when the schedules cannot be read; `fallbackMs` applies until the next read (after `cacheMs`). */
+  onError?: (error: unknown) => void;
+}
+
+/** `maxAgeFor` over the store's schedules, read at most once per `cacheMs` (for the lookup routes and the gauges). */
+export class ScheduledMaxAges {
+  readonly #schedules: ScheduleStore;
+  readonly #fallbackMs: number;
+  readonly #cacheMs: number;
+  readonly #onError: ScheduledMaxAgesOptions["onError"];
+  #cached: { at: number; list: Promise<BatchSchedule[]> } | undefined;
+
+  constructor(store: SqlStore, options: ScheduledMaxAgesOptions) {
+    this.#schedules = new ScheduleStore(store);
+    this.#fallbackMs = options.fallbackMs;
+    this.#cacheMs = options.cacheMs ?? SCHEDULE_MAX_AGE_CACHE_MS;
+    this.#onError = options.onError;
+  }
+
+  /** The enabled schedules' max ages as of at most `cacheMs` ago. */
+  async schedules(): Promise<BatchSchedule[]> {
+    const at = Date.now();
+    if (this.#cached === undefined || at - this.#cached.at > this.#cacheMs) {
+      // A store that cannot be read is asked again after the cache period too: not once per request, nor one
+      // warning per request while it is down.
+      const list = this.#schedules.list().catch((error: unknown) => {
+        this.#onError?.(error);
+        return [];
+      });
+      this.#cached = { at, list };
+    }
+    return this.#cached.list;
+  }
+
+  async maxAgeFor(model: string, table: string): Promise<AppliedMaxAge> {
+    return maxAgeFor(await this.schedules(), model, table, this.#fallbackMs);
+  }
+}
+
+/**
+ * The monitoring alerts of a schedule's state: `batch:<name>:late` and `batch:<name>:failed`. A disabled schedule
+ * raises none.
+ */
 export function scheduleAlerts(schedule: BatchSchedule, health: ScheduleHealth, now: Date, checkMs = DEFAULT_CHECK_MS): Alert[] {
-  const model = schedule.ref.split("@")[0] ?? schedule.ref;
+  if (!schedule.enabled) return [];
+  const model = scheduleModel(schedule);
   const alerts: Alert[] = [];
   if (health.late && health.due !== null) {
     const lateMs = now.getTime() - health.due.getTime();

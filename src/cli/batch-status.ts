@@ -1,5 +1,5 @@
 import { Command } from "commander";
-import { batchFreshness, type BatchFreshness } from "../batch/index.js";
+import { batchFreshness, maxAgeFor, ScheduleStore, type BatchFreshness } from "../batch/index.js";
 import { MlshipError } from "../core/index.js";
 import { parseWindowSize } from "../monitor/index.js";
 import { usageError } from "./args.js";
@@ -38,37 +38,42 @@ function shorten(text: string, max = 60): string {
   return line.length <= max ? line : `${line.slice(0, max - 3)}...`;
 }
 
-function maxAgeOf(text: string | undefined, configured: number): number {
-  if (text === undefined) return configured;
+/** A `--max-age` duration (`12h`, `1d`, `90m`) in milliseconds; a usage error naming `flag` otherwise. */
+export function parseMaxAge(text: string, flag = "--max-age"): number {
   try {
     return parseWindowSize(text);
   } catch {
-    throw usageError(`--max-age must be a duration such as 12h, 1d or 90m, got "${text}"`, "--max-age");
+    throw usageError(`${flag} must be a duration such as 12h, 1d or 90m, got "${text}"`, flag);
   }
 }
 
 /**
  * `mlship batch status [MODEL]`: per model and table, the age and size of the last successful run and the last
- * run's status, marked `!` when a run failed since the last success or the last success is older than --max-age.
- * `--check` exits 1 in that case, for cron and CI.
+ * run's status, marked `!` when a run failed since the last success or the last success is older than the max age:
+ * that of the enabled schedule that writes the model into the table, else --max-age (default config
+ * batch.maxAgeMs). `--check` exits 1 in that case, for cron and CI.
  */
 export function batchStatusCommand(ctx: CliContext): Command {
   return new Command("status")
     .description("freshness of batch predictions: the last successful run per model and table, and failed runs since (--check exits 1 on any)")
     .argument("[model]", "only this model")
-    .option("--max-age <duration>", "older successes are stale: 12h, 1d... (default config batch.maxAgeMs)")
+    .option("--max-age <duration>", "older successes are stale: 12h, 1d... (default config batch.maxAgeMs); a schedule's own --max-age wins for the tables it writes")
     .option("--check", "exit 1 when a model's predictions are stale, failed or never succeeded")
     .option("--json", "print JSON")
     .action(async (model: string | undefined, _opts: unknown, cmd: Command) => {
       const o = cmd.optsWithGlobals<GlobalOptions & StatusFlags>();
       const config = ctx.loadConfig(o).config;
-      const maxAgeMs = maxAgeOf(o.maxAge, config.batch.maxAgeMs);
+      const maxAgeMs = o.maxAge === undefined ? config.batch.maxAgeMs : parseMaxAge(o.maxAge);
       const app = await ctx.app(o);
       const now = new Date();
-      const entries = await batchFreshness(app.store, now, model === undefined ? {} : { model });
-      const rows = entries.map((entry) => ({ ...entry, health: batchHealth(entry, maxAgeMs) }));
+      const [entries, schedules] = await Promise.all([batchFreshness(app.store, now, model === undefined ? {} : { model }), new ScheduleStore(app.store).list()]);
+      const rows = entries.map((entry) => {
+        const applied = maxAgeFor(schedules, entry.model, entry.table, maxAgeMs);
+        return { ...entry, health: batchHealth(entry, applied.maxAgeMs), maxAgeSeconds: applied.maxAgeMs / 1000, maxAgeSchedule: applied.schedule };
+      });
       const bad = rows.filter((r) => r.health !== "ok");
       if (o.json === true) {
+        // The top-level max age is the fallback: each target says which one applied to it.
         printJson(ctx.io, { now: now.toISOString(), maxAgeSeconds: maxAgeMs / 1000, targets: rows });
       } else if (rows.length === 0) {
         printLine(ctx.io, model === undefined ? "no batch runs yet" : `no batch runs for model '${model}'`);
@@ -76,13 +81,14 @@ export function batchStatusCommand(ctx: CliContext): Command {
         printLine(
           ctx.io,
           formatTable(
-            ["", "model", "table", "last success", "age", "rows", "last run", "state"],
+            ["", "model", "table", "last success", "age", "max age", "rows", "last run", "state"],
             rows.map((r) => [
               r.health === "ok" ? " " : "!",
               r.model,
               r.table,
               r.lastSuccess === null ? "never" : `${r.lastSuccess.endedAt} (v${r.lastSuccess.version})`,
               r.lastSuccess === null ? "" : formatAge(r.lastSuccess.ageSeconds),
+              r.maxAgeSchedule === null ? formatAge(r.maxAgeSeconds) : `${formatAge(r.maxAgeSeconds)} (${r.maxAgeSchedule})`,
               r.lastSuccess === null ? "" : String(r.lastSuccess.rows),
               `${r.lastRun.status} ${r.lastRun.runId}`,
               r.health === "failed" && r.lastError !== null ? `failed: ${shorten(r.lastError)}` : r.health,

@@ -1,11 +1,23 @@
 import path from "node:path";
 import { Command } from "commander";
 import { MlshipError } from "../core/index.js";
-import { DEFAULT_PREDICTIONS_TABLE, progressReporter, RunStore, runSummary } from "../batch/index.js";
-import type { BatchRun } from "../batch/index.js";
-// Through the batch folder's modules until src/batch/index.ts exports them (the lead owns index.ts).
-import { BatchScheduler, DEFAULT_CHECK_MS, failedRunOf, healthOf, isFileTarget, ScheduleStore, scoreJob, type ScoreJobOptions } from "../batch/index.js";
+import {
+  BatchScheduler,
+  DEFAULT_CHECK_MS,
+  DEFAULT_PREDICTIONS_TABLE,
+  failedRunOf,
+  healthOf,
+  isFileTarget,
+  progressReporter,
+  RunStore,
+  runSummary,
+  ScheduleStore,
+  scoreJob,
+  type BatchRun,
+  type ScoreJobOptions,
+} from "../batch/index.js";
 import { usageError } from "./args.js";
+import { formatAge, parseMaxAge } from "./batch-status.js";
 import type { CliContext, GlobalOptions } from "./context.js";
 import { formatTable, printJson, printLine } from "./io.js";
 
@@ -231,6 +243,8 @@ interface ScheduleFlags extends GlobalOptions {
   into?: string;
   table?: string;
   timezone?: string;
+  maxAge?: string;
+  disabled?: boolean;
   json?: boolean;
 }
 
@@ -253,9 +267,12 @@ function scheduleCommand(ctx: CliContext): Command {
     .option("--into <target>", "sqlite (the metadata store, default), postgres://..., or a .parquet/.jsonl file")
     .option("--table <name>", `table for SQL targets (default ${DEFAULT_PREDICTIONS_TABLE})`)
     .option("--timezone <tz>", "IANA timezone of the cron expression (default the scheduler's local time)")
+    .option("--max-age <duration>", "its predictions are stale when older than this: 26h, 2d... (default config batch.maxAgeMs)")
+    .option("--disabled", "store it disabled (mlship batch enable NAME turns it on); a replaced schedule otherwise keeps its state")
     .option("--json", "print the schedule as JSON")
     .action(async (name: string, ref: string, _opts: unknown, command: Command) => {
       const o = command.optsWithGlobals<ScheduleFlags>();
+      const maxAgeMs = o.maxAge === undefined ? null : parseMaxAge(o.maxAge);
       const app = await ctx.app(o);
       const into = o.into === undefined || !isFileTarget(o.into) ? o.into : path.resolve(ctx.io.cwd, o.into);
       const schedules = new ScheduleStore(app.store);
@@ -268,16 +285,26 @@ function scheduleCommand(ctx: CliContext): Command {
         table: o.table ?? null,
         cron: o.cron,
         timezone: o.timezone ?? null,
-        maxAgeMs: app.config.batch.maxAgeMs,
+        // Null: the table is judged by config batch.maxAgeMs wherever it is read, not by a copy of today's value.
+        maxAgeMs,
         createdBy: app.config.user,
+        ...(o.disabled === true ? { enabled: false } : {}),
       });
       const health = healthOf(schedule, new Date());
       if (o.json === true) {
-        printJson(ctx.io, { ...schedule, nextRun: health.due?.toISOString() ?? null });
+        printJson(ctx.io, { ...schedule, nextRun: schedule.enabled ? (health.due?.toISOString() ?? null) : null });
         return;
       }
-      printLine(ctx.io, `scheduled ${name}: ${ref} from ${schedule.input} at "${schedule.cron}"${schedule.timezone === null ? "" : ` (${schedule.timezone})`}, next run ${health.due?.toISOString() ?? "never"}`);
+      const when = schedule.enabled ? `next run ${health.due?.toISOString() ?? "never"}` : `disabled (turn it on with mlship batch enable ${name})`;
+      const maxAge = schedule.maxAgeMs === null ? "" : `, stale after ${formatAge(schedule.maxAgeMs / 1000)}`;
+      printLine(ctx.io, `scheduled ${name}: ${ref} from ${schedule.input} at "${schedule.cron}"${schedule.timezone === null ? "" : ` (${schedule.timezone})`}${maxAge}, ${when}`);
     });
+}
+
+/** `disabled` first: a disabled schedule is neither late nor alerting, whatever its last run did. */
+function scheduleState(enabled: boolean, health: { late: boolean; failed: boolean }): "disabled" | "late" | "failed" | "ok" {
+  if (!enabled) return "disabled";
+  return health.late ? "late" : health.failed ? "failed" : "ok";
 }
 
 function schedulesCommand(ctx: CliContext): Command {
@@ -292,7 +319,13 @@ function schedulesCommand(ctx: CliContext): Command {
       if (o.json === true) {
         printJson(
           ctx.io,
-          list.map(({ schedule, health }) => ({ ...schedule, nextRun: health.due?.toISOString() ?? null, late: health.late, failed: health.failed })),
+          list.map(({ schedule, health }) => ({
+            ...schedule,
+            nextRun: schedule.enabled ? (health.due?.toISOString() ?? null) : null,
+            state: scheduleState(schedule.enabled, health),
+            late: health.late,
+            failed: health.failed,
+          })),
         );
         return;
       }
@@ -303,15 +336,16 @@ function schedulesCommand(ctx: CliContext): Command {
       printLine(
         ctx.io,
         formatTable(
-          ["NAME", "MODEL", "CRON", "NEXT RUN", "LAST RUN", "AGE", "STATE", "INPUT"],
+          ["NAME", "MODEL", "CRON", "NEXT RUN", "LAST RUN", "AGE", "MAX AGE", "STATE", "INPUT"],
           list.map(({ schedule, health }) => [
             schedule.name,
             schedule.ref,
             schedule.timezone === null ? schedule.cron : `${schedule.cron} ${schedule.timezone}`,
-            health.due?.toISOString() ?? "never",
+            schedule.enabled ? (health.due?.toISOString() ?? "never") : "-",
             schedule.lastRun?.status ?? "-",
             schedule.lastRun === null ? "-" : ageText(schedule.lastRun.startedAt, now),
-            health.late ? "late" : health.failed ? "failed" : schedule.enabled ? "ok" : "disabled",
+            schedule.maxAgeMs === null ? "-" : formatAge(schedule.maxAgeMs / 1000),
+            scheduleState(schedule.enabled, health),
             schedule.input,
           ]),
         ),
@@ -330,6 +364,27 @@ function unscheduleCommand(ctx: CliContext): Command {
         throw new MlshipError("MLSHIP_ERR_INPUT_INVALID", `no batch schedule ${name} (see mlship batch schedules)`, { field: "name" });
       }
       printLine(ctx.io, `unscheduled ${name}`);
+    });
+}
+
+function toggleCommand(ctx: CliContext, enabled: boolean): Command {
+  const verb = enabled ? "enable" : "disable";
+  return new Command(verb)
+    .description(
+      enabled
+        ? "turn a disabled batch schedule on again (a fire time missed while it was off runs at the next check)"
+        : "turn a batch schedule off without removing it: it never fires, is never late and raises no alerts",
+    )
+    .argument("<name>", "the schedule's name")
+    .action(async (name: string, _opts: unknown, command: Command) => {
+      const o = command.optsWithGlobals<GlobalOptions>();
+      const app = await ctx.app(o);
+      const schedule = await new ScheduleStore(app.store).setEnabled(name, enabled);
+      if (schedule === undefined) {
+        throw new MlshipError("MLSHIP_ERR_INPUT_INVALID", `no batch schedule ${name} (see mlship batch schedules)`, { field: "name" });
+      }
+      const next = healthOf(schedule, new Date()).due;
+      printLine(ctx.io, enabled ? `enabled ${name}, next run ${next?.toISOString() ?? "never"}` : `disabled ${name}`);
     });
 }
 
@@ -361,7 +416,7 @@ function schedulerCommand(ctx: CliContext): Command {
     });
 }
 
-/** `mlship batch score | runs | rejects | schedule | schedules | unschedule | scheduler`. */
+/** `mlship batch score | runs | rejects | schedule | schedules | enable | disable | unschedule | scheduler` (`status` is added by main.ts from batch-status.ts). */
 export function batchCommand(ctx: CliContext): Command {
   return new Command("batch")
     .description("batch prediction: score datasets into a prediction store, list runs and rejected rows")
@@ -370,6 +425,8 @@ export function batchCommand(ctx: CliContext): Command {
     .addCommand(rejectsCommand(ctx))
     .addCommand(scheduleCommand(ctx))
     .addCommand(schedulesCommand(ctx))
+    .addCommand(toggleCommand(ctx, true))
+    .addCommand(toggleCommand(ctx, false))
     .addCommand(unscheduleCommand(ctx))
     .addCommand(schedulerCommand(ctx));
 }

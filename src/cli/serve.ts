@@ -133,10 +133,14 @@ async function listen(ctx: CliContext, app: Mlship, defaultModel: string | null)
     ...(loop.predictionLog === undefined ? {} : { logStats: () => (loop.predictionLog as NonNullable<typeof loop.predictionLog>).stats() }),
   });
   void server.register(rolloutRoutes, { rollouts: loop.rollouts, registry: app.registry, user: config.user, promote: loop.promote });
-  // Batch predictions: lookups from the store, and the age of each table's last successful run in /metrics.
-  void server.register(batchRoutes, { store: app.store, registry: app.registry, maxAgeMs: config.batch.maxAgeMs });
+  // Batch predictions: lookups from the store (or the batch.lookupUrl database, whose pool closes with the server),
+  // and the age of each table's last successful run in /metrics.
+  void server.register(batchRoutes, { store: app.store, registry: app.registry, maxAgeMs: config.batch.maxAgeMs, lookupUrl: config.batch.lookupUrl });
   if (requestMetrics !== undefined) {
-    batchFreshnessMetrics(app.store, requestMetrics.register, { onError: (err) => app.logger.warn({ err }, "batch freshness metrics unavailable") });
+    batchFreshnessMetrics(app.store, requestMetrics.register, {
+      maxAgeMs: config.batch.maxAgeMs,
+      onError: (err) => app.logger.warn({ err }, "batch freshness metrics unavailable"),
+    });
   }
   // Scheduled batch runs (mlship batch schedule): every replica may run the scheduler, a lock in the store lets one
   // of them start each fire time. Late or failed schedules alert through the shared alerter (one scope per alert).

@@ -117,7 +117,7 @@ export function loadConfigWithSources(options: LoadConfigOptions = {}): LoadedCo
       retentionDays: pick("feedback.retentionDays", 30),
     },
     rollout: { checkMs: pick("rollout.checkMs", 15_000) },
-    batch: { chunkRows: pick("batch.chunkRows", 5000), maxAgeMs: pick("batch.maxAgeMs", 86_400_000) },
+    batch: { chunkRows: pick("batch.chunkRows", 5000), maxAgeMs: pick("batch.maxAgeMs", 86_400_000), lookupUrl: pickNullable("batch.lookupUrl") },
     log: { level: pick("log.level", "info") },
     user: pick("user", defaultUser()),
   };

@@ -101,8 +101,16 @@ export interface MlshipConfig {
   readonly batch: {
     /** Rows read, scored and written per chunk by `mlship batch score`. Default 5000. */
     readonly chunkRows: number;
-    /** A batch prediction older than this is answered with `stale: true` by the lookup routes, in ms. Default 1 day. */
+    /**
+     * A batch prediction older than this is answered with `stale: true` by the lookup routes and counts as stale in
+     * `mlship batch status`, in ms, unless an enabled schedule that writes it has its own max age. Default 1 day.
+     */
     readonly maxAgeMs: number;
+    /**
+     * A `postgres://` database the lookup routes read predictions from instead of the metadata store (batch runs
+     * write there with `--into`), or null for the metadata store. Never migrated by mlship.
+     */
+    readonly lookupUrl: string | null;
   };
   readonly log: {
     /** pino level: fatal, error, warn, info, debug, trace or silent. Default `info`. */
@@ -153,6 +161,7 @@ export type ConfigKey =
   | "rollout.checkMs"
   | "batch.chunkRows"
   | "batch.maxAgeMs"
+  | "batch.lookupUrl"
   | "log.level"
   | "user";
 
@@ -346,7 +355,11 @@ export const KEYS: readonly KeyDef[] = [
   {
     key: "batch.maxAgeMs", env: "MLSHIP_BATCH_MAX_AGE_MS", kind: "int", min: 1000, max: 366 * 86_400_000,
     unit: "ms", defaultText: "86400000 (1 day)",
-    doc: "Batch predictions older than this are answered with stale: true by GET /v1/predictions/{model}/{id}.",
+    doc: "Batch predictions older than this are answered with stale: true by GET /v1/predictions/{model}/{id} and are stale in mlship batch status, unless an enabled schedule that writes them has its own --max-age.",
+  },
+  {
+    key: "batch.lookupUrl", env: "MLSHIP_BATCH_LOOKUP_URL", kind: "string", defaultText: "(none: the metadata store)",
+    doc: "A postgres:// database the batch lookup routes read predictions from instead of the metadata store (runs write there with --into); runs and schedules stay in the metadata store. mlship never migrates it.",
   },
   {
     key: "user", env: "MLSHIP_USER", flag: "--user", kind: "string", defaultText: "the OS user name",

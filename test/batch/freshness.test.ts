@@ -13,6 +13,7 @@ import type { CliIo } from "../../src/cli/io.js";
 import { MlshipError } from "../../src/core/index.js";
 import { buildServer, requestMetricsOf } from "../../src/serve/index.js";
 import type { BatchRunsTable } from "../../src/batch/runs.js";
+import { ScheduleStore } from "../../src/batch/schedule.js";
 import type { SqlStore } from "../../src/store/index.js";
 import { freshPostgres, freshSqlite, postgresAdmin, type FreshDatabase } from "../helpers/sql-stores.js";
 import { createWorld, type World } from "../scoring/world.js";
@@ -209,7 +210,9 @@ describe("batch freshness gauges on /metrics", () => {
     app = buildServer({ scoring: world.scoring, registry: world.registry, logger: false });
     const register = requestMetricsOf(app)?.register;
     if (register === undefined) throw new Error("the server has no metrics registry");
-    unregister = batchFreshnessMetrics(store, register, { now: () => now });
+    // bc -> scores_daily is written by a schedule that wants it under 9 hours old; everything else has the 1-day default.
+    await new ScheduleStore(store).put({ name: "bc-scores", ref: "bc@production", input: "/data/input.csv", idColumn: "id", table: "scores_daily", cron: "0 * * * *", maxAgeMs: 9 * HOUR_MS });
+    unregister = batchFreshnessMetrics(store, register, { now: () => now, maxAgeMs: DAY_MS });
     await app.ready();
   }, 120_000);
 
@@ -234,7 +237,14 @@ describe("batch freshness gauges on /metrics", () => {
     expect(text).toContain('mlship_batch_last_run_failed{model="pending",table="batch_predictions"} 0');
     expect(text).toContain('mlship_batch_last_run_failed{model="sharded",table="scores"} 1');
     expect(text).toContain('mlship_batch_last_success_rows{model="sharded",table="scores"} 305');
+    // Stale against the schedule's max age where one writes the table, else the default.
+    expect(text).toContain("# TYPE mlship_batch_predictions_stale gauge");
+    expect(text).toContain('mlship_batch_predictions_stale{model="bc",table="batch_predictions"} 1');
+    expect(text).toContain('mlship_batch_predictions_stale{model="bc",table="scores_daily"} 1');
+    expect(text).toContain('mlship_batch_predictions_stale{model="churn",table="/data/churn.parquet"} 0');
+    expect(text).toContain('mlship_batch_predictions_stale{model="resharded",table="scores"} 0');
     // No success yet: no age and no rows rather than a made-up value.
+    expect(text).not.toContain('mlship_batch_predictions_stale{model="pending"');
     expect(text).not.toContain('mlship_batch_last_success_age_seconds{model="pending"');
     expect(text).not.toContain('mlship_batch_last_success_rows{model="fresh"');
   });
@@ -251,6 +261,11 @@ describe("batch freshness gauges on /metrics", () => {
     const text = (await app.inject("/metrics")).body;
     expect(text).toContain('mlship_batch_last_success_age_seconds{model="pending",table="batch_predictions"} 0');
     expect(text).toContain('mlship_batch_last_success_rows{model="pending",table="batch_predictions"} 42');
+    expect(text).toContain('mlship_batch_predictions_stale{model="pending",table="batch_predictions"} 0');
+    // A disabled schedule's max age no longer applies: scores_daily (9h55m old) is fresh by the 1-day default.
+    await new ScheduleStore(store).setEnabled("bc-scores", false);
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    expect((await app.inject("/metrics")).body).toContain('mlship_batch_predictions_stale{model="bc",table="scores_daily"} 0');
     unregister();
     expect((await app.inject("/metrics")).body).not.toContain("mlship_batch_last_");
   });
@@ -314,10 +329,10 @@ describe.each(["sqlite", "postgres"] as const)("mlship batch status on %s", (dia
     const { stdout, error } = await runStatus([], env);
     expect(error).toBeUndefined();
     const lines = stdout.trim().split("\n");
-    expect(lines[0]).toMatch(/model\s+table\s+last success\s+age\s+rows\s+last run\s+state/);
+    expect(lines[0]).toMatch(/model\s+table\s+last success\s+age\s+max age\s+rows\s+last run\s+state/);
     const line = (model: string, table: string) => lines.find((l) => l.includes(` ${model} `) && l.includes(` ${table} `)) ?? "";
-    expect(line("bc", "batch_predictions")).toMatch(/^! .*1d9h\s+569\s+failed r2\s+failed: input file \/data\/today.csv: no such file$/);
-    expect(line("bc", "scores_daily")).toMatch(/^ {3}bc .*9h5\dm\s+550\s+running r4\s+ok$/);
+    expect(line("bc", "batch_predictions")).toMatch(/^! .*1d9h\s+1d\s+569\s+failed r2\s+failed: input file \/data\/today.csv: no such file$/);
+    expect(line("bc", "scores_daily")).toMatch(/^ {3}bc .*9h5\dm\s+1d\s+550\s+running r4\s+ok$/);
     expect(line("churn", "/data/churn.parquet")).toMatch(/succeeded r6\s+ok$/);
     expect(line("fresh", "batch_predictions")).toMatch(/^! .*never .*interrupted r7\s+failed$/);
     expect(line("pending", "batch_predictions")).toMatch(/^! .*never .*running r8\s+never succeeded$/);
@@ -346,6 +361,36 @@ describe.each(["sqlite", "postgres"] as const)("mlship batch status on %s", (dia
       ["batch_predictions", "failed", 569],
       ["scores_daily", "ok", 550],
     ]);
+  });
+
+  it("judges a table by the max age of the enabled schedule that writes it, and says which max age applied", async () => {
+    const schedules = new ScheduleStore(await database.open());
+    const schedule = { input: "/data/input.csv", idColumn: "id", cron: "0 * * * *" };
+    // scores_daily succeeded 9h55m ago: stale for a schedule that wants it under 9h (a disabled one wanting 2d is ignored).
+    await schedules.put({ ...schedule, name: "bc-scores", ref: "bc@production", table: "scores_daily", maxAgeMs: 9 * HOUR_MS });
+    await schedules.put({ ...schedule, name: "bc-scores-lenient", ref: "bc", table: "scores_daily", maxAgeMs: 2 * DAY_MS, enabled: false });
+    // resharded/scores succeeded 2h ago: ok for its 4h schedule even though --max-age says 1h.
+    await schedules.put({ ...schedule, name: "reshard", ref: "resharded@3", table: "scores", maxAgeMs: 4 * HOUR_MS });
+    // A schedule without a max age of its own leaves the file target to --max-age.
+    await schedules.put({ ...schedule, name: "churn-file", ref: "churn", into: "/data/churn.parquet" });
+    try {
+      const { stdout, error } = await runStatus(["--json", "--max-age", "1h"], env);
+      expect(error).toBeUndefined();
+      const body = JSON.parse(stdout) as { maxAgeSeconds: number; targets: (BatchFreshness & { health: string; maxAgeSeconds: number; maxAgeSchedule: string | null })[] };
+      expect(body.maxAgeSeconds).toBe(3600);
+      const of = (model: string, table: string) => body.targets.find((t) => t.model === model && t.table === table);
+      expect(of("bc", "scores_daily")).toMatchObject({ health: "stale", maxAgeSeconds: 9 * 3600, maxAgeSchedule: "bc-scores" });
+      expect(of("resharded", "scores")).toMatchObject({ health: "ok", maxAgeSeconds: 4 * 3600, maxAgeSchedule: "reshard" });
+      expect(of("churn", "/data/churn.parquet")).toMatchObject({ health: "stale", maxAgeSeconds: 3600, maxAgeSchedule: null });
+
+      const table = await runStatus(["bc"], env);
+      const line = table.stdout.split("\n").find((l) => l.includes(" scores_daily ")) ?? "";
+      expect(line).toMatch(/^! .*9h5\dm\s+9h \(bc-scores\)\s+550\s+running r4\s+stale$/);
+      const check = await runStatus(["bc", "--check"], env);
+      expect((check.error as Error).message).toContain("bc/scores_daily stale");
+    } finally {
+      for (const name of ["bc-scores", "bc-scores-lenient", "reshard", "churn-file"]) await schedules.remove(name);
+    }
   });
 
   it("rejects a --max-age that is not a duration as a usage error", async () => {

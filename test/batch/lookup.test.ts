@@ -5,6 +5,7 @@ import type pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { batchRoutes, MAX_LOOKUP_IDS } from "../../src/batch/http.js";
 import { LOOKUP_CHUNK_IDS, lookupPredictions, type BatchPrediction, type BatchPredictionsTable } from "../../src/batch/lookup.js";
+import { ScheduleStore } from "../../src/batch/schedule.js";
 import { MlshipError } from "../../src/core/index.js";
 import { buildServer } from "../../src/serve/index.js";
 import { openSqlStore, type SqlStore } from "../../src/store/index.js";
@@ -201,6 +202,41 @@ describe("batch prediction REST routes", () => {
     expect(missingTable.statusCode).toBe(400);
     expect(missingTable.json()).toMatchObject({ code: "MLSHIP_ERR_INPUT_INVALID", field: "table" });
     expect(missingTable.json<{ error: string }>().error).toContain('no batch table "nowhere"');
+  });
+
+  it("marks stale by the max age of the enabled schedule that writes the model into the table, reading schedules from a cache", async () => {
+    const schedules = new ScheduleStore(sql);
+    const routes = async (scheduleCacheMs: number): Promise<ReturnType<typeof buildServer>> => {
+      const server = buildServer({ scoring: world.scoring, registry: world.registry, logger: false });
+      await server.register(batchRoutes, { store: sql, registry: world.registry, maxAgeMs: DAY_MS, now: () => NOW, scheduleCacheMs });
+      await server.ready();
+      return server;
+    };
+    const cached = await routes(60_000);
+    const uncached = await routes(0);
+    try {
+      // a1 was scored 2 hours before NOW: fresh by the 1-day default.
+      expect((await cached.inject("/v1/predictions/bc/a1")).json()).toMatchObject({ id: "a1", stale: false });
+      // An hourly schedule writes bc into batch_predictions and wants its predictions under an hour old.
+      await schedules.put({ name: "bc-hourly", ref: "bc@production", input: "/data/in.csv", idColumn: "id", cron: "0 * * * *", maxAgeMs: 3_600_000 });
+      expect((await uncached.inject("/v1/predictions/bc/a1")).json()).toMatchObject({ id: "a1", stale: true });
+      const bulk = await uncached.inject({ method: "POST", url: "/v1/predictions/bc/lookup", payload: { ids: ["a1", "42"] } });
+      expect(bulk.json<{ predictions: BatchPrediction[] }>().predictions.map((p) => [p.id, p.stale])).toEqual([
+        ["a1", true],
+        ["42", true],
+      ]);
+      // The schedules list read before the schedule existed is reused within the cache period: no query per request.
+      expect((await cached.inject("/v1/predictions/bc/a1")).json()).toMatchObject({ id: "a1", stale: false });
+      // Another table of the same model is not what the schedule writes.
+      expect((await uncached.inject("/v1/predictions/bc/a1?table=scores_daily")).json()).toMatchObject({ id: "a1", stale: false });
+      // Disabled, it no longer applies.
+      await schedules.setEnabled("bc-hourly", false);
+      expect((await uncached.inject("/v1/predictions/bc/a1")).json()).toMatchObject({ id: "a1", stale: false });
+    } finally {
+      await schedules.remove("bc-hourly");
+      await cached.close();
+      await uncached.close();
+    }
   });
 
   it("looks up many ids at once: the predictions found in request order and the missing ids", async () => {

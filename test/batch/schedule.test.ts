@@ -160,6 +160,66 @@ describe("BatchScheduler", () => {
     expect(failed?.message).toMatch(/no-such-file\.csv/);
   }, 60_000);
 
+  it("never runs a disabled schedule nor alerts on it, keeps it disabled when replaced, and runs it once enabled", async () => {
+    const schedules = new ScheduleStore(app.store);
+    const spec = { name: "paused", ref: MODEL, input, idColumn: "id", table: "paused_preds", cron: "0 2 * * *", timezone: "UTC" };
+    await schedules.put({ ...spec, enabled: false }, CREATED);
+    // Replaced without saying, it stays disabled.
+    expect(await schedules.put(spec, CREATED)).toMatchObject({ enabled: false });
+    const alerts: Alert[] = [];
+    let clock = AT_0205;
+    const scheduler = new BatchScheduler(app, { now: () => clock, onAlert: (alert) => void alerts.push(alert) });
+    try {
+      expect(await scheduler.tick()).not.toContain("paused");
+      // Hours past its fire time: not late, because it is off.
+      clock = new Date("2026-03-01T09:00:00.000Z");
+      expect(await scheduler.tick()).not.toContain("paused");
+      expect((await scheduler.scheduleHealth(clock)).find((h) => h.name === "paused")).toMatchObject({ late: false, lastRun: null });
+      expect(alerts.filter((a) => a.id.startsWith("batch:paused:"))).toEqual([]);
+      expect(await schedules.claim("paused", "someone", clock)).toBeUndefined();
+      expect(await predictionCount("paused_preds").catch(() => 0)).toBe(0);
+
+      expect(await schedules.setEnabled("paused", true)).toMatchObject({ name: "paused", enabled: true });
+      // The fire time missed while it was off is run once, at the next check.
+      expect(await scheduler.tick()).toContain("paused");
+      expect(await scheduler.tick()).not.toContain("paused");
+      expect((await schedules.get("paused"))?.lastRun?.status).toBe("succeeded");
+      expect(await predictionCount("paused_preds")).toBe(ROWS);
+      expect(await schedules.setEnabled("no-such-schedule", false)).toBeUndefined();
+    } finally {
+      await scheduler.close();
+      await schedules.remove("paused");
+    }
+  }, 120_000);
+
+  it("raises no failed alert for a schedule disabled after its run failed", async () => {
+    const schedules = new ScheduleStore(app.store);
+    await schedules.put({ name: "off-broken", ref: MODEL, input: path.join(home, "missing.csv"), idColumn: "id", cron: "0 2 * * *", timezone: "UTC" }, CREATED);
+    const alerts: Alert[] = [];
+    const scheduler = new BatchScheduler(app, { now: () => AT_0205, onAlert: (alert) => void alerts.push(alert) });
+    try {
+      expect(await scheduler.tick()).toContain("off-broken");
+      expect(alerts.map((a) => a.id)).toContain("batch:off-broken:failed");
+      alerts.length = 0;
+      await schedules.setEnabled("off-broken", false);
+      await scheduler.tick();
+      expect(alerts.filter((a) => a.id.startsWith("batch:off-broken:"))).toEqual([]);
+    } finally {
+      await scheduler.close();
+      await schedules.remove("off-broken");
+    }
+  }, 60_000);
+
+  it("stores a schedule's max age, and refuses one that is not a positive whole number of ms", async () => {
+    const schedules = new ScheduleStore(app.store);
+    expect(await schedules.put({ name: "aged", ref: MODEL, input, idColumn: "id", cron: "0 2 * * *", maxAgeMs: 26 * 3_600_000 })).toMatchObject({ maxAgeMs: 26 * 3_600_000 });
+    expect(await schedules.put({ name: "aged", ref: MODEL, input, idColumn: "id", cron: "0 2 * * *" })).toMatchObject({ maxAgeMs: null });
+    for (const maxAgeMs of [0, -5, 1.5]) {
+      await expect(schedules.put({ name: "aged", ref: MODEL, input, idColumn: "id", cron: "0 2 * * *", maxAgeMs })).rejects.toMatchObject({ code: "MLSHIP_ERR_INPUT_INVALID", field: "maxAgeMs" });
+    }
+    expect(await schedules.remove("aged")).toBe(true);
+  });
+
   it("rejects a bad cron expression or timezone naming the field", async () => {
     const schedules = new ScheduleStore(app.store);
     await expect(schedules.put({ name: "bad", ref: MODEL, input, idColumn: "id", cron: "61 * * * *" })).rejects.toMatchObject({ code: "MLSHIP_ERR_INPUT_INVALID", field: "cron" });
@@ -181,12 +241,31 @@ describe("mlship batch schedule | schedules | unschedule", () => {
     expect(listed.code).toBe(0);
     const list = JSON.parse(listed.stdout) as { name: string; ref: string; input: string; table: string; cron: string; timezone: string; nextRun: string; lastRun: unknown; late: boolean }[];
     expect(list).toHaveLength(1);
-    expect(list[0]).toMatchObject({ name: "daily", ref: `${MODEL}@production`, input, table: "daily_preds", cron: "0 2 * * *", timezone: "UTC", lastRun: null, late: false });
+    expect(list[0]).toMatchObject({ name: "daily", ref: `${MODEL}@production`, input, table: "daily_preds", cron: "0 2 * * *", timezone: "UTC", lastRun: null, late: false, state: "ok", enabled: true, maxAgeMs: null });
     expect(new Date(list[0]!.nextRun).getTime()).toBeGreaterThan(Date.now());
 
     const table = await runCli(["batch", "schedules"], { env });
     expect(table.stdout).toMatch(/NAME\s+MODEL\s+CRON\s+NEXT RUN/);
     expect(table.stdout).toMatch(/daily\s+breast-cancer@production\s+0 2 \* \* \* UTC/);
+
+    // Disabled and enabled again, with a max age of its own; replacing it keeps it disabled.
+    expect(await runCli(["batch", "disable", "daily"], { env })).toMatchObject({ code: 0, stdout: "disabled daily\n" });
+    const replaced = await runCli(["batch", "schedule", "daily", `${MODEL}@production`, "--input", input, "--cron", "0 2 * * *", "--timezone", "UTC", "--table", "daily_preds", "--max-age", "26h"], { env });
+    expect(replaced.code).toBe(0);
+    expect(replaced.stdout).toMatch(/, stale after 1d2h, disabled \(turn it on with mlship batch enable daily\)\n$/);
+    const disabled = JSON.parse((await runCli(["batch", "schedules", "--json"], { env })).stdout) as { name: string; enabled: boolean; state: string; nextRun: string | null; maxAgeMs: number }[];
+    expect(disabled[0]).toMatchObject({ name: "daily", enabled: false, state: "disabled", nextRun: null, maxAgeMs: 26 * 3_600_000 });
+    expect((await runCli(["batch", "schedules"], { env })).stdout).toMatch(/daily\s+breast-cancer@production\s+0 2 \* \* \* UTC\s+-\s+-\s+-\s+1d2h\s+disabled\s/);
+    const enabled = await runCli(["batch", "enable", "daily"], { env });
+    expect(enabled.code).toBe(0);
+    expect(enabled.stdout).toMatch(/^enabled daily, next run \d{4}-\d\d-\d\dT02:00:00\.000Z\n$/);
+    expect((await runCli(["batch", "schedules"], { env })).stdout).toMatch(/1d2h\s+ok\s/);
+    const noSuch = await runCli(["batch", "disable", "nope"], { env });
+    expect(noSuch.code).toBe(1);
+    expect(noSuch.stderr).toMatch(/no batch schedule nope/);
+    const badAge = await runCli(["batch", "schedule", "x", MODEL, "--input", input, "--cron", "0 2 * * *", "--max-age", "soon"], { env });
+    expect(badAge.code).toBe(2);
+    expect(badAge.stderr).toMatch(/--max-age must be a duration/);
 
     const bad = await runCli(["batch", "schedule", "x", MODEL, "--input", input, "--cron", "not a cron"], { env });
     expect(bad.code).toBe(1);
