@@ -15,6 +15,7 @@ import { createPredictionCache, createScoringService, type PredictionCache, type
 import type { Registry as PromRegistry } from "prom-client";
 import { compareArms, computeQuality, createFeedbackService, feedbackSpecOf, PredictionLogger, predictionLogMetrics, SqlPredictionStore, type FeedbackService, type PredictionStore } from "./feedback/index.js";
 import { Alerter, gaugeSink, logSink, webhookSink, type AlertSink } from "./monitor/index.js";
+import type { StartStreamOptions, StreamHandle, StreamJobConfig } from "./stream/index.js";
 import {
   createRolloutService,
   evaluateGate,
@@ -370,3 +371,31 @@ export async function startFeedbackLoop(app: Mlship, options: FeedbackLoopOption
   };
 }
 
+/**
+ * Runs a stream job (issue 7) on the app's scoring, store and feedback loop. With `config.predictionLog`, the
+ * prediction log is started first (when config `feedback.log` is on) so the stream's scored rows are logged under
+ * `stream:<name>:<batchId>` and joined outcomes can find them; it is flushed and closed once the stream has stopped,
+ * before `done` resolves.
+ */
+export async function runStream(app: Mlship, config: StreamJobConfig, options: StartStreamOptions = {}): Promise<StreamHandle> {
+  // Loaded on use, so commands that never stream do not pay for the NATS client and the Parquet writer at start-up.
+  const { startStream } = await import("./stream/index.js");
+  const predictionLog = config.predictionLog ? await startPredictionLog(app) : undefined;
+  if (config.predictionLog && predictionLog === undefined) {
+    app.logger.warn({ stream: config.name }, "stream: predictionLog is set but the prediction log is off (config feedback.log); predictions are not logged");
+  }
+  const handle = startStream({ scoring: app.scoring, store: app.store, logger: app.logger, feedback: app.feedback }, config, options);
+  const done = handle.done.then(async (summary) => {
+    await predictionLog?.close().catch((err: unknown) => app.logger.warn({ err }, "stream: the prediction log did not close cleanly"));
+    return summary;
+  });
+  return {
+    done,
+    stop: async () => {
+      await handle.stop();
+      return done;
+    },
+    lastProgress: () => handle.lastProgress(),
+    failure: () => handle.failure(),
+  };
+}

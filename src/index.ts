@@ -45,7 +45,7 @@ export type {
 
 export { buildServer, mlshipPlugin } from "./serve/index.js";
 
-export { startFeedbackLoop, startPredictionLog } from "./app.js";
+export { startFeedbackLoop, startPredictionLog, runStream } from "./app.js";
 export type { FeedbackLoop, FeedbackLoopOptions } from "./app.js";
 
 /** Writing ONNX models from JavaScript (e.g. a retraining hook that fits a linear model): see examples/feedback-loop. */
@@ -63,3 +63,15 @@ export type {
 
 export { rolloutRoutes } from "./rollout/index.js";
 export type { AuditEntry, GateResult, Rollout, RolloutGuard, RolloutPolicy, RolloutService, RolloutStatus, RetrainContext } from "./rollout/index.js";
+
+/** Streaming prediction (issue 7): `runStream(app, await loadStreamConfig("stream.yaml", { home }))`, see docs/streaming.md. */
+export { createStreamMetrics, loadStreamConfig, parseStreamConfig, startStream } from "./stream/index.js";
+export type {
+  StartStreamOptions,
+  StreamDeps,
+  StreamHandle,
+  StreamJobConfig,
+  StreamMetrics,
+  StreamProgress,
+  StreamSummary,
+} from "./stream/index.js";

@@ -14,6 +14,7 @@ import { predictCommand } from "./predict.js";
 import { promoteCommand } from "./promote.js";
 import { auditCommand, rolloutCommand } from "./rollout.js";
 import { quickstartCommand, serveCommand } from "./serve.js";
+import { streamCommand } from "./stream.js";
 
 /** Exit codes: 0 success, 1 a command failed, 2 the command line itself was wrong. */
 export const EXIT_OK = 0;
@@ -71,6 +72,7 @@ export function buildProgram(ctx: CliContext): Command {
   program.addCommand(predictCommand(ctx));
   program.addCommand(monitorCommand(ctx));
   program.addCommand(batchCommand(ctx).addCommand(batchStatusCommand(ctx)));
+  program.addCommand(streamCommand(ctx));
   program.addCommand(feedbackCommand(ctx));
   program.addCommand(rolloutCommand(ctx));
   program.addCommand(auditCommand(ctx));
