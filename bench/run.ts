@@ -365,6 +365,43 @@ async function scratchDatabase(name: string): Promise<{ url: string; drop: () =>
   };
 }
 
+/**
+ * session.run on `batchRows`-row batches of the breast-cancer features in-process, one process per core, rates added:
+ * the compute ceiling the `batch` and `stream` groups are compared with.
+ */
+async function ortBatchBaseline(id: string, scenario: string, batchRows: number, what: string): Promise<void> {
+  const procs = cfg.computeProcs;
+  try {
+    const seconds = Math.max(0.5, cfg.seconds / 2);
+    const job: BatchBaselineJob = {
+      modelPath: path.join(EXAMPLES, "breast-cancer", "model.onnx"),
+      inputName: "input",
+      fixture: BATCH_FIXTURE,
+      features: 30,
+      batchRows,
+      warmupSeconds: cfg.warmupSeconds,
+      seconds,
+    };
+    const results = await Promise.all(
+      Array.from({ length: procs }, () => runChild<BatchBaselineResult>("batch-baseline", job, (seconds + cfg.warmupSeconds + 60) * 1000)),
+    );
+    const rowsPerSecond = results.reduce((a, r) => a + r.rowsPerSecond, 0);
+    const runsPerSecond = results.reduce((a, r) => a + r.runsPerSecond, 0);
+    row({
+      id,
+      scenario,
+      concurrency: `${procs} proc`,
+      rps: rowsPerSecond,
+      unit: "rows/s",
+      note: `${runsPerSecond.toFixed(1)} runs/s x ${batchRows} rows (compute ceiling of ${what})`,
+      raw: results,
+    });
+    say(`bench: ${scenario}: ${fmtRate(rowsPerSecond)} rows/s over ${procs} processes`);
+  } catch (e) {
+    failed(id, scenario, `${procs} proc`, e);
+  }
+}
+
 /** Messages per micro-batch of the `stream` group: the NATS source's default `maxMessages`. */
 const STREAM_MICRO_BATCH = 1000;
 
@@ -939,37 +976,7 @@ try {
   // Batch prediction (issue 6 item 8): the real CLI scoring generated CSV and Parquet files into SQLite and
   // PostgreSQL, against session.run on 5,000-row batches in-process, one process per core.
   if (want("batch")) {
-    const procs = cfg.computeProcs;
-    const baselineScenario = `session.run MLP ${BATCH_BASELINE_ROWS.toLocaleString("en-US")} rows (batch baseline)`;
-    try {
-      const seconds = Math.max(0.5, cfg.seconds / 2);
-      const job: BatchBaselineJob = {
-        modelPath: path.join(EXAMPLES, "breast-cancer", "model.onnx"),
-        inputName: "input",
-        fixture: BATCH_FIXTURE,
-        features: 30,
-        batchRows: BATCH_BASELINE_ROWS,
-        warmupSeconds: cfg.warmupSeconds,
-        seconds,
-      };
-      const results = await Promise.all(
-        Array.from({ length: procs }, () => runChild<BatchBaselineResult>("batch-baseline", job, (seconds + cfg.warmupSeconds + 60) * 1000)),
-      );
-      const rowsPerSecond = results.reduce((a, r) => a + r.rowsPerSecond, 0);
-      const runsPerSecond = results.reduce((a, r) => a + r.runsPerSecond, 0);
-      row({
-        id: "batch-baseline",
-        scenario: baselineScenario,
-        concurrency: `${procs} proc`,
-        rps: rowsPerSecond,
-        unit: "rows/s",
-        note: `${runsPerSecond.toFixed(1)} runs/s x ${BATCH_BASELINE_ROWS} rows (compute ceiling of batch scoring)`,
-        raw: results,
-      });
-      say(`bench: ${baselineScenario}: ${fmtRate(rowsPerSecond)} rows/s over ${procs} processes`);
-    } catch (e) {
-      failed("batch-baseline", baselineScenario, `${procs} proc`, e);
-    }
+    await ortBatchBaseline("batch-baseline", `session.run MLP ${BATCH_BASELINE_ROWS.toLocaleString("en-US")} rows (batch baseline)`, BATCH_BASELINE_ROWS, "batch scoring");
 
     const n = cfg.batchRows;
     const rowsText = n.toLocaleString("en-US");
@@ -1036,37 +1043,8 @@ try {
   // `mlship stream run`, with one and with two consumer processes sharing one durable consumer, against session.run
   // on micro-batch-sized batches in-process, one process per core.
   if (want("stream")) {
-    const procs = cfg.computeProcs;
     const microBatch = STREAM_MICRO_BATCH;
-    const baselineScenario = `session.run MLP ${microBatch.toLocaleString("en-US")} rows (stream baseline)`;
-    try {
-      const seconds = Math.max(0.5, cfg.seconds / 2);
-      const job: BatchBaselineJob = {
-        modelPath: path.join(EXAMPLES, "breast-cancer", "model.onnx"),
-        inputName: "input",
-        fixture: BATCH_FIXTURE,
-        features: 30,
-        batchRows: microBatch,
-        warmupSeconds: cfg.warmupSeconds,
-        seconds,
-      };
-      const results = await Promise.all(
-        Array.from({ length: procs }, () => runChild<BatchBaselineResult>("batch-baseline", job, (seconds + cfg.warmupSeconds + 60) * 1000)),
-      );
-      const rowsPerSecond = results.reduce((a, r) => a + r.rowsPerSecond, 0);
-      row({
-        id: "stream-baseline",
-        scenario: baselineScenario,
-        concurrency: `${procs} proc`,
-        rps: rowsPerSecond,
-        unit: "rows/s",
-        note: `${results.reduce((a, r) => a + r.runsPerSecond, 0).toFixed(1)} runs/s x ${microBatch} rows (compute ceiling of micro-batch scoring)`,
-        raw: results,
-      });
-      say(`bench: ${baselineScenario}: ${fmtRate(rowsPerSecond)} rows/s over ${procs} processes`);
-    } catch (e) {
-      failed("stream-baseline", baselineScenario, `${procs} proc`, e);
-    }
+    await ortBatchBaseline("stream-baseline", `session.run MLP ${microBatch.toLocaleString("en-US")} rows (stream baseline)`, microBatch, "micro-batch scoring");
     for (const consumers of [1, 2]) {
       const id = `stream-nats-postgres-${consumers}`;
       const n = cfg.streamRecords;

@@ -11,6 +11,7 @@ import { performance } from "node:perf_hooks";
 import { fileWriter, ParquetWriter } from "hyparquet-writer";
 import type { ColumnSource, SchemaElement } from "hyparquet-writer";
 import { answer, job } from "../lib/child.js";
+import { uniforms } from "../lib/random.js";
 
 export interface BatchGenJob {
   /** The fixture CSV: a header row, the feature columns in model order, then `label`. */
@@ -39,18 +40,6 @@ const features = (lines[0] ?? "").split(",").slice(0, FEATURES);
 if (features.length !== FEATURES) throw new Error(`${j.fixture}: expected ${FEATURES} feature columns, got ${features.length}`);
 const base = lines.slice(1).map((l) => l.split(",").slice(0, FEATURES).map(Number));
 if (base.length === 0) throw new Error(`${j.fixture}: no rows`);
-
-/** Mulberry32: a seeded uniform in [0, 1). */
-function uniforms(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Rows [from, from + count) as columns: ids and one Float64Array per feature (the same values for both files). */
 function block(from: number, count: number): { ids: Int32Array; columns: Float64Array[] } {

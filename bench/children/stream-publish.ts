@@ -9,6 +9,7 @@ import { performance } from "node:perf_hooks";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import { answer, job } from "../lib/child.js";
+import { uniforms } from "../lib/random.js";
 
 export interface StreamPublishJob {
   servers: string;
@@ -34,18 +35,6 @@ const lines = fs.readFileSync(j.fixture, "utf8").split("\n").filter((l) => l.tri
 const features = (lines[0] ?? "").split(",").slice(0, FEATURES);
 const base = lines.slice(1).map((l) => l.split(",").slice(0, FEATURES).map(Number));
 if (features.length !== FEATURES || base.length === 0) throw new Error(`${j.fixture}: expected ${FEATURES} feature columns and some rows`);
-
-/** Mulberry32: a seeded uniform in [0, 1). */
-function uniforms(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const nc = await connect({ servers: j.servers, name: "mlship-bench-publisher" });
 const jsm = await jetstreamManager(nc);

@@ -135,8 +135,15 @@ function truncate(text: string): string {
   return truncateUtf8(text, MAX_DEAD_LETTER_RAW_BYTES);
 }
 
+let lastIsoMs = Number.NaN;
+let lastIso = "";
+/** ISO-8601 text of a time; the last one is remembered, since a batch's rows share their scoring time. */
 function iso(ms: number): string {
-  return new Date(ms).toISOString();
+  if (ms !== lastIsoMs) {
+    lastIso = new Date(ms).toISOString();
+    lastIsoMs = ms;
+  }
+  return lastIso;
 }
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
