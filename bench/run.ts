@@ -17,6 +17,7 @@ import type { MonitorJob, MonitorResult } from "./children/monitor.js";
 import type { BatchBaselineJob, BatchBaselineResult } from "./children/batch-baseline.js";
 import type { BatchGenJob, BatchGenResult } from "./children/batch-gen.js";
 import type { StreamPublishJob, StreamPublishResult } from "./children/stream-publish.js";
+import type { ForestJob, ForestResult } from "./children/forest.js";
 import { grpcFrame, inferRequest, modelInferMethod, PROTO_FILE, verifyInfer } from "./lib/grpc.js";
 import { h2load, h2loadDataBytes } from "./lib/h2load.js";
 import { closedLoop, nextRun, type LoadResult } from "./lib/load.js";
@@ -1090,6 +1091,48 @@ try {
     }
   }
 
+  // Native Spark ML scoring (issue 8 item 7): a generated 100-tree random forest scored by mlship's sparkml tree
+  // scorer and, in the same process, by onnxruntime as the equivalent ONNX TreeEnsembleClassifier.
+  if (want("sparkml")) {
+    const forestJob: ForestJob = {
+      trees: 100,
+      depth: 8,
+      features: 30,
+      classes: 2,
+      batchRows: 10_000,
+      checkRows: 10_000,
+      seed: 8,
+      warmupSeconds: cfg.warmupSeconds,
+      seconds: Math.max(1, cfg.seconds / 2),
+    };
+    const shape = `${forestJob.trees} trees of depth ${forestJob.depth}, ${forestJob.features} features, ${forestJob.batchRows.toLocaleString("en-US")}-row batches`;
+    try {
+      const r = await runChild<ForestResult>("forest", forestJob, (2 * (forestJob.seconds + forestJob.warmupSeconds) + 180) * 1000);
+      const checked = `probabilities agree within ${r.check.maxAbsDiff.toExponential(1)} on ${r.check.rows.toLocaleString("en-US")} rows`;
+      row({
+        id: "sparkml-forest-onnx",
+        scenario: "ONNX TreeEnsembleClassifier in onnxruntime, same forest (sparkml baseline)",
+        concurrency: "1 thread",
+        rps: r.onnx.rowsPerSecond,
+        unit: "rows/s",
+        note: `${r.onnx.runs} runs in ${r.onnx.seconds.toFixed(1)} s; ${shape}; model ${fmtRate(r.onnxBytes / 1024)} KiB`,
+        raw: r.onnx,
+      });
+      row({
+        id: "sparkml-forest-native",
+        scenario: `sparkml native RandomForestClassificationModel (${forestJob.trees} trees)`,
+        concurrency: "1 thread",
+        rps: r.native.rowsPerSecond,
+        unit: "rows/s",
+        note: `${r.native.runs} runs in ${r.native.seconds.toFixed(1)} s; ${shape}, ${fmtRate(r.nodes)} nodes; ${checked}`,
+        raw: r,
+      });
+      say(`bench: sparkml random forest: native ${fmtRate(r.native.rowsPerSecond)} rows/s, onnxruntime ${fmtRate(r.onnx.rowsPerSecond)} rows/s (${checked})`);
+    } catch (e) {
+      failed("sparkml-forest-native", `sparkml native RandomForestClassificationModel (${forestJob.trees} trees)`, "1 thread", e);
+    }
+  }
+
   if (want("bare")) await bare("bare-end", "bare node:http again (drift check)");
 } finally {
   fs.rmSync(tmp, { recursive: true, force: true });
@@ -1245,6 +1288,19 @@ const targets: Target[] = [];
   else {
     const second = two === undefined || two.rps === null || one.rps === null ? "" : `; 2 consumers ${fmt(two.rps)} rows/s (${ratioText(two.ratio ?? 0)}x, ${(two.rps / one.rps).toFixed(2)}x one consumer)`;
     targets.push({ name, verdict: "INFO", detail: `1 consumer ${fmt(one.rps)} rows/s (${ratioText(one.ratio)}x of ${fmt(b.rps)} rows/s)${second}` });
+  }
+}
+
+{
+  // The issue asks for the figure and the ratio, not a threshold.
+  const name = "sparkml: native random forest (100 trees) vs the same forest in onnxruntime (issue 8 item 7)";
+  const native = byId("sparkml-forest-native");
+  const onnx = byId("sparkml-forest-onnx");
+  if (native === undefined || onnx === undefined || native.rps === null || onnx.rps === null) targets.push({ name, verdict: "N/A", detail: "not measured in this run" });
+  else {
+    native.ratio = native.rps / onnx.rps;
+    native.baseline = "same forest in ORT";
+    targets.push({ name, verdict: "INFO", detail: `native ${fmt(native.rps)} rows/s vs onnxruntime ${fmt(onnx.rps)} rows/s: ${ratioText(native.ratio)}x (one thread each)` });
   }
 }
 

@@ -7,10 +7,10 @@ import fs from "node:fs/promises";
 import path from "node:path";
 import { MlshipError, createLogger, type Logger } from "./core/index.js";
 import { loadConfig, type MlshipConfig } from "./config/index.js";
-import { importModel, type ImportOptions } from "./package/index.js";
+import { importModel, type ImportOptions, type SparkClassOption } from "./package/index.js";
 import { LocalArtifactStore, openSqlStore, redactUrl, type ArtifactStore, type SqlStore } from "./store/index.js";
 import { createRegistry, validateAliasName, validateModelName, type Registry, type VersionRecord } from "./registry/index.js";
-import { createOnnxRuntime, type ModelRuntime } from "./runtime/index.js";
+import { createOnnxRuntime, createSparkmlRuntime, type ModelRuntime } from "./runtime/index.js";
 import { createPredictionCache, createScoringService, type PredictionCache, type ScoringService } from "./scoring/index.js";
 import type { Registry as PromRegistry } from "prom-client";
 import { compareArms, computeQuality, createFeedbackService, feedbackSpecOf, PredictionLogger, predictionLogMetrics, SqlPredictionStore, type FeedbackService, type PredictionStore } from "./feedback/index.js";
@@ -107,6 +107,8 @@ export async function createMlship(config: MlshipConfig = loadConfig(), options:
         interOpThreads: config.runtime.interOpThreads,
         logger,
       }),
+      // Spark ML saved models, scored natively (no JVM); its workers start on the first sparkml load.
+      sparkml: createSparkmlRuntime({ workers: config.runtime.workers, logger }),
     };
     return runtimes;
   };
@@ -192,7 +194,7 @@ export async function createMlship(config: MlshipConfig = loadConfig(), options:
   return app;
 }
 
-export interface RegisterOptions extends Omit<ImportOptions, "stagingDir"> {
+export interface RegisterOptions extends Omit<ImportOptions, "stagingDir">, SparkClassOption {
   name: string;
   /** Also point this alias at the new version. */
   alias?: string;

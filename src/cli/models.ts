@@ -1,6 +1,10 @@
+import path from "node:path";
 import { Command } from "commander";
 import { isMlshipError } from "../core/index.js";
 import type { Manifest, ServingSettings, Signature } from "../package/index.js";
+import { exportMlflowModel, loadPackage } from "../package/index.js";
+// TODO(index): src/package/index.ts does not re-export the MLflow exporter yet (another owner's file); import it
+// from there and drop this exception once it does.
 import { parseModelRef, type AliasEvent, type ModelRecord, type VersionRecord } from "../registry/index.js";
 import { registerModel } from "../app.js";
 import { collect, parseColumns, parseMetrics, parsePairs, parseVersion, usageError } from "./args.js";
@@ -31,6 +35,7 @@ export function modelsCommand(ctx: CliContext): Command {
     .option("--label-column <name>", "column of --columns-from that is the label, not an input")
     .option("--alias <alias>", "also point this alias (e.g. production) at the new version")
     .option("--reason <text>", "why (recorded with the alias move)")
+    .option("--class <name>", "Spark ML only: the class the folder must hold (e.g. LogisticRegressionModel); another is refused")
     .option("--json", "print the new version record as JSON instead of its number")
     .action(async (source: string, _opts: unknown, cmd: Command) => {
       const o = globals<
@@ -44,6 +49,7 @@ export function modelsCommand(ctx: CliContext): Command {
           labelColumn?: string;
           alias?: string;
           reason?: string;
+          class?: string;
         }
       >(cmd);
       if (o.columns !== undefined && o.columnsFrom !== undefined) {
@@ -66,6 +72,7 @@ export function modelsCommand(ctx: CliContext): Command {
         labelColumn: o.labelColumn,
         alias: o.alias,
         reason: o.reason,
+        sparkClass: o.class,
       });
       if (o.json === true) printJson(ctx.io, record);
       else printLine(ctx.io, String(record.version));
@@ -310,6 +317,31 @@ export function modelsCommand(ctx: CliContext): Command {
       flat("", effective.settings);
       printLine(ctx.io, `${name}@${version} serving settings${changing ? " (updated)" : ""}`);
       printLine(ctx.io, formatTable(["SETTING", "VALUE", "FROM"], rows));
+    });
+
+  models
+    .command("export")
+    .description("write a version as an MLflow model folder (MLmodel with the onnx and python_function flavors) that MLflow loads and serves")
+    .argument("<ref>", "name, name@3, name@production or models:/name@production")
+    .requiredOption("--out <dir>", "folder to write (created; must be new or empty)")
+    .option("--format <format>", "export format: mlflow", "mlflow")
+    .option("--python-version <version>", "Python recorded for MLflow's environment (python_version, conda.yaml, python_env.yaml)")
+    .option("--json", "print the result (folder, files, notes) as JSON")
+    .action(async (refText: string, _opts: unknown, cmd: Command) => {
+      const o = globals<JsonFlag & { out: string; format: string; pythonVersion?: string }>(cmd);
+      if (o.format !== "mlflow") throw usageError(`--format must be mlflow, got "${o.format}"`, "--format");
+      const app = await ctx.app(o);
+      const resolved = await app.registry.resolve(refText);
+      const record = resolved.version;
+      const pkg = await loadPackage(resolved.packageDir);
+      const result = await exportMlflowModel(pkg, {
+        outDir: path.resolve(ctx.io.cwd, o.out),
+        origin: { name: record.name, version: record.version, digest: record.digest, source: record.source },
+        ...(o.pythonVersion === undefined ? {} : { pythonVersion: o.pythonVersion }),
+      });
+      if (o.json === true) return printJson(ctx.io, { model: record.name, version: record.version, ...result });
+      printLine(ctx.io, `${record.name}@${record.version} exported to ${result.dir} (MLflow onnx flavor: ${result.files.join(", ")})`);
+      for (const note of result.notes) printLine(ctx.io, `note: ${note}`);
     });
 
   return models;

@@ -13,9 +13,10 @@ import {
   writePackage,
 } from "./manifest.js";
 import { parseCsv } from "./csv.js";
-import { MLMODEL_FILE, mlflowColumns, readMlflowModel } from "./mlflow.js";
+import { importMlflowSpark, MLMODEL_FILE, mlflowColumns, readMlflow, readMlflowModel } from "./mlflow.js";
 import type { MlflowModel, MlflowSignature } from "./mlflow.js";
 import { inspectOnnx } from "./onnx.js";
+import { checkSparkSignature, copySparkDirectory, fromSpark, SPARKML_FLAVOR, sparkModelClass } from "./spark.js";
 import type {
   ImportOptions,
   Manifest,
@@ -27,13 +28,13 @@ import type {
 } from "./types.js";
 import { describe, invalid, isRecord, notFound, pathExists, unsupported } from "./util.js";
 
-export type SourceKind = "onnx" | "mlflow" | "mlship";
+export type SourceKind = "onnx" | "mlflow" | "mlship" | "spark";
 
 const EXAMPLE_FILE = "input_example.json";
 
 /**
- * Detects what `source` is: an `.onnx` file, an MLflow model folder (MLmodel), or an mlship package (mlship.yaml;
- * preferred when a folder has both). A folder holding exactly one `.onnx` file and nothing that identifies it
+ * Detects what `source` is: an `.onnx` file, an MLflow model folder (MLmodel), an mlship package (mlship.yaml;
+ * preferred when a folder has both), or a Spark ML saved model folder (`metadata/part-*` naming a Spark ML class). A folder holding exactly one `.onnx` file and nothing that identifies it
  * otherwise is treated as that file.
  */
 export async function detectSource(source: string): Promise<{ kind: SourceKind; path: string }> {
@@ -50,15 +51,12 @@ export async function detectSource(source: string): Promise<{ kind: SourceKind; 
     if (base === MLMODEL_FILE) return { kind: "mlflow", path: path.dirname(abs) };
     if (base.toLowerCase().endsWith(".onnx")) return { kind: "onnx", path: abs };
     throw unsupported(source, "not a model mlship can import (an .onnx file, an MLflow model folder with MLmodel, " +
-      "or an mlship package folder with mlship.yaml)", "(source)");
+      "a Spark ML saved model folder, or an mlship package folder with mlship.yaml)", "(source)");
   }
   if (await pathExists(path.join(abs, MANIFEST_FILE))) return { kind: "mlship", path: abs };
   if (await pathExists(path.join(abs, MLMODEL_FILE))) return { kind: "mlflow", path: abs };
+  if ((await sparkModelClass(abs)) !== undefined) return { kind: "spark", path: abs };
   const entries = await readdir(abs);
-  if (entries.includes("metadata") && (await pathExists(path.join(abs, "metadata", "part-00000")))) {
-    throw unsupported(source, "a Spark ML model folder; mlship imports ONNX models (Spark ML is not supported yet)",
-      "(source)");
-  }
   const onnxFiles = entries.filter((e) => e.toLowerCase().endsWith(".onnx"));
   if (onnxFiles.length === 1) return { kind: "onnx", path: path.join(abs, onnxFiles[0] as string) };
   throw unsupported(source, `found no ${MANIFEST_FILE}, no ${MLMODEL_FILE}${onnxFiles.length > 1
@@ -71,8 +69,12 @@ export async function detectSource(source: string): Promise<{ kind: SourceKind; 
  * exists): copies the model file(s), writes mlship.yaml, validates the result and returns it. On failure the
  * staging folder is emptied again.
  */
-export async function importModel(source: string, options: ImportOptions): Promise<ModelPackage> {
+export async function importModel(source: string, options: ImportOptions & SparkClassOption): Promise<ModelPackage> {
   const detected = await detectSource(source);
+  if (options.sparkClass !== undefined && detected.kind !== "spark") {
+    throw unsupported(source, `a Spark ML class (${options.sparkClass}) was asked for, but this is not a Spark ML ` +
+      "saved model folder", "(source)");
+  }
   const staging = path.resolve(options.stagingDir);
   await prepareStaging(staging);
   try {
@@ -83,15 +85,24 @@ export async function importModel(source: string, options: ImportOptions): Promi
         label = detected.path;
         manifest = await fromOnnx(detected.path, staging);
         break;
-      case "mlflow":
+      case "mlflow": {
         label = path.join(detected.path, MLMODEL_FILE);
-        manifest = await fromMlflow(detected.path, staging);
+        // The flavor mlship runs decides: onnx (preferred when both are there) or spark (a Spark ML model inside).
+        const mlflow = await readMlflow(detected.path);
+        manifest = mlflow.flavor === "spark" ? await importMlflowSpark(mlflow, staging) : await fromMlflow(detected.path, staging);
         break;
+      }
       case "mlship":
         label = path.join(detected.path, MANIFEST_FILE);
         manifest = await fromMlship(detected.path, staging);
         break;
+      case "spark":
+        label = detected.path;
+        manifest = await fromSpark(detected.path, staging,
+          options.sparkClass === undefined ? {} : { expectClass: options.sparkClass });
+        break;
     }
+
     manifest = await applyOptions(manifest, options, staging, label);
     await writePackage(staging, validateManifest(manifest, label));
     return await loadPackage(staging);
@@ -99,6 +110,11 @@ export async function importModel(source: string, options: ImportOptions): Promi
     await emptyFolder(staging);
     throw error;
   }
+}
+
+/** `--class`: import a Spark ML folder only when it holds this class (fully qualified or short name). */
+export interface SparkClassOption {
+  sparkClass?: string;
 }
 
 async function prepareStaging(dir: string): Promise<void> {
@@ -252,11 +268,17 @@ async function mlflowExample(model: MlflowModel): Promise<Record<string, unknown
 async function fromMlship(dir: string, staging: string): Promise<Manifest> {
   const pkg = await loadPackage(dir);
   const file = path.join(pkg.root, MANIFEST_FILE);
-  const graph = await inspectOnnx(path.join(pkg.root, pkg.manifest.files.model));
-  checkSignatureAgainstGraph(pkg.manifest.signature, graph, file);
+  const modelPath = path.join(pkg.root, pkg.manifest.files.model);
+  const spark = (pkg.manifest.flavor as string) === SPARKML_FLAVOR;
+  if (spark) await checkSparkSignature(modelPath, pkg.manifest, file);
+  else checkSignatureAgainstGraph(pkg.manifest.signature, await inspectOnnx(modelPath), file);
   const rels = [...Object.values(pkg.manifest.files)];
   if (pkg.manifest.input_example !== undefined) rels.push(pkg.manifest.input_example);
-  for (const rel of new Set(rels.map((r) => path.normalize(r)))) await stage(path.join(pkg.root, rel), staging, rel);
+  for (const rel of new Set(rels.map((r) => path.normalize(r)))) {
+    const abs = path.join(pkg.root, rel);
+    if ((await stat(abs)).isDirectory()) await copySparkDirectory(abs, path.join(staging, rel));
+    else await stage(abs, staging, rel);
+  }
   return pkg.manifest;
 }
 

@@ -1,4 +1,4 @@
-import { readFile, stat, writeFile } from "node:fs/promises";
+import { readFile, realpath, stat, writeFile } from "node:fs/promises";
 import { checkMonitorSection, monitorSectionPlain } from "./monitor-section.js";
 import { checkFeedbackOutputs, checkFeedbackSection, feedbackSectionPlain } from "./feedback-section.js";
 import path from "node:path";
@@ -21,7 +21,7 @@ import type {
 import { describe, invalid, isRecord, notFound, resolveInside, unsupported, yamlReason } from "./util.js";
 
 export const MANIFEST_FILE = "mlship.yaml";
-export const SUPPORTED_FLAVORS = ["onnx"] as const;
+export const SUPPORTED_FLAVORS = ["onnx", "sparkml"] as const;
 export const RESIZE_KERNELS: readonly ResizeKernel[] = ["nearest", "area", "linear", "cubic", "lanczos3"];
 /** The request keys an input example may hold (MLflow scoring protocol). */
 export const EXAMPLE_KEYS = ["dataframe_split", "dataframe_records", "instances", "inputs"] as const;
@@ -146,7 +146,10 @@ export async function loadPackage(dir: string, options: LoadPackageOptions = {})
 /** Checks that the files a manifest names exist inside `root`, and that the input example is a usable request. */
 export async function checkPackageFiles(root: string, manifest: Manifest, file: string): Promise<void> {
   for (const [key, rel] of Object.entries(manifest.files)) {
-    const found = await resolveInside(root, rel);
+    // A Spark ML model is a saved-model folder (metadata/, data/, ...), not a single file.
+    const found = key === "model" && manifest.flavor === "sparkml"
+      ? await resolveFolderInside(root, rel)
+      : await resolveInside(root, rel);
     if ("problem" in found) throw invalid(file, found.problem, `files.${key}`);
   }
   if (manifest.input_example !== undefined) {
@@ -154,6 +157,29 @@ export async function checkPackageFiles(root: string, manifest: Manifest, file: 
     if ("problem" in found) throw invalid(file, found.problem, "input_example");
     await checkInputExample(found.abs, file);
   }
+}
+
+/** Like `resolveInside` for a folder: relative, inside `root` (also through links), and a directory. */
+async function resolveFolderInside(root: string, rel: string): Promise<{ abs: string } | { problem: string }> {
+  if (rel.length === 0) return { problem: "the path is empty" };
+  if (path.isAbsolute(rel) || /^[A-Za-z]:[\\/]/.test(rel)) {
+    return { problem: `the path ${JSON.stringify(rel)} must be relative to the package root` };
+  }
+  if (path.normalize(rel).split(/[\\/]/).includes("..")) return { problem: `the path ${JSON.stringify(rel)} leaves the package root` };
+  const abs = path.resolve(root, rel);
+  let info;
+  try {
+    info = await stat(abs);
+  } catch {
+    return { problem: `the model folder ${JSON.stringify(rel)} does not exist` };
+  }
+  if (!info.isDirectory()) return { problem: `${JSON.stringify(rel)} is not a folder (a Spark ML model is a saved-model folder)` };
+  const [realRoot, realDir] = await Promise.all([realpath(root), realpath(abs)]);
+  const fromRoot = path.relative(realRoot, realDir);
+  if (fromRoot === "" || fromRoot.startsWith("..") || path.isAbsolute(fromRoot)) {
+    return { problem: `the path ${JSON.stringify(rel)} leaves the package root (through a link)` };
+  }
+  return { abs };
 }
 
 /** An input example must be a JSON object with exactly one of the MLflow request keys. */
@@ -307,7 +333,9 @@ class ManifestChecker {
     this.checkImageTargets(preprocess, signature);
     const postprocess = this.postSteps(top.postprocess ?? [], signature, metadata);
     this.checkClassLabels(metadata, signature);
-    const manifest: Manifest = { format_version: 1, flavor: "onnx", files, signature, preprocess, postprocess, metadata };
+    const manifest: Manifest = {
+      format_version: 1, flavor: flavor as Manifest["flavor"], files, signature, preprocess, postprocess, metadata,
+    };
     if (input_example !== undefined) manifest.input_example = input_example;
     if (top.monitor !== undefined && top.monitor !== null) manifest.monitor = checkMonitorSection(top.monitor, this.file);
     if (top.feedback !== undefined && top.feedback !== null) {

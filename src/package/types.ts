@@ -78,7 +78,7 @@ export interface PackageMetadata {
 /** The `mlship.yaml` manifest at a package root (spec: docs/model-package.md). */
 export interface Manifest {
   format_version: 1;
-  flavor: "onnx";
+  flavor: "onnx" | "sparkml";
   /** Paths relative to the package root. `model` is the artifact the runtime loads. */
   files: { model: string } & Record<string, string>;
   signature: Signature;

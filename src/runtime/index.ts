@@ -1,6 +1,6 @@
 /**
- * Model execution. `createOnnxRuntime()` gives the ONNX flavor on a pool of worker threads (build one per process
- * in app.ts, `close()` it on shutdown). `LoadedModel.run` validates feeds against the model's inputs first
+ * Model execution. `createOnnxRuntime()` gives the ONNX flavor and `createSparkmlRuntime()` the Spark ML one (same
+ * contract), each on a pool of worker threads (build one per process in app.ts, `close()` it on shutdown). `LoadedModel.run` validates feeds against the model's inputs first
  * (INPUT_MISSING / _DTYPE / _SHAPE / _INVALID, field = input name), transfers the feeds' typed arrays to a worker
  * (they are detached afterwards) and returns core Tensors in ORT's storage: int64 as BigInt64Array, bool as
  * Uint8Array 0/1, float16 as raw Uint16 bits. Converting them to JSON is the protocol layer's job (`tensorToList`).
@@ -8,6 +8,10 @@
 export type * from "./types.js";
 export { OnnxRuntime, createOnnxRuntime } from "./onnx/index.js";
 export type { OnnxRuntimeOptions } from "./onnx/index.js";
+export {
+  SparkmlRuntime, createSparkmlRuntime, loadSparkModel, readSparkMetadata, sparkColumnTensorSpec, supportedSparkClasses,
+} from "./sparkml/index.js";
+export type { LoadSparkModelOptions, SparkModel, SparkmlRuntimeOptions } from "./sparkml/index.js";
 export { WorkerPool, serveWorker, siblingWorkerUrl, workerPayload } from "./pool/index.js";
 export type {
   ModelSignature, PoolRunOptions, PoolStats, SessionOpener, WorkerPoolOptions, WorkerSession, WorkerStats,

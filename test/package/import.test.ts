@@ -283,9 +283,8 @@ describe("source detection and staging", () => {
     expect(error.code).toBe("MLSHIP_ERR_PACKAGE_NOT_FOUND");
   });
 
-  it("a file that is no model, an empty folder and a Spark ML folder are unsupported", async () => {
-    for (const source of [fixture("breast_cancer_mlp", "train.csv"), await tempDir(),
-      path.join(FIXTURES, "sparkml", "py_log_reg")]) {
+  it("a file that is no model and an empty folder are unsupported", async () => {
+    for (const source of [fixture("breast_cancer_mlp", "train.csv"), await tempDir()]) {
       const out = await staging();
       const error = await catchMlship(() => importModel(source, { stagingDir: out }));
       expect(error.code).toBe("MLSHIP_ERR_PACKAGE_UNSUPPORTED");
