@@ -214,14 +214,14 @@ function validateCommand(ctx: CliContext): Command {
       const { file: jobFile, globals } = streamConfigFile(file, o);
       const job = await loadJob(ctx, jobFile, globals);
       const app = await ctx.app(globals);
-      const { effectiveFields, featureColumns } = await streamModule();
+      const { effectiveFields, featureColumns, modelSchema } = await streamModule();
       const resolved = await app.scoring.resolve(job.model);
-      const declared = resolved.version.manifest.signature.columns?.map((c) => c.name);
-      const fields = effectiveFields(job.schema, job.schema.fromModel ? declared : undefined);
+      const { schema, declared } = modelSchema(job.schema, resolved.version.manifest.signature);
+      const fields = effectiveFields(schema, schema.fromModel ? declared : undefined);
       const features = featureColumns(job, fields.map((f) => f.name), declared);
       printJson(ctx.io, {
         ...job,
-        schema: { ...job.schema, fields },
+        schema: { ...schema, fields },
         resolved: { model: resolved.version.name, version: resolved.version.version, columns: declared ?? null, features },
       });
     });

@@ -14,7 +14,8 @@
  * What an event becomes:
  * - Features: for a version whose manifest declares `signature.columns`, column i of the columns input (a
  *   `[rows, k]` tensor, k = number of declared columns) is declared column i. Any other 2-D input `[rows, k]`
- *   gives columns `input[0]` .. `input[k-1]`; inputs of other ranks (images) are skipped, logged once per version.
+ *   gives columns `input[0]` .. `input[k-1]`, and a 1-D input `[rows]` (one value per row, as a Spark ML pipeline's
+ *   input columns) is the column of its own name; inputs of other ranks (images) are skipped, logged once per version.
  *   float32 values are read back as the shortest decimal that rounds to the same float32 (the number the client
  *   sent, when it had at most 7 significant digits), so they compare equal to reference values read from text.
  * - Predictions: named as `predictionTable` names them (`name` for one value per row, `name[i]` otherwise), values
@@ -488,12 +489,18 @@ export class LiveMonitor {
     const columns = new Map<string, Cell[]>();
     const skipped: string[] = [];
     for (const [name, tensor] of Object.entries(inputs)) {
-      if (tensor.shape.length !== 2 || tensor.shape[0] !== rows) {
+      // One value per row: the input is a column of its own name (a Spark ML pipeline's input columns).
+      const column = tensor.shape.length === 1 && tensor.shape[0] === rows;
+      if (!column && (tensor.shape.length !== 2 || tensor.shape[0] !== rows)) {
         skipped.push(`${name} [${tensor.shape.join(", ")}]`);
         continue;
       }
-      const width = tensor.shape[1] as number;
-      const names = declared !== undefined && name === columnsInput && declared.length === width ? declared : Array.from({ length: width }, (_, i) => `${name}[${i}]`);
+      const width = column ? 1 : (tensor.shape[1] as number);
+      const names = column
+        ? [name]
+        : declared !== undefined && name === columnsInput && declared.length === width
+          ? declared
+          : Array.from({ length: width }, (_, i) => `${name}[${i}]`);
       if (wanted !== undefined && !names.some((n) => wanted.has(n))) continue;
       const flat = inputCells(tensor);
       names.forEach((column, i) => {

@@ -30,9 +30,20 @@ export interface MonitorDeps {
   store: MonitorStore;
 }
 
-/** The feature columns of a dataset for a model: its declared columns, else every column but the label ones. */
-export function featureColumns(manifest: Manifest, table: ColumnTable, labelColumns: readonly string[] | undefined, file: string): string[] {
+/**
+ * The model's input columns when it names them: its declared columns, else its inputs when each takes one value per
+ * row (a Spark ML pipeline's input columns: an id or label column in the file is then not mistaken for a feature).
+ */
+function modelColumns(manifest: Manifest): string[] | undefined {
   const declared = manifest.signature.columns?.map((c) => c.name);
+  if (declared !== undefined) return declared;
+  const inputs = manifest.signature.inputs;
+  return inputs.length > 0 && inputs.every((input) => input.shape.length === 1) ? inputs.map((input) => input.name) : undefined;
+}
+
+/** The feature columns of a dataset for a model: its declared (or per-column input) columns, else every column but the label ones. */
+export function featureColumns(manifest: Manifest, table: ColumnTable, labelColumns: readonly string[] | undefined, file: string): string[] {
+  const declared = modelColumns(manifest);
   if (declared !== undefined) {
     const missing = declared.filter((name) => !table.columns.includes(name));
     if (missing.length > 0) {

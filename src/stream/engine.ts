@@ -13,7 +13,8 @@
  * model refuses (input errors) never fail a batch: they are found by bisection and go to the dead-letter sink.
  */
 import { performance } from "node:perf_hooks";
-import { MlshipError, toMlshipError, type Logger } from "../core/index.js";
+import { MlshipError, toMlshipError, type DType, type Logger } from "../core/index.js";
+import type { Manifest } from "../package/index.js";
 import type { FeedbackService } from "../feedback/index.js";
 import { formatMlflowResponse, type ScoringService } from "../scoring/index.js";
 import type { SqlStore } from "../store/index.js";
@@ -26,8 +27,11 @@ import { createStreamSink } from "./sinks/index.js";
 import { createStreamSource } from "./sources/index.js";
 import type {
   DeadLetter,
+  FieldSpec,
+  FieldType,
   OperatorState,
   OutputRow,
+  SchemaSpec,
   ScoredRecord,
   SinkSpec,
   SourceBatch,
@@ -281,9 +285,9 @@ async function runLoop(
     let nextBatchId = saved?.nextBatchId ?? 0;
 
     const resolved = await scoring.resolve(config.model);
-    const declared = resolved.version.manifest.signature.columns?.map((c) => c.name);
-    const validate = compileSchema(config.schema, config.schema.fromModel ? declared : undefined);
-    const schemaFields = effectiveFields(config.schema, config.schema.fromModel ? declared : undefined).map((f) => f.name);
+    const { schema, declared } = modelSchema(config.schema, resolved.version.manifest.signature);
+    const validate = compileSchema(schema, schema.fromModel ? declared : undefined);
+    const schemaFields = effectiveFields(schema, schema.fromModel ? declared : undefined).map((f) => f.name);
     const features = featureColumns(config, schemaFields, declared);
     // The prediction log keeps one row per (request id, row): instances of one job count batches separately.
     const requestIdOf = (batchId: number): string => (options.instance === undefined ? `stream:${config.name}:${batchId}` : `stream:${config.name}@${options.instance}:${batchId}`);
@@ -590,6 +594,31 @@ function parseEngineState(value: unknown): EngineState | null {
   const { ids, savedAt } = replay as { ids?: unknown; savedAt?: unknown };
   if (!Array.isArray(ids) || typeof savedAt !== "number") return null;
   return { replay: { ids: ids.filter((id): id is string => typeof id === "string"), savedAt } };
+}
+
+/** A schema field type for a one-value-per-row input of this dtype. */
+function fieldTypeOf(dtype: DType): FieldType {
+  if (dtype === "string") return "string";
+  if (dtype === "bool") return "boolean";
+  return "double";
+}
+
+/**
+ * The schema to enforce and the model's columns. A model without declared columns whose inputs each take one value
+ * per row (a Spark ML pipeline's input columns, an ONNX model with one input per column) has those inputs as its
+ * columns: `fromModel` adds them with their own types (a string input stays a string), not as doubles.
+ */
+export function modelSchema(spec: SchemaSpec, signature: Manifest["signature"]): { schema: SchemaSpec; declared: string[] | undefined } {
+  const declared = signature.columns?.map((c) => c.name);
+  if (declared !== undefined || !spec.fromModel) return { schema: spec, declared };
+  const perRow = signature.inputs.length > 0 && signature.inputs.every((input) => input.shape.length === 1);
+  // Otherwise effectiveFields refuses fromModel, saying the model must declare its columns.
+  if (!perRow) return { schema: spec, declared: undefined };
+  const named = new Set(spec.fields.map((f) => f.name));
+  const added: FieldSpec[] = signature.inputs
+    .filter((input) => !named.has(input.name))
+    .map((input) => ({ name: input.name, type: fieldTypeOf(input.dtype), nullable: false }));
+  return { schema: { ...spec, fields: [...spec.fields, ...added], fromModel: false }, declared: signature.inputs.map((input) => input.name) };
 }
 
 /**

@@ -3,7 +3,7 @@
  * event-time aggregations and a stream-stream join, with exactly-once effects in idempotent sinks.
  */
 export type * from "./types.js";
-export { startStream, deadLetterRow, predictionRow, featureColumns, feedbackOutcomes } from "./engine.js";
+export { startStream, deadLetterRow, predictionRow, featureColumns, feedbackOutcomes, modelSchema } from "./engine.js";
 export type { EngineScoredRecord, StartStreamOptions, StreamDeps, StreamHandle } from "./engine.js";
 export { createStreamMetrics } from "./metrics.js";
 export type { BatchObservation, StreamMetrics } from "./metrics.js";
