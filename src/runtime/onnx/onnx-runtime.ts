@@ -10,13 +10,11 @@
  *   0/1, float16 raw Uint16 bits. Turning them into JSON numbers is the protocol layer's job (`tensorToList`).
  */
 import { stat } from "node:fs/promises";
-import { MlshipError, isMlshipError } from "../../core/index.js";
-import type { Logger, Tensor } from "../../core/index.js";
-import type { TensorSpec } from "../../package/index.js";
+import { MlshipError } from "../../core/index.js";
+import type { Logger } from "../../core/index.js";
 import { WorkerPool, siblingWorkerUrl } from "../pool/index.js";
-import type { PoolStats } from "../pool/index.js";
-import type { LoadSpec, LoadedModel, ModelRuntime, RunOptions } from "../types.js";
-import { validateFeeds, validateOutputNames } from "../validate.js";
+import { PooledRuntime } from "../pooled-runtime.js";
+import type { LoadSpec } from "../types.js";
 import type { OnnxWorkerData } from "./worker.js";
 
 export interface OnnxRuntimeOptions {
@@ -31,10 +29,13 @@ export interface OnnxRuntimeOptions {
   logger?: Logger;
 }
 
-export class OnnxRuntime implements ModelRuntime {
+/**
+ * `load(spec)` loads `spec.modelPath` in every worker. `spec.options` are onnxruntime `SessionOptions` and override
+ * the defaults (intraOpNumThreads, interOpNumThreads 1, executionMode sequential, graphOptimizationLevel all,
+ * logSeverityLevel 4: errors come back in the rejection instead of being printed).
+ */
+export class OnnxRuntime extends PooledRuntime {
   readonly flavor = "onnx";
-  private readonly pool: WorkerPool;
-  private readonly models = new Map<string, Promise<LoadedModel>>();
 
   constructor(options: OnnxRuntimeOptions = {}) {
     const intraOpThreads = options.intraOpThreads ?? 1;
@@ -50,59 +51,20 @@ export class OnnxRuntime implements ModelRuntime {
       });
     }
     const workerData: OnnxWorkerData = { intraOpThreads, interOpThreads };
-    this.pool = new WorkerPool({
-      workerUrl: siblingWorkerUrl(import.meta.url, "worker"),
-      size: options.workers,
-      name: "mlship-onnx",
-      workerData,
-      drainTimeoutMs: options.drainTimeoutMs,
-      logger: options.logger,
-    });
+    super(
+      new WorkerPool({
+        workerUrl: siblingWorkerUrl(import.meta.url, "worker"),
+        size: options.workers,
+        name: "mlship-onnx",
+        workerData,
+        drainTimeoutMs: options.drainTimeoutMs,
+        logger: options.logger,
+      }),
+      "the ONNX runtime",
+    );
   }
 
-  /**
-   * Loads `spec.modelPath` in every worker. `spec.options` are onnxruntime `SessionOptions` and override the
-   * defaults (intraOpNumThreads, interOpNumThreads 1, executionMode sequential, graphOptimizationLevel all,
-   * logSeverityLevel 4: errors come back in the rejection instead of being printed).
-   */
-  load(spec: LoadSpec): Promise<LoadedModel> {
-    if (this.pool.closed) {
-      return Promise.reject(new MlshipError("MLSHIP_ERR_RUNTIME_UNAVAILABLE", `cannot load ${spec.key}: the ONNX runtime is closed`));
-    }
-    const existing = this.models.get(spec.key);
-    if (existing !== undefined) return existing;
-    const loading = this.loadNew(spec);
-    this.models.set(spec.key, loading);
-    loading.catch(() => {
-      if (this.models.get(spec.key) === loading) this.models.delete(spec.key);
-    });
-    return loading;
-  }
-
-  async unload(key: string): Promise<void> {
-    this.models.delete(key);
-    await this.pool.unload(key);
-  }
-
-  close(): Promise<void> {
-    this.models.clear();
-    return this.pool.close();
-  }
-
-  /** Per-worker in-flight and completed run counts, for metrics. */
-  stats(): PoolStats {
-    return this.pool.stats();
-  }
-
-  /** Kills one worker as a crash would (tests, recycling); a replacement starts and re-loads every model. */
-  terminateWorker(index: number): Promise<void> {
-    return this.pool.terminateWorker(index);
-  }
-
-  private async loadNew(spec: LoadSpec): Promise<LoadedModel> {
-    if (typeof spec.key !== "string" || spec.key === "") {
-      throw new MlshipError("MLSHIP_ERR_RUNTIME_LOAD", "a model load needs a non-empty key", { field: "key" });
-    }
+  protected async checkArtifact(spec: LoadSpec): Promise<void> {
     const path = spec.modelPath;
     try {
       const info = await stat(path);
@@ -122,32 +84,10 @@ export class OnnxRuntime implements ModelRuntime {
         );
       }
     }
-    try {
-      const signature = await this.pool.load(spec);
-      return new OnnxModel(spec.key, signature.inputs, signature.outputs, this.pool);
-    } catch (error) {
-      if (isMlshipError(error)) throw error;
-      throw new MlshipError("MLSHIP_ERR_RUNTIME_LOAD", `cannot load model file ${path}: ${String(error)}`, { field: path, cause: error });
-    }
   }
-}
 
-class OnnxModel implements LoadedModel {
-  constructor(
-    readonly key: string,
-    readonly inputs: TensorSpec[],
-    readonly outputs: TensorSpec[],
-    private readonly pool: WorkerPool,
-  ) {}
-
-  run(feeds: Record<string, Tensor>, options: RunOptions = {}): Promise<Record<string, Tensor>> {
-    try {
-      validateFeeds(this.inputs, feeds);
-      validateOutputNames(this.outputs, options.outputs);
-    } catch (error) {
-      return Promise.reject(error);
-    }
-    return this.pool.run(this.key, feeds, options);
+  protected describe(path: string): string {
+    return `model file ${path}`;
   }
 }
 

@@ -5,13 +5,11 @@
  * to a worker, outputs come back as float64 / string tensors.
  */
 import { stat } from "node:fs/promises";
-import { MlshipError, isMlshipError } from "../../core/index.js";
-import type { Logger, Tensor } from "../../core/index.js";
-import type { TensorSpec } from "../../package/index.js";
+import { MlshipError } from "../../core/index.js";
+import type { Logger } from "../../core/index.js";
 import { WorkerPool, siblingWorkerUrl } from "../pool/index.js";
-import type { PoolStats } from "../pool/index.js";
-import type { LoadSpec, LoadedModel, ModelRuntime, RunOptions } from "../types.js";
-import { validateFeeds, validateOutputNames } from "../validate.js";
+import { PooledRuntime } from "../pooled-runtime.js";
+import type { LoadSpec } from "../types.js";
 
 export interface SparkmlRuntimeOptions {
   /** Worker threads; defaults to `os.availableParallelism()`. */
@@ -21,57 +19,24 @@ export interface SparkmlRuntimeOptions {
   logger?: Logger;
 }
 
-export class SparkmlRuntime implements ModelRuntime {
+/** `load(spec)`: `spec.options.expectClass` (optional) refuses a directory that holds another class. */
+export class SparkmlRuntime extends PooledRuntime {
   readonly flavor = "sparkml";
-  private readonly pool: WorkerPool;
-  private readonly models = new Map<string, Promise<LoadedModel>>();
 
   constructor(options: SparkmlRuntimeOptions = {}) {
-    this.pool = new WorkerPool({
-      workerUrl: siblingWorkerUrl(import.meta.url, "worker"),
-      size: options.workers,
-      name: "mlship-sparkml",
-      drainTimeoutMs: options.drainTimeoutMs,
-      logger: options.logger,
-    });
+    super(
+      new WorkerPool({
+        workerUrl: siblingWorkerUrl(import.meta.url, "worker"),
+        size: options.workers,
+        name: "mlship-sparkml",
+        drainTimeoutMs: options.drainTimeoutMs,
+        logger: options.logger,
+      }),
+      "the sparkml runtime",
+    );
   }
 
-  /**
-   * Loads the Spark saved model directory `spec.modelPath` in the workers. `spec.options.expectClass` (optional)
-   * refuses a directory that holds another class.
-   */
-  load(spec: LoadSpec): Promise<LoadedModel> {
-    if (this.pool.closed) {
-      return Promise.reject(new MlshipError("MLSHIP_ERR_RUNTIME_UNAVAILABLE", `cannot load ${spec.key}: the sparkml runtime is closed`));
-    }
-    const existing = this.models.get(spec.key);
-    if (existing !== undefined) return existing;
-    const loading = this.loadNew(spec);
-    this.models.set(spec.key, loading);
-    loading.catch(() => {
-      if (this.models.get(spec.key) === loading) this.models.delete(spec.key);
-    });
-    return loading;
-  }
-
-  async unload(key: string): Promise<void> {
-    this.models.delete(key);
-    await this.pool.unload(key);
-  }
-
-  close(): Promise<void> {
-    this.models.clear();
-    return this.pool.close();
-  }
-
-  stats(): PoolStats {
-    return this.pool.stats();
-  }
-
-  private async loadNew(spec: LoadSpec): Promise<LoadedModel> {
-    if (typeof spec.key !== "string" || spec.key === "") {
-      throw new MlshipError("MLSHIP_ERR_RUNTIME_LOAD", "a model load needs a non-empty key", { field: "key" });
-    }
+  protected async checkArtifact(spec: LoadSpec): Promise<void> {
     const dir = spec.modelPath;
     try {
       const info = await stat(dir);
@@ -80,32 +45,10 @@ export class SparkmlRuntime implements ModelRuntime {
       const why = (error as NodeJS.ErrnoException).code === "ENOENT" ? "no such directory" : (error as Error).message;
       throw new MlshipError("MLSHIP_ERR_RUNTIME_LOAD", `cannot load Spark ML model ${dir}: ${why}`, { field: dir, cause: error });
     }
-    try {
-      const signature = await this.pool.load(spec);
-      return new SparkmlModel(spec.key, signature.inputs, signature.outputs, this.pool);
-    } catch (error) {
-      if (isMlshipError(error)) throw error;
-      throw new MlshipError("MLSHIP_ERR_RUNTIME_LOAD", `cannot load Spark ML model ${dir}: ${String(error)}`, { field: dir, cause: error });
-    }
   }
-}
 
-class SparkmlModel implements LoadedModel {
-  constructor(
-    readonly key: string,
-    readonly inputs: TensorSpec[],
-    readonly outputs: TensorSpec[],
-    private readonly pool: WorkerPool,
-  ) {}
-
-  run(feeds: Record<string, Tensor>, options: RunOptions = {}): Promise<Record<string, Tensor>> {
-    try {
-      validateFeeds(this.inputs, feeds);
-      validateOutputNames(this.outputs, options.outputs);
-    } catch (error) {
-      return Promise.reject(error);
-    }
-    return this.pool.run(this.key, feeds, options);
+  protected describe(path: string): string {
+    return `Spark ML model ${path}`;
   }
 }
 
