@@ -1,11 +1,10 @@
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { chmod, copyFile, mkdir, open, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { chmod, copyFile, mkdir, open, readdir, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { MlshipError } from "../core/index.js";
 import {
   checkInputExample,
-  EXAMPLE_KEYS,
   loadPackage,
   MANIFEST_FILE,
   trailingWidth,
@@ -13,7 +12,7 @@ import {
   writePackage,
 } from "./manifest.js";
 import { parseCsv } from "./csv.js";
-import { importMlflowSpark, MLMODEL_FILE, mlflowColumns, readMlflow, readMlflowModel } from "./mlflow.js";
+import { importMlflowSpark, MLMODEL_FILE, mlflowColumns, mlflowExampleBody, readMlflow, readMlflowModel } from "./mlflow.js";
 import type { MlflowModel, MlflowSignature } from "./mlflow.js";
 import { inspectOnnx } from "./onnx.js";
 import { checkSparkSignature, copySparkDirectory, fromSpark, SPARKML_FLAVOR, sparkModelClass } from "./spark.js";
@@ -26,7 +25,7 @@ import type {
   Signature,
   TensorSpec,
 } from "./types.js";
-import { describe, invalid, isRecord, notFound, pathExists, unsupported } from "./util.js";
+import { invalid, notFound, pathExists, unsupported } from "./util.js";
 
 export type SourceKind = "onnx" | "mlflow" | "mlship" | "spark";
 
@@ -179,7 +178,7 @@ async function fromMlflow(dir: string, staging: string): Promise<Manifest> {
     metadata: { ...model.metadata },
   };
   if (model.example !== undefined) {
-    await writeFile(path.join(staging, EXAMPLE_FILE), JSON.stringify(await mlflowExample(model)), "utf8");
+    await writeFile(path.join(staging, EXAMPLE_FILE), JSON.stringify(await mlflowExampleBody(model)), "utf8");
     manifest.input_example = EXAMPLE_FILE;
   }
   return manifest;
@@ -242,34 +241,11 @@ function mlflowColumnsFor(model: MlflowModel, sig: MlflowSignature, graph: OnnxG
   return mlflowColumns(sig);
 }
 
-/** Normalises MLflow's saved example (a bare pandas split/records dump or a tf-serving body) to a request body. */
-async function mlflowExample(model: MlflowModel): Promise<Record<string, unknown>> {
-  const example = model.example as NonNullable<MlflowModel["example"]>;
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(await readFile(example.path, "utf8")) as unknown;
-  } catch (error) {
-    throw invalid(example.path, `not valid JSON (${error instanceof Error ? error.message : String(error)}); named by ${
-      model.file}`, "saved_input_example_info.artifact_path", error);
-  }
-  if (isRecord(parsed) && EXAMPLE_KEYS.some((k) => k in parsed)) return parsed;
-  if (isRecord(parsed) && Array.isArray(parsed.data)) {
-    const split: Record<string, unknown> = { data: parsed.data };
-    if (Array.isArray(parsed.columns)) split.columns = parsed.columns;
-    return { dataframe_split: split };
-  }
-  if (Array.isArray(parsed)) {
-    return example.type === "dataframe" && parsed.every(isRecord) ? { dataframe_records: parsed } : { inputs: parsed };
-  }
-  throw invalid(example.path, `an input example MLflow did not write (${describe(parsed)}); named by ${model.file}`,
-    "saved_input_example_info.artifact_path");
-}
-
 async function fromMlship(dir: string, staging: string): Promise<Manifest> {
   const pkg = await loadPackage(dir);
   const file = path.join(pkg.root, MANIFEST_FILE);
   const modelPath = path.join(pkg.root, pkg.manifest.files.model);
-  const spark = (pkg.manifest.flavor as string) === SPARKML_FLAVOR;
+  const spark = pkg.manifest.flavor === SPARKML_FLAVOR;
   if (spark) await checkSparkSignature(modelPath, pkg.manifest, file);
   else checkSignatureAgainstGraph(pkg.manifest.signature, await inspectOnnx(modelPath), file);
   const rels = [...Object.values(pkg.manifest.files)];
