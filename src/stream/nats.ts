@@ -14,10 +14,10 @@ import {
   type StreamConfig,
 } from "@nats-io/jetstream";
 import { MlshipError, type Logger } from "../core/index.js";
+import { DEFAULT_NATS_SERVERS } from "./config.js";
 
 export type { Msg, NatsConnection };
 
-export const DEFAULT_NATS_SERVERS = "nats://127.0.0.1:4222";
 /** Bounds the first connection (per server tried) and every JetStream API request, publish and ack confirmation. */
 export const NATS_CONNECT_TIMEOUT_MS = 5_000;
 export const NATS_REQUEST_TIMEOUT_MS = 5_000;
