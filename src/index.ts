@@ -43,7 +43,7 @@ export type {
   ScoringService,
 } from "./scoring/index.js";
 
-export { buildServer, mlshipPlugin } from "./serve/index.js";
+export { adminTokenHook, buildServer, mlshipPlugin } from "./serve/index.js";
 
 export { startFeedbackLoop, startPredictionLog, runStream } from "./app.js";
 export type { FeedbackLoop, FeedbackLoopOptions } from "./app.js";

@@ -49,6 +49,16 @@ export interface BatchFreshness {
   lastError: string | null;
 }
 
+/** What is wrong with a model's predictions in a table, if anything (`mlship batch status`, the dashboard). */
+export type BatchHealth = "ok" | "failed" | "stale" | "never succeeded";
+
+/** `failed` when a run failed since the last success, else `never succeeded`, `stale` past `maxAgeMs`, or `ok`. */
+export function batchHealth(entry: Pick<BatchFreshness, "failedSinceSuccess" | "lastSuccess">, maxAgeMs: number): BatchHealth {
+  if (entry.failedSinceSuccess) return "failed";
+  if (entry.lastSuccess === null) return "never succeeded";
+  return entry.lastSuccess.ageSeconds * 1000 > maxAgeMs ? "stale" : "ok";
+}
+
 export interface BatchFreshnessOptions {
   /** Only this model's runs. */
   model?: string;

@@ -72,6 +72,8 @@ export interface RunCounters {
 
 export interface ListRunsOptions {
   model?: string;
+  /** Only runs in this status. */
+  status?: RunStatus;
   /** Most recent first; default 20. */
   limit?: number;
 }
@@ -255,6 +257,7 @@ export class RunStore {
     const rows = await this.#read(() => {
       let query = this.#db.selectFrom("batch_runs").selectAll();
       if (options.model !== undefined) query = query.where("model", "=", options.model);
+      if (options.status !== undefined) query = query.where("status", "=", options.status);
       return query.orderBy("started_at", "desc").orderBy("id", "desc").limit(options.limit ?? 20).execute();
     });
     return rows.map(toRun);

@@ -1,5 +1,5 @@
 import { Command } from "commander";
-import { batchFreshness, maxAgeFor, ScheduleStore, type BatchFreshness } from "../batch/index.js";
+import { batchFreshness, batchHealth, maxAgeFor, ScheduleStore, type BatchHealth } from "../batch/index.js";
 import { MlshipError } from "../core/index.js";
 import { parseWindowSize } from "../monitor/index.js";
 import { usageError } from "./args.js";
@@ -12,14 +12,8 @@ interface StatusFlags {
   check?: boolean;
 }
 
-/** What is wrong with a model's predictions in a table, if anything. */
-export type BatchHealth = "ok" | "failed" | "stale" | "never succeeded";
-
-export function batchHealth(entry: BatchFreshness, maxAgeMs: number): BatchHealth {
-  if (entry.failedSinceSuccess) return "failed";
-  if (entry.lastSuccess === null) return "never succeeded";
-  return entry.lastSuccess.ageSeconds * 1000 > maxAgeMs ? "stale" : "ok";
-}
+// Judged where the dashboard's freshness route judges it too.
+export { batchHealth, type BatchHealth };
 
 /** `3d4h`, `2h5m`, `42s`: the two largest units are enough to read an age at a glance. */
 export function formatAge(seconds: number): string {

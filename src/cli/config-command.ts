@@ -7,6 +7,8 @@ import { formatTable, printJson, printLine } from "./io.js";
 function valueOf(config: MlshipConfig, key: ConfigKey): unknown {
   let value: unknown = config;
   for (const part of key.split(".")) value = (value as Record<string, unknown>)[part];
+  // Credentials (the admin token) are shown as set or not, never their value.
+  if (KEYS.find((def) => def.key === key)?.kind === "secret") return value === null ? null : "***";
   // Store and cache URLs may carry passwords; the printout is for humans and logs, never for secrets.
   return typeof value === "string" && value.includes("://") ? redactUrl(value) : value;
 }

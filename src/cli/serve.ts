@@ -67,6 +67,12 @@ function listenError(error: unknown, where: string, portKey: "server.port" | "se
   return error;
 }
 
+/** Whether a listen address only takes connections from this machine (then an open management API is local). */
+function isLoopbackHost(host: string): boolean {
+  const bare = host.replace(/^\[|\]$/g, "").toLowerCase();
+  return bare === "localhost" || bare === "::1" || /^127(\.\d{1,3}){3}$/.test(bare) || bare === "::ffff:127.0.0.1";
+}
+
 /**
  * Listens (HTTP, and gRPC unless server.grpcPort is -1) and waits for SIGINT/SIGTERM (or the io abort signal).
  * Shutdown stops accepting connections on both, lets in-flight requests finish (up to server.shutdownTimeoutMs),
@@ -85,13 +91,24 @@ async function listen(ctx: CliContext, app: Mlship, defaultModel: string | null)
     bodyLimitBytes: config.server.bodyLimitBytes,
     defaultModel: defaultModel ?? undefined,
     maxEventLoopDelayMs: config.server.maxEventLoopDelayMs,
+    ...(config.server.adminToken === null ? {} : { adminToken: config.server.adminToken }),
   });
+  if (config.server.adminToken === null && !isLoopbackHost(config.server.host)) {
+    app.logger.warn(
+      { host: config.server.host },
+      "no admin token (server.adminToken / MLSHIP_ADMIN_TOKEN): anyone who can reach this server can move aliases, start and promote rollouts and change settings",
+    );
+  }
   // The monitoring data over REST (reference and window profiles), next to the serving routes.
   const { LiveMonitor, MonitorStore, monitorRoutes } = await import("../monitor/index.js");
   const { feedbackRoutes } = await import("../feedback/index.js");
   const { rolloutRoutes } = await import("../rollout/index.js");
   const { BatchScheduler, batchFreshnessMetrics, batchRoutes } = await import("../batch/index.js");
   const requestMetrics = requestMetricsOf(server);
+  // Live traffic (GET /api/v1/traffic, and totals for the model lists): the request metrics sampled every 2 s.
+  const { recordTraffic, trafficRoutes } = await import("../serve/index.js");
+  const traffic = recordTraffic(server);
+  void server.register(trafficRoutes, { traffic });
   const monitorStore = new MonitorStore(app.store);
   // The feedback loop: prediction log, live quality and thresholds, rollouts, guard and retraining hooks. Its alerter
   // is monitoring's too, so drift alerts reach the retraining hooks as well.
@@ -120,6 +137,28 @@ async function listen(ctx: CliContext, app: Mlship, defaultModel: string | null)
     : undefined;
   live?.start();
   if (live !== undefined) app.logger.info({ windows: config.monitor.windows }, "live monitoring on");
+  const { alertRoutes } = await import("../monitor/index.js");
+  void server.register(alertRoutes, { alerter: loop.alerter });
+  // The registry read routes (models, versions, files, alias history, audit) and what the server is, for the dashboard.
+  const { registryRoutes } = await import("../registry/index.js");
+  const { serverInfoRoutes } = await import("../serve/index.js");
+  void server.register(registryRoutes, {
+    registry: app.registry,
+    artifacts: app.artifacts,
+    scoring: app.scoring,
+    traffic,
+    audit: loop.rollouts.audit,
+    activeRollout: async (model) => {
+      const [active] = await loop.rollouts.list({ model, state: "active", limit: 1 });
+      return active === undefined ? null : { id: active.id, mode: active.mode, champion: active.champion, challenger: active.challenger, percent: active.percent };
+    },
+  });
+  void server.register(serverInfoRoutes, {
+    adminToken: config.server.adminToken !== null,
+    defaultModel,
+    features: { liveMonitoring: live !== undefined, predictionLog: loop.predictionLog !== undefined, rollouts: true, batch: true, streams: true },
+    trafficIntervalSeconds: traffic.intervalSeconds,
+  });
   void server.register(monitorRoutes, {
     store: monitorStore,
     registry: app.registry,
@@ -136,6 +175,12 @@ async function listen(ctx: CliContext, app: Mlship, defaultModel: string | null)
   // Batch predictions: lookups from the store (or the batch.lookupUrl database, whose pool closes with the server),
   // and the age of each table's last successful run in /metrics.
   void server.register(batchRoutes, { store: app.store, registry: app.registry, maxAgeMs: config.batch.maxAgeMs, lookupUrl: config.batch.lookupUrl });
+  // Stream jobs' status, as the `mlship stream run` processes write it to the store (not the whole stream module).
+  const { streamRoutes } = await import("../stream/http.js");
+  void server.register(streamRoutes, { store: app.store });
+  // The dashboard (built assets from dist/ui) at /ui, and / redirecting to it.
+  const { uiRoutes } = await import("../ui/index.js");
+  void server.register(uiRoutes, {});
   if (requestMetrics !== undefined) {
     batchFreshnessMetrics(app.store, requestMetrics.register, {
       maxAgeMs: config.batch.maxAgeMs,

@@ -70,6 +70,12 @@ export function loadConfigWithSources(options: LoadConfigOptions = {}): LoadedCo
 
   const home = pick("home", path.resolve(cwd, ".mlship"));
   const port = pick<number>("server.port", 8080);
+  const adminTokenFile = pickNullable("server.adminTokenFile");
+  let adminToken = pickNullable("server.adminToken");
+  if (adminToken === null && adminTokenFile !== null) {
+    adminToken = readTokenFile(adminTokenFile, sources["server.adminTokenFile"]);
+    sources["server.adminToken"] = sources["server.adminTokenFile"];
+  }
   const config: MlshipConfig = {
     home,
     store: pick("store", `sqlite:${path.join(home, "mlship.db")}`),
@@ -83,6 +89,8 @@ export function loadConfigWithSources(options: LoadConfigOptions = {}): LoadedCo
       maxEventLoopDelayMs: pick("server.maxEventLoopDelayMs", 40),
       grpcPort: pick("server.grpcPort", port === 0 ? 0 : 8081),
       grpcMaxMessageBytes: pick("server.grpcMaxMessageBytes", 64 * 1024 * 1024),
+      adminToken,
+      adminTokenFile,
     },
     runtime: {
       workers: pick("runtime.workers", Math.max(1, os.availableParallelism())),
@@ -127,6 +135,28 @@ export function loadConfigWithSources(options: LoadConfigOptions = {}): LoadedCo
 /** A config with every default, rooted at `home` (for tests and library callers that do not read files or env). */
 export function defaultConfig(overrides: Partial<Record<ConfigKey, unknown>> = {}): MlshipConfig {
   return loadConfig({ env: {}, overrides, cwd: process.cwd(), configFile: undefined, overrideSource: "option" });
+}
+
+/** The admin token from a file (a mounted secret): its content, trimmed. Errors name the file, never the content. */
+function readTokenFile(file: string, source: string): string {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, "utf8");
+  } catch (error) {
+    const reason = (error as { code?: unknown }).code ?? (error instanceof Error ? error.message : String(error));
+    throw new MlshipError("MLSHIP_ERR_CONFIG_INVALID", `config key server.adminTokenFile from ${source}: cannot read ${file} (${String(reason)})`, {
+      field: "server.adminTokenFile",
+      details: { source },
+    });
+  }
+  const token = text.trim();
+  if (token === "") {
+    throw new MlshipError("MLSHIP_ERR_CONFIG_INVALID", `config key server.adminTokenFile from ${source}: ${file} is empty`, {
+      field: "server.adminTokenFile",
+      details: { source },
+    });
+  }
+  return token;
 }
 
 function readFileLayer(file: string): Layer {
@@ -272,6 +302,16 @@ function parseValue(def: KeyDef, raw: unknown, source: string, base: string): Co
         throw bad("a valid URL");
       }
       return raw;
+    }
+    case "secret": {
+      // The message never repeats the value: it is a credential.
+      if (typeof raw !== "string" || raw.trim() === "") {
+        throw new MlshipError("MLSHIP_ERR_CONFIG_INVALID", `config key ${def.key} from ${source} must be a non-empty string`, {
+          field: def.key,
+          details: { source },
+        });
+      }
+      return raw.trim();
     }
     case "string": {
       if (typeof raw === "number") return String(raw);

@@ -34,6 +34,13 @@ export interface MlshipConfig {
     readonly grpcPort: number;
     /** Largest gRPC message received or sent, in bytes. Default 64 MiB (gRPC's own default is 4 MiB). */
     readonly grpcMaxMessageBytes: number;
+    /**
+     * Bearer token every action under `/api/v1/` (POST, PUT, PATCH, DELETE) needs, or null for none (actions are
+     * open). Set directly, or read from `adminTokenFile` at load (trimmed). Never printed: `mlship config` shows `***`.
+     */
+    readonly adminToken: string | null;
+    /** File the admin token is read from (a mounted Kubernetes secret), or null. `adminToken` wins when both are set. */
+    readonly adminTokenFile: string | null;
   };
   readonly runtime: {
     /** Inference worker threads. Default `os.availableParallelism()`. */
@@ -136,6 +143,8 @@ export type ConfigKey =
   | "server.maxEventLoopDelayMs"
   | "server.grpcPort"
   | "server.grpcMaxMessageBytes"
+  | "server.adminToken"
+  | "server.adminTokenFile"
   | "runtime.workers"
   | "runtime.intraOpThreads"
   | "runtime.interOpThreads"
@@ -173,7 +182,7 @@ export interface KeyDef {
   env: string;
   /** The CLI flag that sets it, where one exists. */
   flag?: string;
-  kind: "path" | "string" | "int" | "level" | "store" | "ref" | "cache" | "live" | "onoff" | "windows" | "url";
+  kind: "path" | "string" | "int" | "level" | "store" | "ref" | "cache" | "live" | "onoff" | "windows" | "url" | "secret";
   /** Smallest/largest accepted integer. */
   min?: number;
   max?: number;
@@ -233,6 +242,14 @@ export const KEYS: readonly KeyDef[] = [
     key: "server.grpcMaxMessageBytes", env: "MLSHIP_GRPC_MAX_MESSAGE_BYTES", kind: "int", min: 1024, max: 2 ** 31 - 1,
     unit: "bytes", defaultText: "67108864 (64 MiB)",
     doc: "Largest gRPC message received or sent; a larger one fails with RESOURCE_EXHAUSTED.",
+  },
+  {
+    key: "server.adminToken", env: "MLSHIP_ADMIN_TOKEN", kind: "secret", defaultText: "(none: actions are open)",
+    doc: "Bearer token every POST/PUT/PATCH/DELETE under /api/v1/ needs (Authorization: Bearer <token>); reads stay open. Never printed.",
+  },
+  {
+    key: "server.adminTokenFile", env: "MLSHIP_ADMIN_TOKEN_FILE", kind: "path", defaultText: "(none)",
+    doc: "File the admin token is read from at start (trimmed), e.g. a mounted Kubernetes secret; server.adminToken wins when both are set.",
   },
   {
     key: "runtime.workers", env: "MLSHIP_WORKERS", flag: "--workers", kind: "int", min: 1, max: 1024,

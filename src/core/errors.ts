@@ -157,6 +157,10 @@ export const ERROR_CODES = {
     http: 404, grpc: GrpcStatus.NOT_FOUND, mlflow: "RESOURCE_DOES_NOT_EXIST",
     description: "No batch prediction is stored for this model and id (in that table).",
   },
+  MLSHIP_ERR_BATCH_RUN_NOT_FOUND: {
+    http: 404, grpc: GrpcStatus.NOT_FOUND, mlflow: "RESOURCE_DOES_NOT_EXIST",
+    description: "No batch run has this id in the metadata store.",
+  },
   MLSHIP_ERR_BATCH_CHECK_FAILED: {
     http: 422, grpc: GrpcStatus.FAILED_PRECONDITION, mlflow: "INVALID_STATE",
     description: "`mlship batch status --check`: a batch table's last run failed, or its last success is older than the maximum age.",
@@ -172,6 +176,18 @@ export const ERROR_CODES = {
   MLSHIP_ERR_STREAM_CHECKPOINT: {
     http: 409, grpc: GrpcStatus.FAILED_PRECONDITION, mlflow: "INVALID_STATE",
     description: "A stream job's checkpoint folder is in use by another process (give each process its own `--instance`), or it belongs to another job or cannot be read.",
+  },
+  MLSHIP_ERR_AUTH_REQUIRED: {
+    http: 401, grpc: GrpcStatus.UNAUTHENTICATED, mlflow: "UNAUTHENTICATED",
+    description: "The server has an admin token and this action (a POST/PUT/PATCH/DELETE under /api/v1/) was sent without `Authorization: Bearer <token>`.",
+  },
+  MLSHIP_ERR_AUTH_INVALID: {
+    http: 403, grpc: GrpcStatus.PERMISSION_DENIED, mlflow: "PERMISSION_DENIED",
+    description: "The bearer token sent with an action is not the server's admin token.",
+  },
+  MLSHIP_ERR_STREAM_NOT_FOUND: {
+    http: 404, grpc: GrpcStatus.NOT_FOUND, mlflow: "RESOURCE_DOES_NOT_EXIST",
+    description: "No stream job of this name (and instance) has reported its status to the metadata store.",
   },
   MLSHIP_ERR_CONFIG_INVALID: {
     http: 400, grpc: GrpcStatus.INVALID_ARGUMENT, mlflow: "INVALID_PARAMETER_VALUE",

@@ -5,6 +5,8 @@ import { versionFromPath } from "../registry/index.js";
 import type { Registry } from "../registry/index.js";
 import { parseJsonBody } from "../scoring/index.js";
 import type { Protocol } from "../serve/index.js";
+import type { QualitySeriesResponse } from "../ui/contract.js";
+import { DEFAULT_SERIES_RANGE, DEFAULT_SERIES_STEP, qualityBuckets, spanMs } from "./series.js";
 import type { FeedbackService, IngestResult, PredictionLogStats, QualityReport, Variant } from "./types.js";
 
 /** The most outcomes (or events) one post may carry; a bigger batch is split by the client. */
@@ -36,6 +38,12 @@ interface QualityParams {
 
 /** A repeated parameter (`?window=1h&window=1d`) arrives as an array. */
 type QueryValue = string | string[] | undefined;
+
+interface QualitySeriesQuerystring {
+  range?: QueryValue;
+  step?: QueryValue;
+  version?: QueryValue;
+}
 
 interface QualityQuerystring {
   window?: QueryValue;
@@ -117,6 +125,13 @@ function windowOf(text: string | undefined): string {
   return window;
 }
 
+/** A span parameter (`range`, `step`), parsed like `window`; 400 naming it. */
+function spanOf(text: string | undefined, field: string, fallback: string): string {
+  const span = text === undefined || text.trim() === "" ? fallback : text.trim();
+  spanMs(span, field);
+  return span;
+}
+
 function variantOf(text: string | undefined): Variant | undefined {
   if (text === undefined || text === "") return undefined;
   if (!(VARIANTS as readonly string[]).includes(text)) {
@@ -127,7 +142,8 @@ function variantOf(text: string | undefined): Variant | undefined {
 
 /**
  * The feedback loop over REST: outcomes (`POST /v1/feedback`) and business events (`POST /v1/events`) in, live
- * quality (`GET /api/v1/models/{name}/quality`) and join counts (`GET /api/v1/feedback/stats`) out.
+ * quality (`GET /api/v1/models/{name}/quality`, over time `.../quality/series`) and join counts
+ * (`GET /api/v1/feedback/stats`) out.
  *
  * Encapsulated on purpose: it takes JSON bodies only (anything else is 415) without touching the host server's
  * parsers. Errors are thrown to the host server's error handler (`buildServer`'s), which answers in the native
@@ -181,6 +197,19 @@ export const feedbackRoutes: FastifyPluginAsync<FeedbackRoutesOptions> = async (
     }
     const reports: QualityReport[] = await feedback.qualityAll(model, window);
     return { model, window, versions: variant === undefined ? reports : reports.filter((r) => r.variant === variant) };
+  });
+
+  // Quality over time for the dashboard: one point per bucket of `step` over the trailing `range`, per version and
+  // rollout variant, each computed as a `/quality` report over that bucket; `latest` has the whole-range reports.
+  app.get<{ Params: QualityParams; Querystring: QualitySeriesQuerystring }>("/api/v1/models/:name/quality/series", { config: NATIVE }, async (request): Promise<QualitySeriesResponse> => {
+    const range = spanOf(single(request.query.range, "range"), "range", DEFAULT_SERIES_RANGE);
+    const step = spanOf(single(request.query.step, "step"), "step", DEFAULT_SERIES_STEP);
+    // Checked before any lookup, so a bad bucket count is a 400 whatever the model.
+    qualityBuckets(Date.now(), range, step);
+    const versionText = single(request.query.version, "version");
+    const model = (await registry.getModel(request.params.name)).name;
+    const version = versionText === undefined || versionText === "" ? undefined : (await registry.getVersion(model, versionFromPath(versionText.trim()))).version;
+    return feedback.qualitySeries({ model, range, step, ...(version === undefined ? {} : { version }) });
   });
 
   app.get("/api/v1/feedback/stats", { config: NATIVE }, async () => {

@@ -12,6 +12,8 @@ export { compareWith, judgeThresholds, qualityAlerts } from "./thresholds.js";
 export { compareArms, higherIsBetter, twoProportionZTest, welchTTest } from "./significance.js";
 export type { ArmComparison } from "./significance.js";
 export { createFeedbackService, DEFAULT_QUALITY_WINDOWS } from "./service.js";
+export { bucketQuality, DEFAULT_SERIES_RANGE, DEFAULT_SERIES_STEP, MAX_QUALITY_BUCKETS, primaryMetricOf, qualityBuckets } from "./series.js";
+export type { QualityBucket } from "./series.js";
 export type { FeedbackServiceOptions } from "./service.js";
 export { DEFAULT_QUALITY_WINDOW, feedbackRoutes, itemsOfBody, MAX_FEEDBACK_ITEMS } from "./http.js";
 export type { FeedbackRoutesOptions } from "./http.js";

@@ -8,6 +8,9 @@ import { MlshipError, type Logger } from "../core/index.js";
 import { Alerter, DEFAULT_WINDOW_SIZES, parseWindowSize } from "../monitor/index.js";
 import type { Registry } from "../registry/index.js";
 import { computeQuality } from "./quality.js";
+import { bucketQuality, DEFAULT_SERIES_RANGE, DEFAULT_SERIES_STEP, primaryMetricOf, qualityBuckets, spanMs } from "./series.js";
+import type { QualityBucket } from "./series.js";
+import type { QualitySeriesResponse } from "../ui/contract.js";
 import { feedbackSpecOf } from "./spec.js";
 import { conceptDriftAlert, detectConceptDrift } from "./concept.js";
 import { judgeThresholds, qualityAlerts } from "./thresholds.js";
@@ -16,12 +19,14 @@ import type {
   FeedbackSpec,
   FeedbackService,
   IngestResult,
+  JoinedPrediction,
   JoinOptions,
   PredictionQuery,
   PredictionStore,
   QualityAlert,
   QualityQuery,
   QualityReport,
+  QualitySeriesQuery,
   ThresholdResult,
   Variant,
 } from "./types.js";
@@ -141,6 +146,17 @@ export function createFeedbackService(options: FeedbackServiceOptions): Feedback
       end: now.toISOString(),
     };
     const [rows, totals] = await Promise.all([store.joined(range), store.eventTotals(range)]);
+    return reportOf(query, spec, range, rows, totals);
+  }
+
+  /** A report from the rows and event totals of its range (read by `report`, or cut out of a longer read). */
+  function reportOf(
+    query: QualityQuery,
+    spec: FeedbackSpec,
+    range: PredictionQuery,
+    rows: readonly JoinedPrediction[],
+    totals: Record<string, { count: number; sum: number }>,
+  ): QualityReport {
     const quality = computeQuality(rows, spec);
     const events: Record<string, EventCounter> = {};
     for (const [name, total] of Object.entries(totals)) {
@@ -193,6 +209,37 @@ export function createFeedbackService(options: FeedbackServiceOptions): Feedback
       }
     }
     return reports;
+  }
+
+  async function qualitySeries(query: QualitySeriesQuery): Promise<QualitySeriesResponse> {
+    const range = query.range ?? DEFAULT_SERIES_RANGE;
+    const step = query.step ?? DEFAULT_SERIES_STEP;
+    const now = query.now ?? clock();
+    const buckets = qualityBuckets(now.getTime(), range, step);
+    const rangeStart = now.getTime() - spanMs(range, "range");
+    // One read per version covers both the buckets (aligned, may start before the range) and the whole-range report.
+    const from = new Date(Math.min(rangeStart, (buckets[0] as QualityBucket).start));
+    const versions = query.version === undefined ? (await activeVersions(from, now, query.model)).map((a) => a.version) : [query.version];
+    const response: QualitySeriesResponse = { model: query.model, task: null, range, step, primaryMetric: null, series: [], latest: [] };
+    for (const version of versions) {
+      const spec = await specOf(query.model, version);
+      // The newest version names the task and the metric to plot first.
+      response.task = spec.task;
+      response.primaryMetric = primaryMetricOf(spec);
+      const rows = await store.joined({ model: query.model, version, start: from.toISOString(), end: now.toISOString() });
+      const variants = VARIANT_ORDER.filter((variant) => rows.some((r) => r.variant === variant));
+      const whole: PredictionQuery = { model: query.model, version, start: new Date(rangeStart).toISOString(), end: now.toISOString() };
+      const inRange = rows.filter((r) => Date.parse(r.at) >= rangeStart);
+      // The whole version first, then each rollout variant it answered as (as `qualityAll` orders its reports).
+      for (const variant of [undefined, ...variants]) {
+        const mine = (list: readonly JoinedPrediction[]): JoinedPrediction[] => (variant === undefined ? [...list] : list.filter((r) => r.variant === variant));
+        response.series.push({ version, variant: variant ?? null, points: bucketQuality(mine(rows), spec, buckets) });
+        const part = variant === undefined ? whole : { ...whole, variant };
+        const totals = await store.eventTotals(part);
+        response.latest.push(reportOf({ model: query.model, version, window: range, now, ...(variant === undefined ? {} : { variant }) }, spec, part, mine(inRange), totals));
+      }
+    }
+    return response;
   }
 
   async function evaluate(now?: Date): Promise<{ model: string; version: number; results: ThresholdResult[] }[]> {
@@ -342,6 +389,7 @@ export function createFeedbackService(options: FeedbackServiceOptions): Feedback
     store,
     quality,
     qualityAll,
+    qualitySeries,
     ingestOutcomes: (items: readonly unknown[]): Promise<IngestResult> => store.ingestOutcomes(items, joinOptions()),
     ingestEvents: (items: readonly unknown[]): Promise<IngestResult> => store.ingestEvents(items, joinOptions()),
     evaluate,

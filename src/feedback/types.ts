@@ -4,6 +4,7 @@
  */
 import type { Alert } from "../monitor/index.js";
 import type { FeedbackTask, InputLogMode, QualityThreshold } from "../package/index.js";
+import type { QualitySeriesResponse } from "../ui/contract.js";
 
 export type { InputLogMode, QualityThreshold, ThresholdOp } from "../package/index.js";
 export type Task = FeedbackTask;
@@ -293,6 +294,17 @@ export interface QualityQuery {
   now?: Date;
 }
 
+/** Quality over time of a model: one version, or every version with predictions in the span. */
+export interface QualitySeriesQuery {
+  model: string;
+  version?: number;
+  /** Trailing span, default `1d`; bucket size, default `1h` (size labels as `window`). */
+  range?: string;
+  step?: string;
+  /** End of the range; default now. */
+  now?: Date;
+}
+
 /** The live feedback loop of a server or process: quality on demand and on a timer (thresholds, metrics). */
 export interface FeedbackService {
   readonly store: PredictionStore;
@@ -300,6 +312,8 @@ export interface FeedbackService {
   quality(query: QualityQuery): Promise<QualityReport>;
   /** Quality of every version with predictions in the window (and each variant of an active rollout). */
   qualityAll(model: string, window: string, now?: Date): Promise<QualityReport[]>;
+  /** Quality per bucket of `step` over the trailing `range`, per version and variant, with whole-range reports (`series.ts`). */
+  qualitySeries(query: QualitySeriesQuery): Promise<QualitySeriesResponse>;
   /** Outcome ingestion with the configured horizon. */
   ingestOutcomes(items: readonly unknown[]): Promise<IngestResult>;
   ingestEvents(items: readonly unknown[]): Promise<IngestResult>;

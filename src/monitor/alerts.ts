@@ -274,8 +274,50 @@ interface AlerterState {
   active: Record<string, ActiveEntry>;
 }
 
+/** An alert active now and since when (the start of its current run of activity). */
+export interface ActiveAlert {
+  alert: Alert;
+  since: string;
+}
+
+/** A fired alert (what the sinks were sent: new, returned, or repeated after the cool-down) or a cleared one. */
+export interface AlertEvent {
+  at: string;
+  event: "fired" | "cleared";
+  alert: Alert;
+  /** When the alert became active. */
+  since: string;
+}
+
+export const DEFAULT_ALERT_HISTORY = 200;
+
+/** The last `capacity` alert events of this process, in memory (a ring buffer: the oldest goes first). */
+export class AlertHistory {
+  readonly #events: AlertEvent[] = [];
+  #next = 0;
+
+  constructor(readonly capacity: number = DEFAULT_ALERT_HISTORY) {}
+
+  record(event: AlertEvent): void {
+    if (this.capacity <= 0) return;
+    if (this.#events.length < this.capacity) this.#events.push(event);
+    else this.#events[this.#next] = event;
+    this.#next = (this.#next + 1) % this.capacity;
+  }
+
+  /** Newest first. */
+  recent(): AlertEvent[] {
+    const n = this.#events.length;
+    const out: AlertEvent[] = [];
+    for (let i = 1; i <= n; i++) out.push(this.#events[(this.#next - i + n) % n] as AlertEvent);
+    return out;
+  }
+}
+
 export interface AlerterOptions {
   sinks: readonly AlertSink[];
+  /** How many fired/cleared events `history` keeps. Default 200. */
+  historySize?: number;
   /** Default one hour. */
   cooldownMs?: number;
   stateStore?: AlertStateStore;
@@ -306,6 +348,8 @@ export const DEFAULT_ALERT_COOLDOWN_MS = 60 * 60 * 1000;
 
 export class Alerter {
   readonly cooldownMs: number;
+  /** Fired and cleared events of this process (the dashboard's recent alerts). */
+  readonly history: AlertHistory;
   private readonly sinks: readonly AlertSink[];
   private readonly stateKey: string;
   private state: AlerterState | undefined;
@@ -314,6 +358,12 @@ export class Alerter {
     this.sinks = options.sinks;
     this.cooldownMs = options.cooldownMs ?? DEFAULT_ALERT_COOLDOWN_MS;
     this.stateKey = options.stateKey ?? "monitor.alerts";
+    this.history = new AlertHistory(options.historySize ?? DEFAULT_ALERT_HISTORY);
+  }
+
+  /** The alerts active now, each with the time it became active. */
+  async active(): Promise<ActiveAlert[]> {
+    return Object.values((await this.load()).active).map((entry) => ({ alert: entry.alert, since: entry.since }));
   }
 
   /** Ids of the alerts active now. */
@@ -342,11 +392,14 @@ export class Alerter {
         suppressed.push(alert);
       }
     }
+    const at = now.toISOString();
+    for (const alert of fired) this.history.record({ at, event: "fired", alert, since: state.active[alert.id]?.since ?? at });
     const cleared: Alert[] = [];
     for (const [id, entry] of Object.entries(state.active)) {
       if (current.has(id)) continue;
       if (options.scope !== undefined && entry.scope !== options.scope) continue;
       cleared.push(entry.alert);
+      this.history.record({ at, event: "cleared", alert: entry.alert, since: entry.since });
       delete state.active[id];
     }
 

@@ -4,7 +4,9 @@ import { versionFromPath } from "../registry/index.js";
 import type { Registry } from "../registry/index.js";
 import type { ScoringService } from "../scoring/index.js";
 import type { RequestSnapshot } from "../serve/index.js";
+import type { MonitorSummary } from "../ui/contract.js";
 import type { MonitorStore } from "./store.js";
+import { monitorSummary, summaryLimitOf, summarySizeOf } from "./summary.js";
 
 export interface MonitorRoutesOptions {
   store: MonitorStore;
@@ -99,6 +101,19 @@ export const monitorRoutes: FastifyPluginAsync<MonitorRoutesOptions> = async (ap
       const size = request.query.size === undefined || request.query.size === "" ? undefined : request.query.size;
       const windows = await store.listWindows(v.name, v.version, { ...(since === undefined ? {} : { since }), ...(size === undefined ? {} : { size }) });
       return { model: v.name, version: v.version, windows };
+    },
+  );
+
+  // The dashboard's drift page in one answer: per feature and output the statistic over the newest windows, the drift
+  // kind, the reference-vs-newest-window histogram, and the newest window's rule results. A version without a
+  // reference answers `hasReference: false` (the page shows how to make one), not a 404.
+  app.get<{ Params: VersionParams; Querystring: { size?: string; limit?: string } }>(
+    "/api/v1/models/:name/versions/:version/monitor/summary",
+    async (request): Promise<MonitorSummary> => {
+      const size = summarySizeOf(request.query.size);
+      const limit = summaryLimitOf(request.query.limit);
+      const record = await registry.getVersion(request.params.name, versionFromPath(request.params.version));
+      return monitorSummary(store, record, { ...(size === undefined ? {} : { size }), limit });
     },
   );
 };

@@ -45,11 +45,27 @@ export interface WindowProfile {
   insufficient?: boolean;
 }
 
+/** A stored window without its profiles: what a series of drift verdicts needs (`listWindowVerdicts`). */
+export interface WindowVerdicts {
+  model: string;
+  version: number;
+  size: string;
+  start: string;
+  end: string;
+  rows: number;
+  /** Too few rows for a verdict (or stored without drift results). */
+  insufficient: boolean;
+  drift: DatasetDrift | undefined;
+  predictionDrift: DatasetDrift | undefined;
+}
+
 export interface ListWindowsOptions {
   /** Only windows starting at or after this instant. */
   since?: Date | string;
   /** Only windows of this size label. */
   size?: string;
+  /** Only the newest this many windows (by start), still returned oldest first. */
+  limit?: number;
 }
 
 function isoText(value: Date | string, field: string): string {
@@ -170,12 +186,91 @@ export class MonitorStore {
         .where("kind", "=", "window");
       if (since !== undefined) query = query.where("window_start", ">=", since);
       if (options.size !== undefined) query = query.where("window_size", "=", options.size);
+      if (options.limit !== undefined) {
+        return query.orderBy("window_start", "desc").orderBy("window_size", "desc").orderBy("id", "desc").limit(options.limit).execute().then((newest) => newest.reverse());
+      }
       return query.orderBy("window_start").orderBy("window_size").orderBy("id").execute();
     });
     return rows.map((row) => {
       const window = parseBody<WindowProfile>(row.body, `window profile of ${model}@${version}`);
       return { ...window, predictions: window.predictions ?? undefined };
     });
+  }
+
+  /**
+   * A version's windows without their profiles (oldest start first): span, rows and drift verdicts. The profiles
+   * (reservoir samples, sketches) are most of a stored window, so they are cut out in SQL rather than parsed here.
+   */
+  async listWindowVerdicts(model: string, version: number, options: ListWindowsOptions = {}): Promise<WindowVerdicts[]> {
+    const since = options.since === undefined ? undefined : isoText(options.since, "since");
+    const postgres = this.store.dialect === "postgres";
+    const light = postgres ? sql<string>`(body::jsonb - 'features' - 'predictions')::text` : sql<string>`json_remove(body, '$.features', '$.predictions')`;
+    const featureRows = postgres ? sql<string | number | null>`(body::jsonb #>> '{features,rows}')` : sql<string | number | null>`json_extract(body, '$.features.rows')`;
+    const rows = await this.#read(() => {
+      let query = this.#db
+        .selectFrom("monitor_profiles")
+        .select([light.as("light"), featureRows.as("feature_rows")])
+        .where("model", "=", model)
+        .where("version", "=", version)
+        .where("kind", "=", "window");
+      if (since !== undefined) query = query.where("window_start", ">=", since);
+      if (options.size !== undefined) query = query.where("window_size", "=", options.size);
+      if (options.limit !== undefined) {
+        return query.orderBy("window_start", "desc").orderBy("window_size", "desc").orderBy("id", "desc").limit(options.limit).execute().then((newest) => newest.reverse());
+      }
+      return query.orderBy("window_start").orderBy("window_size").orderBy("id").execute();
+    });
+    return rows.map((row) => {
+      const window = parseBody<Partial<WindowProfile> & Pick<WindowProfile, "model" | "version" | "size" | "start" | "end">>(row.light, `window of ${model}@${version}`);
+      const drift = window.drift ?? undefined;
+      return {
+        model: window.model,
+        version: window.version,
+        size: window.size,
+        start: window.start,
+        end: window.end,
+        rows: window.rows ?? Number(row.feature_rows ?? 0),
+        // As `fromWindowProfile` reads a window stored without the flag.
+        insufficient: window.insufficient ?? drift === undefined,
+        drift,
+        predictionDrift: window.predictionDrift ?? undefined,
+      };
+    });
+  }
+
+  /** One stored window of a version, by size and start; undefined when there is none. */
+  async getWindow(model: string, version: number, size: string, start: Date | string): Promise<WindowProfile | undefined> {
+    const startText = isoText(start, "start");
+    const row = await this.#read(() =>
+      this.#db
+        .selectFrom("monitor_profiles")
+        .select("body")
+        .where("model", "=", model)
+        .where("version", "=", version)
+        .where("kind", "=", "window")
+        .where("window_size", "=", size)
+        .where("window_start", "=", startText)
+        .orderBy("id", "desc")
+        .executeTakeFirst(),
+    );
+    if (row === undefined) return undefined;
+    const window = parseBody<WindowProfile>(row.body, `window profile of ${model}@${version}`);
+    return { ...window, predictions: window.predictions ?? undefined };
+  }
+
+  /** The window size labels stored for a version (in no particular order). */
+  async windowSizes(model: string, version: number): Promise<string[]> {
+    const rows = await this.#read(() =>
+      this.#db
+        .selectFrom("monitor_profiles")
+        .select("window_size")
+        .distinct()
+        .where("model", "=", model)
+        .where("version", "=", version)
+        .where("kind", "=", "window")
+        .execute(),
+    );
+    return rows.flatMap((row) => (row.window_size === null ? [] : [row.window_size]));
   }
 
   async #read<T>(query: () => Promise<T>): Promise<T> {

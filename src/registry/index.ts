@@ -13,3 +13,5 @@ export {
 } from "./refs.js";
 export { deploymentStack, rollbackTarget } from "./rollback.js";
 export type { AliasMove } from "./rollback.js";
+export { emptyTraffic, listPackageFiles, registryRoutes, TRAFFIC_WINDOW_SECONDS } from "./http.js";
+export type { ActiveRolloutView, AuditEntryLike, LoadedVersionInfo, RegistryRoutesOptions } from "./http.js";

@@ -406,8 +406,50 @@ const batchSchedules0007: StoreMigration = {
   },
 };
 
+/**
+ * Stream job status (issue 9): one row per job name and instance, written by the `mlship stream run` process (at
+ * start, after every micro-batch, on a heartbeat, at the end) and read by `mlship serve` for the dashboard.
+ */
+const streamStatus0008: StoreMigration = {
+  name: "0008_stream_status",
+  async up(db) {
+    await db.schema
+      .createTable("stream_status")
+      .ifNotExists()
+      .addColumn("name", "text", (col) => col.notNull())
+      .addColumn("instance", "text", (col) => col.notNull())
+      .addColumn("model", "text", (col) => col.notNull())
+      .addColumn("version", "integer")
+      .addColumn("state", "text", (col) => col.notNull())
+      .addColumn("host", "text", (col) => col.notNull())
+      .addColumn("pid", "integer", (col) => col.notNull())
+      .addColumn("source", "text", (col) => col.notNull())
+      .addColumn("trigger", "text", (col) => col.notNull())
+      .addColumn("stale_after_ms", "bigint", (col) => col.notNull())
+      .addColumn("started_at", "text", (col) => col.notNull())
+      .addColumn("heartbeat_at", "text", (col) => col.notNull())
+      .addColumn("ended_at", "text")
+      .addColumn("last_batch_at", "text")
+      .addColumn("last_batch_id", "bigint")
+      .addColumn("batches", "bigint", (col) => col.notNull().defaultTo(0))
+      .addColumn("input_records", "bigint", (col) => col.notNull().defaultTo(0))
+      .addColumn("output_records", "bigint", (col) => col.notNull().defaultTo(0))
+      .addColumn("dead_letters", "bigint", (col) => col.notNull().defaultTo(0))
+      .addColumn("late_records", "bigint", (col) => col.notNull().defaultTo(0))
+      .addColumn("input_rows_per_second", "double precision", (col) => col.notNull().defaultTo(0))
+      .addColumn("processed_rows_per_second", "double precision", (col) => col.notNull().defaultTo(0))
+      .addColumn("lag", "bigint")
+      .addColumn("state_records", "bigint", (col) => col.notNull().defaultTo(0))
+      .addColumn("watermark", "text")
+      .addColumn("last_error", "text")
+      .addPrimaryKeyConstraint("stream_status_pk", ["name", "instance"])
+      .addCheckConstraint("stream_status_state_ck", sql`state in ('running', 'stopped', 'failed', 'completed')`)
+      .execute();
+  },
+};
+
 /** Every migration, in order. Later areas append theirs here. */
-export const MIGRATIONS: readonly StoreMigration[] = [registry0001, versionSettings0002, monitor0003, feedback0004, rollout0005, batch0006, batchSchedules0007];
+export const MIGRATIONS: readonly StoreMigration[] = [registry0001, versionSettings0002, monitor0003, feedback0004, rollout0005, batch0006, batchSchedules0007, streamStatus0008];
 
 /** The table Kysely's Migrator records applied migrations in (and its lock table). */
 export const MIGRATION_TABLE = "mlship_migration";

@@ -25,6 +25,7 @@ import type { StreamMetrics } from "./metrics.js";
 import { compileSchema, effectiveFields, MAX_DEAD_LETTER_RAW_BYTES, truncateUtf8 } from "./schema.js";
 import { createStreamSink } from "./sinks/index.js";
 import { createStreamSource } from "./sources/index.js";
+import { describeSourceSpec, StreamStatusReporter } from "./status.js";
 import type {
   DeadLetter,
   FieldSpec,
@@ -62,6 +63,11 @@ export interface StartStreamOptions {
   metrics?: StreamMetrics;
   /** Backoff before each retry of a failed batch (and of opening sources and sinks). Default 1 s, 2 s, 4 s. */
   retryDelaysMs?: readonly number[];
+  /**
+   * How often the job's row in `stream_status` (the metadata store) is rewritten while no micro-batch does it.
+   * Default 5 s.
+   */
+  statusHeartbeatMs?: number;
 }
 
 export interface StreamHandle {
@@ -251,6 +257,7 @@ async function runLoop(
   const summary: StreamSummary = { stream: config.name, reason: "completed", batches: 0, inputRows: 0, outputRows: 0, deadLetters: 0, error: null };
 
   let checkpoint: Checkpoint | undefined;
+  let status: StreamStatusReporter | undefined;
   let source: StreamSource | undefined;
   let joinSource: StreamSource | undefined;
   const opened: Array<{ close(): Promise<void> }> = [];
@@ -263,12 +270,12 @@ async function runLoop(
   };
 
   /** Runs `action`, retrying it after each delay while it fails with anything but a stop; rethrows the last error. */
-  const withRetries = async <T>(what: string | (() => string), action: () => Promise<T>, onFailure?: () => void): Promise<T> => {
+  const withRetries = async <T>(what: string | (() => string), action: () => Promise<T>, onFailure?: (error: unknown) => void): Promise<T> => {
     for (let attempt = 0; ; attempt++) {
       try {
         return await action();
       } catch (error) {
-        onFailure?.();
+        onFailure?.(error);
         const delay = retryDelays[attempt];
         if (delay === undefined || stopSignal.aborted || !retryable(error)) throw error;
         log.warn({ err: error, attempt: attempt + 1, retryInMs: delay }, `stream: ${typeof what === "string" ? what : what()} failed; retrying`);
@@ -281,6 +288,16 @@ async function runLoop(
   try {
     // ---- start: checkpoint, model columns, schema, operators, sources and sinks ----
     checkpoint = await Checkpoint.open(config.checkpoint, config.name, { instance: options.instance, logger: log });
+    // Only the checkpoint's holder reports: a second process refused above must not overwrite the running one's row.
+    status = new StreamStatusReporter(deps.store, {
+      name: config.name,
+      instance,
+      model: config.model,
+      trigger: config.trigger,
+      logger: log,
+      ...(options.statusHeartbeatMs === undefined ? {} : { heartbeatMs: options.statusHeartbeatMs }),
+    });
+    status.start(describeSourceSpec(config.source));
     const saved = checkpoint.load();
     let nextBatchId = saved?.nextBatchId ?? 0;
 
@@ -307,8 +324,12 @@ async function runLoop(
           part = create();
           await part.open();
         },
-        () => void part?.close().catch(() => undefined),
+        (error) => {
+          void part?.close().catch(() => undefined);
+          status?.retrying(error);
+        },
       );
+      status?.recovered();
       opened.push(part as T);
       return part as T;
     };
@@ -390,7 +411,7 @@ async function runLoop(
       if (stopSignal.aborted) break;
       const tickStart = Date.now();
       // A source unavailable for a while (NATS reconnecting) is retried like a failed batch.
-      const batch = await withRetries("reading the source", read);
+      const batch = await withRetries("reading the source", read, (error) => status?.retrying(error));
       if (batch === null) {
         if (stopSignal.aborted) break;
         if (trigger.kind === "availableNow" || trigger.kind === "once") break;
@@ -464,8 +485,9 @@ async function runLoop(
         await (checkpoint as Checkpoint).save({ stream: config.name, nextBatchId: batchId + 1, operators: { ...snapshots, [ENGINE_STATE]: engine }, updatedAt: new Date().toISOString() });
       };
       try {
-        await withRetries(`micro-batch ${batchId} (${batch.main.description})`, attempt, () => {
+        await withRetries(`micro-batch ${batchId} (${batch.main.description})`, attempt, (error) => {
           options.metrics?.failedBatch(config.name);
+          status?.retrying(error);
           // Put the operators back as the checkpoint has them (a failed save leaves the previous state whole): the
           // retry feeds them the batch again.
           operators = buildOperators();
@@ -538,6 +560,7 @@ async function runLoop(
         lateRecords: late,
         lag: { main: lag, ...(joinLag === undefined ? {} : { join: joinLag }) },
       });
+      status.batch({ progress, lateRecords: Object.values(late).reduce((sum, n) => sum + n, 0) });
       try {
         options.onProgress?.(progress);
       } catch (err) {
@@ -562,6 +585,8 @@ async function runLoop(
     }
   } finally {
     await closeAll();
+    // After the parts closed: `stopped`/`completed` means nothing is read or written any more.
+    await status?.end(summary);
   }
   log.info({ summary }, `stream ${config.name} ${summary.reason}`);
   return summary;

@@ -43,6 +43,8 @@ describe("config", () => {
       maxEventLoopDelayMs: 40,
       grpcPort: 8081,
       grpcMaxMessageBytes: 64 * 1024 * 1024,
+      adminToken: null,
+      adminTokenFile: null,
     });
     expect(config.runtime.workers).toBe(os.availableParallelism());
     expect(config.runtime.intraOpThreads).toBe(1);

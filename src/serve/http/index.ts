@@ -1,5 +1,10 @@
 export { buildServer, requestMetricsOf } from "./server.js";
+export { adminTokenHook, isManagementAction } from "./auth.js";
+export { serverInfoRoutes } from "./server-info.js";
+export type { ServerInfoOptions } from "./server-info.js";
 export type { RequestMetrics, RequestSnapshot } from "./metrics.js";
 export { DEFAULT_BODY_LIMIT_BYTES, mlshipPlugin } from "./plugin.js";
 export { mlshipVersion } from "./version.js";
+export { DEFAULT_TRAFFIC_INTERVAL_SECONDS, DEFAULT_TRAFFIC_RETENTION_SECONDS, histogramQuantile, recordTraffic, TrafficRecorder, trafficRoutes } from "./traffic.js";
+export type { TrafficRecorderOptions, TrafficRoutesOptions } from "./traffic.js";
 export type { BuildServerOptions, MlshipPluginOptions, Protocol } from "./types.js";

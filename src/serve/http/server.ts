@@ -4,6 +4,7 @@ import type { IncomingMessage } from "node:http";
 import Fastify, { LogController } from "fastify";
 import type { FastifyBaseLogger, FastifyInstance, FastifyServerOptions } from "fastify";
 import { createLogger, MlshipError, silentLogger } from "../../core/index.js";
+import { adminTokenHook } from "./auth.js";
 import { routeProtocol, sendError } from "./errors.js";
 import { createFastPath } from "./fast.js";
 import { EventLoopGuard } from "./shed.js";
@@ -81,6 +82,8 @@ export function buildServer(options: BuildServerOptions): FastifyInstance {
     reply.header("x-request-id", String(request.id));
     done();
   });
+  // On the root instance and before any route, so it guards the routes every plugin registers later too.
+  if (options.adminToken !== undefined) app.addHook("onRequest", adminTokenHook(options.adminToken));
   app.setErrorHandler((err, request, reply) => sendError(request, reply, err));
   app.setNotFoundHandler((request, reply) => {
     sendError(

@@ -42,6 +42,12 @@ export interface BuildServerOptions extends Omit<MlshipPluginOptions, "prefix"> 
    * with Retry-After before their body is parsed (`EventLoopGuard`). 0 or unset: off.
    */
   maxEventLoopDelayMs?: number;
+  /**
+   * When set, every action under `/api/v1/` (POST, PUT, PATCH, DELETE, on any route, including those other plugins
+   * register later) needs `Authorization: Bearer <adminToken>`: 401 without one, 403 with another. Reads and
+   * inference stay open. Unset: actions are open.
+   */
+  adminToken?: string;
 }
 
 /** Which error body a route speaks. */
