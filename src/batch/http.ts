@@ -3,7 +3,7 @@ import { MlshipError } from "../core/index.js";
 import { parseWindowSize } from "../monitor/windows.js";
 import type { Registry } from "../registry/index.js";
 import type { SqlStore } from "../store/index.js";
-import type { BatchFreshnessResponse, BatchFreshnessView, BatchRunDetail, BatchRunView } from "../ui/contract.js";
+import type { AlertView, BatchFreshnessResponse, BatchFreshnessView, BatchRunDetail, BatchRunView } from "../ui/contract.js";
 import { batchFreshness, batchHealth, type BatchFreshness } from "./freshness.js";
 import { lookupPredictions, openLookupDatabase, predictionTableName, type BatchPrediction, type PredictionSource } from "./lookup.js";
 import { runSummary } from "./progress.js";
@@ -192,6 +192,38 @@ export function batchFreshnessViews(entries: readonly BatchFreshness[], schedule
     });
   }
   return views.sort((a, b) => (a.model === b.model ? (a.table < b.table ? -1 : a.table > b.table ? 1 : 0) : a.model < b.model ? -1 : 1));
+}
+
+/**
+ * Tables whose predictions cannot be trusted now, as active alerts for `GET /api/v1/alerts`: a last run that failed
+ * since the last success (or before any success), and predictions older than their max age. A scheduled table's
+ * failures are left out: its schedule already raises `batch:<schedule>:failed` through the alerter.
+ */
+export async function batchFreshnessAlerts(store: SqlStore, fallbackMs: number, now: Date = new Date()): Promise<AlertView[]> {
+  const [entries, schedules] = await Promise.all([batchFreshness(store, now), new ScheduleStore(store).list()]);
+  const alerts: AlertView[] = [];
+  for (const view of batchFreshnessViews(entries, schedules, fallbackMs, now)) {
+    const where = `${view.model} -> ${view.table}`;
+    const base = { source: "batch" as const, model: view.model, version: null, feature: null, window: null, at: now.toISOString() };
+    if (view.health === "failed" || (view.health === "never succeeded" && view.lastRunFailed)) {
+      if (view.schedule !== null) continue;
+      const since = view.lastRun?.endedAt ?? view.lastRun?.startedAt ?? now.toISOString();
+      const error = view.lastError === null ? "" : `: ${view.lastError}`;
+      const what = view.lastSuccessAt === null ? "has never succeeded; its last run failed" : "failed since its last success";
+      alerts.push({ ...base, id: `batch-table:${view.model}:${view.table}:failed`, kind: "failed", severity: "error", message: `batch ${where} ${what}${error}`, since });
+    } else if (view.health === "stale" && view.lastSuccessAt !== null) {
+      const since = new Date(Date.parse(view.lastSuccessAt) + view.maxAgeSeconds * 1000).toISOString();
+      alerts.push({
+        ...base,
+        id: `batch-table:${view.model}:${view.table}:stale`,
+        kind: "stale",
+        severity: "warning",
+        message: `batch ${where}: the last successful run is ${Math.round(view.ageSeconds ?? 0)} s old, over its max age of ${view.maxAgeSeconds} s`,
+        since,
+      });
+    }
+  }
+  return alerts;
 }
 
 function scheduleView(schedule: BatchSchedule | undefined, now: Date): BatchFreshnessView["schedule"] {

@@ -13,7 +13,7 @@ export { lookupPredictions, LOOKUP_CHUNK_IDS, LOOKUP_POOL_SIZE, openLookupDataba
 export type { BatchPrediction, LookupDatabase, LookupOptions, PredictionSource } from "./lookup.js";
 export { BATCH_FRESHNESS_METRICS, batchFreshness, batchFreshnessMetrics, batchHealth } from "./freshness.js";
 export type { BatchFreshness, BatchFreshnessMetricsOptions, BatchFreshnessOptions, BatchHealth, LastRun, LastSuccess } from "./freshness.js";
-export { batchRoutes, MAX_LOOKUP_IDS } from "./http.js";
+export { batchFreshnessAlerts, batchRoutes, MAX_LOOKUP_IDS } from "./http.js";
 export type { BatchRoutesOptions } from "./http.js";
 export { failedRunOf, isFileTarget, scoreJob } from "./job.js";
 export type { ScoreJobDeps, ScoreJobOptions } from "./job.js";

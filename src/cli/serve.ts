@@ -103,7 +103,7 @@ async function listen(ctx: CliContext, app: Mlship, defaultModel: string | null)
   const { LiveMonitor, MonitorStore, monitorRoutes } = await import("../monitor/index.js");
   const { feedbackRoutes } = await import("../feedback/index.js");
   const { rolloutRoutes } = await import("../rollout/index.js");
-  const { BatchScheduler, batchFreshnessMetrics, batchRoutes } = await import("../batch/index.js");
+  const { BatchScheduler, batchFreshnessAlerts, batchFreshnessMetrics, batchRoutes } = await import("../batch/index.js");
   const requestMetrics = requestMetricsOf(server);
   // Live traffic (GET /api/v1/traffic, and totals for the model lists): the request metrics sampled every 2 s.
   const { recordTraffic, trafficRoutes } = await import("../serve/index.js");
@@ -138,7 +138,8 @@ async function listen(ctx: CliContext, app: Mlship, defaultModel: string | null)
   live?.start();
   if (live !== undefined) app.logger.info({ windows: config.monitor.windows }, "live monitoring on");
   const { alertRoutes } = await import("../monitor/index.js");
-  void server.register(alertRoutes, { alerter: loop.alerter });
+  // Batch tables that failed or went stale are alerts too, computed from the run history when asked.
+  void server.register(alertRoutes, { alerter: loop.alerter, computed: () => batchFreshnessAlerts(app.store, config.batch.maxAgeMs) });
   // The registry read routes (models, versions, files, alias history, audit) and what the server is, for the dashboard.
   const { registryRoutes } = await import("../registry/index.js");
   const { serverInfoRoutes } = await import("../serve/index.js");
@@ -223,7 +224,7 @@ async function listen(ctx: CliContext, app: Mlship, defaultModel: string | null)
       throw listenError(error, `${grpcHost}:${config.server.grpcPort}`, "server.grpcPort", "--grpc-port");
     }
   }
-  app.logger.info({ url, grpc: grpcAddress, defaultModel }, "mlship is listening");
+  app.logger.info({ url, grpc: grpcAddress, defaultModel, dashboard: `${url}/ui/` }, "mlship is listening");
 
   const closed = new Promise<void>((resolve) => {
     let stopping = false;
@@ -314,6 +315,7 @@ export function serveCommand(ctx: CliContext): Command {
     const running = await listen(ctx, app, app.config.server.defaultModel);
     printLine(ctx.io, `mlship serving on ${running.url}`);
     if (running.grpcAddress !== null) printLine(ctx.io, `mlship gRPC (Open Inference Protocol) on ${running.grpcAddress}`);
+    printLine(ctx.io, `dashboard: ${running.url}/ui/`);
     await running.closed;
   });
   return cmd;
@@ -382,6 +384,7 @@ export function quickstartCommand(ctx: CliContext): Command {
     const name = resolved.version.name;
     printLine(ctx.io, `mlship serving on ${running.url}`);
     if (running.grpcAddress !== null) printLine(ctx.io, `mlship gRPC (Open Inference Protocol) on ${running.grpcAddress}`);
+    printLine(ctx.io, `dashboard: ${running.url}/ui/`);
     printLine(
       ctx.io,
       `models: ${EXAMPLE_MODELS.map((m) => m.name).join(", ")} (${added.length === 0 ? "already registered" : `registered now: ${added.join(", ")}`}); home: ${app.config.home}`,

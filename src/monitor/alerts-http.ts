@@ -9,6 +9,11 @@ import type { Alert, Alerter } from "./alerts.js";
 
 export interface AlertRoutesOptions {
   alerter: Alerter;
+  /**
+   * Active alerts computed when asked rather than raised through the alerter (batch tables that failed or went
+   * stale); a failure to compute them is logged and leaves them out, the alerter's own still answer.
+   */
+  computed?: () => Promise<AlertView[]>;
 }
 
 /** Batch schedule alerts have ids `batch:<schedule>:late|failed` (see `scheduleAlerts`) and no version. */
@@ -38,8 +43,11 @@ export function alertView(alert: Alert, since: string): AlertView {
 export const alertRoutes: FastifyPluginAsync<AlertRoutesOptions> = async (app, options) => {
   const { alerter } = options;
   app.get("/api/v1/alerts", async (): Promise<AlertsResponse> => {
-    const active = (await alerter.active())
-      .map(({ alert, since }) => alertView(alert, since))
+    const computed = await (options.computed?.() ?? Promise.resolve([])).catch((error: unknown) => {
+      app.log.warn({ err: error }, "computed alerts unavailable");
+      return [];
+    });
+    const active = [...(await alerter.active()).map(({ alert, since }) => alertView(alert, since)), ...computed]
       // Errors before warnings, then the most recently raised first.
       .sort((a, b) => (a.severity === b.severity ? b.since.localeCompare(a.since) || a.id.localeCompare(b.id) : a.severity === "error" ? -1 : 1));
     const recent: AlertEventView[] = alerter.history.recent().map((e) => ({ at: e.at, event: e.event, alert: alertView(e.alert, e.since) }));

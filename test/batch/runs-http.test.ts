@@ -8,13 +8,14 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createMlship, registerModel, type Mlship } from "../../src/app.js";
 import { batchFreshness, batchHealth } from "../../src/batch/freshness.js";
-import { batchRoutes } from "../../src/batch/http.js";
+import { batchFreshnessAlerts, batchRoutes } from "../../src/batch/http.js";
 import { failedRunOf, scoreJob, type ScoreJobOptions } from "../../src/batch/job.js";
 import { maxAgeFor, nextFire, ScheduleStore } from "../../src/batch/schedule.js";
 import type { BatchRun } from "../../src/batch/types.js";
 import { defaultConfig } from "../../src/config/index.js";
+import { Alerter, alertRoutes } from "../../src/monitor/index.js";
 import { buildServer } from "../../src/serve/index.js";
-import type { BatchFreshnessResponse, BatchFreshnessView, BatchRunDetail, BatchRunView } from "../../src/ui/contract.js";
+import type { AlertsResponse, BatchFreshnessResponse, BatchFreshnessView, BatchRunDetail, BatchRunView } from "../../src/ui/contract.js";
 import { fixture, REPO, tempDir } from "../cli/helpers.js";
 
 const MODEL = "breast-cancer";
@@ -276,6 +277,38 @@ describe("GET /api/v1/batch/freshness", () => {
       });
     } finally {
       await schedules.setEnabled("nightly", true);
+    }
+  });
+});
+
+describe("batch tables as alerts (GET /api/v1/alerts)", () => {
+  it("a table failed since its last success is an error, a scheduled table past its max age a warning; healthy and scheduled-without-runs tables none", async () => {
+    const at = new Date(Date.now() + LATER_MS);
+    const alerts = await batchFreshnessAlerts(app.store, DAY_MS, at);
+    expect(alerts.map((a) => a.id).sort()).toEqual([`batch-table:${MODEL}:batch_predictions:failed`, `batch-table:${MODEL}:scores_daily:stale`]);
+    const failedAlert = alerts.find((a) => a.kind === "failed");
+    expect(failedAlert).toMatchObject({ source: "batch", severity: "error", model: MODEL, version: null });
+    expect(failedAlert?.message).toContain("mean radius");
+    expect(failedAlert?.since).toBe(failed.endedAt);
+    const stale = alerts.find((a) => a.kind === "stale");
+    // Stale since the moment the last success passed its schedule's 90 minutes.
+    expect(Date.parse(stale?.since as string)).toBe(Date.parse(scheduled.endedAt as string) + 90 * 60_000);
+
+    // Over HTTP, next to the alerter's own (none here), and a failing computation leaves the alerter's list answering.
+    const alertsServer = buildServer({ scoring: app.scoring, registry: app.registry, logger: false });
+    await alertsServer.register(alertRoutes, { alerter: new Alerter({ sinks: [] }), computed: () => batchFreshnessAlerts(app.store, DAY_MS, at) });
+    const broken = buildServer({ scoring: app.scoring, registry: app.registry, logger: false });
+    await broken.register(alertRoutes, { alerter: new Alerter({ sinks: [] }), computed: () => Promise.reject(new Error("store down")) });
+    try {
+      const body = (await alertsServer.inject("/api/v1/alerts")).json<AlertsResponse>();
+      expect(body.active.map((a) => a.id)).toEqual([`batch-table:${MODEL}:batch_predictions:failed`, `batch-table:${MODEL}:scores_daily:stale`]);
+      expect(body.recent).toEqual([]);
+      const down = await broken.inject("/api/v1/alerts");
+      expect(down.statusCode).toBe(200);
+      expect(down.json<AlertsResponse>().active).toEqual([]);
+    } finally {
+      await alertsServer.close();
+      await broken.close();
     }
   });
 });
