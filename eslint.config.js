@@ -36,4 +36,23 @@ export default tseslint.config(
     files: ["test/**/*.ts", "bench/**/*.ts", "examples/**/*.ts"],
     rules: { "no-restricted-imports": "off" },
   },
+  {
+    // The dashboard's browser code (its own tsconfig, DOM types): browser globals, no Node.
+    files: ["src/ui/client/**/*.ts"],
+    languageOptions: {
+      globals: Object.fromEntries(
+        ["window", "document", "location", "history", "navigator", "sessionStorage", "localStorage", "fetch", "URL", "URLSearchParams",
+          "AbortController", "AbortSignal", "DOMException", "ResizeObserver", "requestAnimationFrame", "setTimeout", "clearTimeout", "console",
+          "HTMLElement", "HTMLDialogElement", "Event", "Node", "Response"].map((name) => [name, "readonly"]),
+      ),
+    },
+    rules: { "no-restricted-globals": ["error", "process", "Buffer", "require", "__dirname"] },
+  },
+  {
+    // Build scripts run by Node directly.
+    files: ["scripts/**/*.mjs"],
+    languageOptions: {
+      globals: Object.fromEntries(["process", "console", "URL", "Buffer", "setTimeout", "clearTimeout"].map((name) => [name, "readonly"])),
+    },
+  },
 );
