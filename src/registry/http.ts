@@ -24,18 +24,8 @@ export interface ActiveRolloutView {
   percent: number;
 }
 
-/** An audit log entry (the rollout area's `AuditEntry`). */
-export interface AuditEntryLike {
-  id: number | string;
-  at: string;
-  actor: string;
-  action: string;
-  model: string | null;
-  version: number | null;
-  rolloutId: string | null;
-  reason: string | null;
-  details: unknown;
-}
+/** An audit log entry (the rollout area's `AuditEntry` has this shape). */
+export type AuditEntryLike = AuditEntryView;
 
 export interface RegistryRoutesOptions {
   registry: Registry;
