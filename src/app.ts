@@ -8,7 +8,7 @@ import path from "node:path";
 import { MlshipError, createLogger, type Logger } from "./core/index.js";
 import { loadConfig, type MlshipConfig } from "./config/index.js";
 import { importModel, type ImportOptions, type SparkClassOption } from "./package/index.js";
-import { LocalArtifactStore, openSqlStore, redactUrl, type ArtifactStore, type SqlStore } from "./store/index.js";
+import { openArtifactStore, openSqlStore, redactUrl, type ArtifactStore, type SqlStore } from "./store/index.js";
 import { createRegistry, validateAliasName, validateModelName, type Registry, type VersionRecord } from "./registry/index.js";
 import { createOnnxRuntime, createSparkmlRuntime, type ModelRuntime } from "./runtime/index.js";
 import { createPredictionCache, createScoringService, type PredictionCache, type ScoringService } from "./scoring/index.js";
@@ -85,8 +85,12 @@ export async function createMlship(config: MlshipConfig = loadConfig(), options:
   const logger = options.logger ?? createLogger({ level: config.log.level });
   const paths = mlshipPaths(config);
   await fs.mkdir(paths.home, { recursive: true });
-  const store = await openSqlStore({ url: config.store, home: config.home });
-  const artifacts = new LocalArtifactStore(paths.artifacts);
+  const store = await openSqlStore({ url: config.store, home: config.home, logger });
+  const artifacts = openArtifactStore({
+    url: paths.artifacts,
+    home: config.home,
+    s3: { endpoint: config.s3.endpoint, region: config.s3.region, forcePathStyle: config.s3.forcePathStyle === "on" },
+  });
   // The app owns the store (close() closes it last), so the registry must not close it.
   const registry = createRegistry({ store, artifacts, closeStore: false });
 
@@ -186,6 +190,7 @@ export async function createMlship(config: MlshipConfig = loadConfig(), options:
         await cache?.close();
         for (const runtime of Object.values(runtimes ?? {})) await runtime.close();
         await registry.close();
+        artifacts.close?.();
         await store.close();
       })();
       return closed;

@@ -45,6 +45,10 @@ export type {
 
 export { adminTokenHook, buildServer, mlshipPlugin } from "./serve/index.js";
 
+/** Function platforms (AWS Lambda and the like): see docs/serverless.md; `mlship/serverless` also exports a ready `handler`. */
+export { createHandler } from "./serverless/handler.js";
+export type { HttpEventV1, HttpEventV2, HttpResult, InvocationContext, PlainError, PlainEvent, ServerlessHandler, ServerlessOptions } from "./serverless/handler.js";
+
 export { startFeedbackLoop, startPredictionLog, runStream } from "./app.js";
 export type { FeedbackLoop, FeedbackLoopOptions } from "./app.js";
 

@@ -333,7 +333,7 @@ export function modelsCommand(ctx: CliContext): Command {
       const app = await ctx.app(o);
       const resolved = await app.registry.resolve(refText);
       const record = resolved.version;
-      const pkg = await loadPackage(resolved.packageDir);
+      const pkg = await loadPackage(await app.artifacts.materialize(record.digest));
       const result = await exportMlflowModel(pkg, {
         outDir: path.resolve(ctx.io.cwd, o.out),
         origin: { name: record.name, version: record.version, digest: record.digest, source: record.source },

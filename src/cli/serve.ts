@@ -81,8 +81,10 @@ function isLoopbackHost(host: string): boolean {
 async function listen(ctx: CliContext, app: Mlship, defaultModel: string | null): Promise<RunningServer> {
   const { config } = app;
   // Loaded here so registry commands do not pay for Fastify and prom-client at start-up.
-  const { buildServer, createGrpcServer, requestMetricsOf } = await import("../serve/index.js");
+  const { buildServer, createGrpcServer, createInferenceTokens, requestMetricsOf } = await import("../serve/index.js");
   let draining = false;
+  // One checker for REST and gRPC; the admin token passes wherever an inference token is asked for.
+  const inferenceTokens = config.server.inferenceTokens === null ? undefined : createInferenceTokens(config.server.inferenceTokens, { adminToken: config.server.adminToken });
   const server = buildServer({
     isDraining: () => draining,
     scoring: app.scoring,
@@ -92,6 +94,8 @@ async function listen(ctx: CliContext, app: Mlship, defaultModel: string | null)
     defaultModel: defaultModel ?? undefined,
     maxEventLoopDelayMs: config.server.maxEventLoopDelayMs,
     ...(config.server.adminToken === null ? {} : { adminToken: config.server.adminToken }),
+    ...(inferenceTokens === undefined ? {} : { inferenceTokens }),
+    ...(config.server.corsOrigins === null ? {} : { corsOrigins: config.server.corsOrigins.split(",") }),
   });
   if (config.server.adminToken === null && !isLoopbackHost(config.server.host)) {
     app.logger.warn(
@@ -215,6 +219,7 @@ async function listen(ctx: CliContext, app: Mlship, defaultModel: string | null)
       logger: app.logger,
       maxMessageBytes: config.server.grpcMaxMessageBytes,
       maxEventLoopDelayMs: config.server.maxEventLoopDelayMs,
+      ...(inferenceTokens === undefined ? {} : { inferenceTokens }),
     });
     const grpcHost = config.server.host.includes(":") ? `[${config.server.host}]` : config.server.host;
     try {
@@ -380,7 +385,7 @@ export function quickstartCommand(ctx: CliContext): Command {
     const running = await listen(ctx, app, defaultModel);
 
     const resolved = await app.registry.resolve(defaultModel);
-    const row = await exampleRow(resolved.packageDir, resolved.version.manifest);
+    const row = await exampleRow(await app.artifacts.materialize(resolved.version.digest), resolved.version.manifest);
     const name = resolved.version.name;
     printLine(ctx.io, `mlship serving on ${running.url}`);
     if (running.grpcAddress !== null) printLine(ctx.io, `mlship gRPC (Open Inference Protocol) on ${running.grpcAddress}`);

@@ -3,6 +3,7 @@ import os from "node:os";
 import path from "node:path";
 import YAML from "yaml";
 import { MlshipError } from "../core/index.js";
+import { parseCorsOrigins, readInferenceTokensFile } from "./security.js";
 import { KEYS, LOG_LEVELS, defaultUser, type ConfigKey, type ConfigValue, type KeyDef, type MlshipConfig } from "./schema.js";
 
 /** The file looked for in the working directory when no `--config` / `MLSHIP_CONFIG` is given. */
@@ -76,10 +77,17 @@ export function loadConfigWithSources(options: LoadConfigOptions = {}): LoadedCo
     adminToken = readTokenFile(adminTokenFile, sources["server.adminTokenFile"]);
     sources["server.adminToken"] = sources["server.adminTokenFile"];
   }
+  const inferenceTokensFile = pickNullable("server.inferenceTokensFile");
+  const inferenceTokens = inferenceTokensFile === null ? null : readInferenceTokensFile(inferenceTokensFile, sources["server.inferenceTokensFile"]);
   const config: MlshipConfig = {
     home,
     store: pick("store", `sqlite:${path.join(home, "mlship.db")}`),
     artifacts: pick("artifacts", path.join(home, "artifacts")),
+    s3: {
+      endpoint: pickNullable("s3.endpoint"),
+      region: pickNullable("s3.region"),
+      forcePathStyle: pick<string>("s3.forcePathStyle", merged["s3.endpoint"] === undefined ? "off" : "on") as "on" | "off",
+    },
     server: {
       host: pick("server.host", "127.0.0.1"),
       port,
@@ -91,6 +99,9 @@ export function loadConfigWithSources(options: LoadConfigOptions = {}): LoadedCo
       grpcMaxMessageBytes: pick("server.grpcMaxMessageBytes", 64 * 1024 * 1024),
       adminToken,
       adminTokenFile,
+      inferenceTokensFile,
+      inferenceTokens,
+      corsOrigins: pickNullable("server.corsOrigins"),
     },
     runtime: {
       workers: pick("runtime.workers", Math.max(1, os.availableParallelism())),
@@ -249,6 +260,17 @@ function parseValue(def: KeyDef, raw: unknown, source: string, base: string): Co
       if (typeof raw !== "string" || raw.trim() === "") throw bad("a non-empty path");
       return path.resolve(base, expandHome(raw));
     }
+    case "artifacts": {
+      if (typeof raw !== "string" || raw.trim() === "") throw bad("a folder or an s3://bucket/prefix URL");
+      if (/^s3:\/\//i.test(raw)) {
+        if (!/^s3:\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](\/.*)?$/.test(raw)) throw bad("s3://<bucket>[/<prefix>] with a bucket name of 3 to 63 lowercase letters, digits, dots or hyphens");
+        return raw;
+      }
+      if (/^[a-z][a-z0-9+.-]*:\/\//i.test(raw)) throw bad("a folder or an s3://bucket/prefix URL");
+      const folder = raw.startsWith("file:") ? raw.slice("file:".length) : raw;
+      if (folder.trim() === "") throw bad("a folder or an s3://bucket/prefix URL");
+      return path.resolve(base, expandHome(folder));
+    }
     case "store": {
       if (typeof raw !== "string" || raw.trim() === "") throw bad("a postgres:// URL or a SQLite file");
       if (/^postgres(ql)?:\/\//.test(raw)) {
@@ -312,6 +334,12 @@ function parseValue(def: KeyDef, raw: unknown, source: string, base: string): Co
         });
       }
       return raw.trim();
+    }
+    case "origins": {
+      if (raw === null) return null;
+      const origins = typeof raw === "string" ? parseCorsOrigins(raw) : undefined;
+      if (origins === undefined) throw bad("a comma-separated list of origins (https://app.example.com) or *");
+      return origins.join(",");
     }
     case "string": {
       if (typeof raw === "number") return String(raw);

@@ -12,8 +12,20 @@ export interface MlshipConfig {
    * Default `sqlite:<home>/mlship.db`.
    */
   readonly store: string;
-  /** Folder for content-addressed model artifacts (absolute path). Default `<home>/artifacts`. */
+  /**
+   * Where content-addressed model artifacts live: a folder (absolute path; default `<home>/artifacts`) or an
+   * S3-compatible bucket `s3://bucket/prefix` (packages are then cached under `<home>/artifact-cache`).
+   */
   readonly artifacts: string;
+  /** The S3-compatible artifact store (used when `artifacts` is an `s3://` URL). Credentials: the AWS SDK chain. */
+  readonly s3: {
+    /** Endpoint of an S3-compatible server (`http://minio:9000`), or null for AWS S3. */
+    readonly endpoint: string | null;
+    /** Region, or null for `us-east-1`. */
+    readonly region: string | null;
+    /** `on`: bucket in the path (`http://host/bucket/key`). Default `on` when `endpoint` is set, else `off`. */
+    readonly forcePathStyle: "on" | "off";
+  };
   readonly server: {
     /** Interface to listen on. Default `127.0.0.1` (loopback only). */
     readonly host: string;
@@ -41,6 +53,19 @@ export interface MlshipConfig {
     readonly adminToken: string | null;
     /** File the admin token is read from (a mounted Kubernetes secret), or null. `adminToken` wins when both are set. */
     readonly adminTokenFile: string | null;
+    /**
+     * File holding per-model inference tokens (YAML or JSON `{model: [token, ...]}`), or null: inference is open. A
+     * model listed there needs `Authorization: Bearer <one of its tokens>` (or the admin token) on every inference
+     * route and gRPC call that reaches it; models not listed stay open.
+     */
+    readonly inferenceTokensFile: string | null;
+    /** The tokens read from `inferenceTokensFile` at load (not a key of its own; never printed), or null. */
+    readonly inferenceTokens: Readonly<Record<string, readonly string[]>> | null;
+    /**
+     * Browser origins allowed to call the server (CORS), comma separated exact origins (`https://app.example.com`) or
+     * `*`; null (default): no CORS headers at all, so browsers on other origins cannot read answers.
+     */
+    readonly corsOrigins: string | null;
   };
   readonly runtime: {
     /** Inference worker threads. Default `os.availableParallelism()`. */
@@ -135,6 +160,9 @@ export type ConfigKey =
   | "home"
   | "store"
   | "artifacts"
+  | "s3.endpoint"
+  | "s3.region"
+  | "s3.forcePathStyle"
   | "server.host"
   | "server.port"
   | "server.bodyLimitBytes"
@@ -145,6 +173,8 @@ export type ConfigKey =
   | "server.grpcMaxMessageBytes"
   | "server.adminToken"
   | "server.adminTokenFile"
+  | "server.inferenceTokensFile"
+  | "server.corsOrigins"
   | "runtime.workers"
   | "runtime.intraOpThreads"
   | "runtime.interOpThreads"
@@ -182,7 +212,7 @@ export interface KeyDef {
   env: string;
   /** The CLI flag that sets it, where one exists. */
   flag?: string;
-  kind: "path" | "string" | "int" | "level" | "store" | "ref" | "cache" | "live" | "onoff" | "windows" | "url" | "secret";
+  kind: "path" | "artifacts" | "string" | "int" | "level" | "store" | "ref" | "cache" | "live" | "onoff" | "windows" | "url" | "secret" | "origins";
   /** Smallest/largest accepted integer. */
   min?: number;
   max?: number;
@@ -203,8 +233,20 @@ export const KEYS: readonly KeyDef[] = [
     doc: "Metadata store: a postgres:// URL, or sqlite:<file> (a bare path means a SQLite file).",
   },
   {
-    key: "artifacts", env: "MLSHIP_ARTIFACTS", kind: "path", defaultText: "<home>/artifacts",
-    doc: "Folder holding registered model files, stored by content digest.",
+    key: "artifacts", env: "MLSHIP_ARTIFACTS", kind: "artifacts", defaultText: "<home>/artifacts",
+    doc: "Where registered model files are stored by content digest: a folder (or file:<folder>), or an S3-compatible bucket s3://bucket/prefix shared by replicas.",
+  },
+  {
+    key: "s3.endpoint", env: "MLSHIP_S3_ENDPOINT", kind: "url", defaultText: "(none: AWS S3)",
+    doc: "Endpoint of the S3-compatible server holding the artifacts (http://minio:9000); credentials come from the AWS SDK chain (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ...).",
+  },
+  {
+    key: "s3.region", env: "MLSHIP_S3_REGION", kind: "string", defaultText: "us-east-1",
+    doc: "Region of the artifact bucket.",
+  },
+  {
+    key: "s3.forcePathStyle", env: "MLSHIP_S3_FORCE_PATH_STYLE", kind: "onoff", defaultText: "on when s3.endpoint is set, else off",
+    doc: "Address the bucket in the path (http://host/bucket/key) rather than the host name; most S3-compatible servers need it.",
   },
   {
     key: "server.host", env: "MLSHIP_HOST", flag: "--host", kind: "string", defaultText: "127.0.0.1",
@@ -250,6 +292,14 @@ export const KEYS: readonly KeyDef[] = [
   {
     key: "server.adminTokenFile", env: "MLSHIP_ADMIN_TOKEN_FILE", kind: "path", defaultText: "(none)",
     doc: "File the admin token is read from at start (trimmed), e.g. a mounted Kubernetes secret; server.adminToken wins when both are set.",
+  },
+  {
+    key: "server.inferenceTokensFile", env: "MLSHIP_INFERENCE_TOKENS_FILE", kind: "path", defaultText: "(none: inference is open)",
+    doc: "YAML or JSON file mapping model names to lists of inference tokens ({model: [token, ...]}); a listed model needs Authorization: Bearer <one of its tokens> (or the admin token) on REST and gRPC inference. Tokens are never printed.",
+  },
+  {
+    key: "server.corsOrigins", env: "MLSHIP_CORS_ORIGINS", kind: "origins", defaultText: "(none: no CORS headers)",
+    doc: "Comma-separated browser origins allowed to call the server (exact, e.g. https://app.example.com, or *); never with credentials.",
   },
   {
     key: "runtime.workers", env: "MLSHIP_WORKERS", flag: "--workers", kind: "int", min: 1, max: 1024,

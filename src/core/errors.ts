@@ -179,11 +179,11 @@ export const ERROR_CODES = {
   },
   MLSHIP_ERR_AUTH_REQUIRED: {
     http: 401, grpc: GrpcStatus.UNAUTHENTICATED, mlflow: "UNAUTHENTICATED",
-    description: "The server has an admin token and this action (a POST/PUT/PATCH/DELETE under /api/v1/) was sent without `Authorization: Bearer <token>`.",
+    description: "The request needs a bearer token and was sent without `Authorization: Bearer <token>`: an action (a POST/PUT/PATCH/DELETE under /api/v1/) on a server with an admin token, or inference for a model listed in the inference tokens file.",
   },
   MLSHIP_ERR_AUTH_INVALID: {
     http: 403, grpc: GrpcStatus.PERMISSION_DENIED, mlflow: "PERMISSION_DENIED",
-    description: "The bearer token sent with an action is not the server's admin token.",
+    description: "The bearer token is not the server's admin token (an action), or neither one of the model's inference tokens nor the admin token (inference).",
   },
   MLSHIP_ERR_STREAM_NOT_FOUND: {
     http: 404, grpc: GrpcStatus.NOT_FOUND, mlflow: "RESOURCE_DOES_NOT_EXIST",
@@ -199,7 +199,7 @@ export const ERROR_CODES = {
   },
   MLSHIP_ERR_STORE_UNAVAILABLE: {
     http: 503, grpc: GrpcStatus.UNAVAILABLE, mlflow: "TEMPORARILY_UNAVAILABLE",
-    description: "The metadata store (SQLite file or PostgreSQL server) cannot be reached.",
+    description: "The metadata store (SQLite file or PostgreSQL server) or the S3-compatible artifact store cannot be reached.",
   },
   MLSHIP_ERR_CORE_INTERNAL: {
     http: 500, grpc: GrpcStatus.INTERNAL, mlflow: "INTERNAL_ERROR",

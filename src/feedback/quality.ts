@@ -271,12 +271,16 @@ function regressionQuality(rows: readonly JoinedPrediction[]): Omit<QualityResul
  * Quality of logged predictions with their outcomes. Only rows with an actual count as outcomes; rows whose
  * prediction could not be read count as outcomes but in no metric. Metrics that cannot be computed are null.
  */
-export function computeQuality(rows: readonly JoinedPrediction[], spec: FeedbackSpec): QualityResult {
+/**
+ * Quality of the rows; `predictions` is how many were logged in their range when `rows` holds only those with an
+ * outcome (the coverage's denominator), else `rows.length`.
+ */
+export function computeQuality(rows: readonly JoinedPrediction[], spec: FeedbackSpec, predictions: number = rows.length): QualityResult {
   const part = spec.task === "regression" ? regressionQuality(rows) : classificationQuality(rows, spec);
   return {
-    predictions: rows.length,
+    predictions,
     outcomes: part.outcomes,
-    coverage: rows.length === 0 ? null : part.outcomes / rows.length,
+    coverage: predictions === 0 ? null : part.outcomes / predictions,
     metrics: part.metrics,
     ...(part.confusion === undefined ? {} : { confusion: part.confusion }),
   };

@@ -145,8 +145,9 @@ export function createFeedbackService(options: FeedbackServiceOptions): Feedback
       start: start.toISOString(),
       end: now.toISOString(),
     };
-    const [rows, totals] = await Promise.all([store.joined(range), store.eventTotals(range)]);
-    return reportOf(query, spec, range, rows, totals);
+    // Only rows with an outcome are read; the rest are counted in the store (a window can hold a day of traffic).
+    const [rows, predictions, totals] = await Promise.all([store.joined({ ...range, withOutcome: true }), store.countPredictions(range), store.eventTotals(range)]);
+    return reportOf(query, spec, range, rows, totals, predictions);
   }
 
   /** A report from the rows and event totals of its range (read by `report`, or cut out of a longer read). */
@@ -156,8 +157,9 @@ export function createFeedbackService(options: FeedbackServiceOptions): Feedback
     range: PredictionQuery,
     rows: readonly JoinedPrediction[],
     totals: Record<string, { count: number; sum: number }>,
+    predictions: number = rows.length,
   ): QualityReport {
-    const quality = computeQuality(rows, spec);
+    const quality = computeQuality(rows, spec, predictions);
     const events: Record<string, EventCounter> = {};
     for (const [name, total] of Object.entries(totals)) {
       events[name] = { count: total.count, sum: total.sum, rate: quality.predictions === 0 ? 0 : total.count / quality.predictions };
@@ -314,7 +316,7 @@ export function createFeedbackService(options: FeedbackServiceOptions): Feedback
     for (const v of evaluated) {
       const scope = `concept:${v.model}@${v.version}`;
       try {
-        const rows = await store.joined({ model: v.model, version: v.version, start: conceptStart, end: at.toISOString() });
+        const rows = await store.joined({ model: v.model, version: v.version, start: conceptStart, end: at.toISOString(), withOutcome: true });
         const drift = detectConceptDrift(rows, v.spec);
         if (drift === null && !alertScopes.has(scope)) continue;
         const window = { size: conceptWindow, start: conceptStart, end: at.toISOString() };

@@ -806,6 +806,7 @@ export class SqlPredictionStore implements PredictionStore {
         .where("at", ">=", start)
         .where("at", "<", end);
       if (query.variant !== undefined) select = select.where("variant", "=", query.variant);
+      if (query.withOutcome === true) select = select.where("actual", "is not", null);
       return select.orderBy("at").orderBy("id").execute();
     });
     return rows.map((row) => ({
@@ -820,6 +821,24 @@ export class SqlPredictionStore implements PredictionStore {
       actual: labelOrValue(row.actual, "actual"),
       actualAt: row.actual_at,
     }));
+  }
+
+  async countPredictions(query: PredictionQuery): Promise<number> {
+    const start = isoText(query.start, "start");
+    const end = isoText(query.end, "end");
+    const row = await this.#read(() => {
+      let select = this.#db
+        .selectFrom("prediction_log")
+        .select((eb) => eb.fn.countAll<string | number>().as("count"))
+        .where("model", "=", query.model)
+        .where("version", "=", query.version)
+        .where("at", ">=", start)
+        .where("at", "<", end);
+      if (query.variant !== undefined) select = select.where("variant", "=", query.variant);
+      if (query.withOutcome === true) select = select.where("actual", "is not", null);
+      return select.executeTakeFirst();
+    });
+    return Number(row?.count ?? 0);
   }
 
   async eventTotals(query: PredictionQuery): Promise<Record<string, { count: number; sum: number }>> {

@@ -221,6 +221,11 @@ export interface PredictionQuery {
   start: string;
   /** ISO-8601, exclusive. */
   end: string;
+  /**
+   * Only rows whose outcome has arrived: what quality needs, and a bounded read where the whole range (a day of
+   * traffic) would not fit in memory; count the predictions with `countPredictions`.
+   */
+  withOutcome?: boolean;
 }
 
 /** A logged prediction row with its inputs and outcome, as exported for retraining (`recentData`). */
@@ -249,6 +254,8 @@ export interface PredictionStore {
   joinPending(options: JoinOptions): Promise<JoinStats>;
   /** Logged predictions of a version (variant) in the range, with their joined outcomes (null when none). */
   joined(query: PredictionQuery): Promise<JoinedPrediction[]>;
+  /** How many predictions of the version (variant) were logged in the range, counted in the store. */
+  countPredictions(query: PredictionQuery): Promise<number>;
   /** Business events tied to the version's predictions in the range, by name. */
   eventTotals(query: PredictionQuery): Promise<Record<string, { count: number; sum: number }>>;
   /** Outcomes and events by status. */

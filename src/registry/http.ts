@@ -33,7 +33,7 @@ export interface RegistryRoutesOptions {
    * Where a version's unpacked package lives (the artifact store: `path(digest)`), for its file list; archived
    * versions are listed too. Unset: ready versions through `registry.resolve`, archived ones without files.
    */
-  artifacts?: { path(digest: string): string };
+  artifacts?: { path(digest: string): string; files?(digest: string): Promise<readonly { path: string; size: number }[] | null> };
   /** The runtime: which versions are loaded (`loadedModels`) and their effective serving settings (`settings`). */
   scoring?: {
     loadedModels(): readonly LoadedVersionInfo[];
@@ -160,8 +160,14 @@ export const registryRoutes: FastifyPluginAsync<RegistryRoutesOptions> = async (
         : record.status === "ready"
           ? (await registry.resolve({ name, version: number })).packageDir
           : undefined;
+    // A store that lists its files (S3: the package manifest) answers without the package on this machine.
+    const listed = options.artifacts?.files === undefined ? undefined : options.artifacts.files(record.digest);
     const [files, settings, history, audit] = await Promise.all([
-      packageDir === undefined ? Promise.resolve([]) : listPackageFiles(packageDir),
+      listed !== undefined
+        ? listed.then((found) => (found ?? []).map((f) => ({ path: f.path, bytes: f.size })).sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0)))
+        : packageDir === undefined
+          ? Promise.resolve([])
+          : listPackageFiles(packageDir),
       options.scoring?.settings(name, number) ?? Promise.resolve(null),
       registry.aliasHistory(name),
       options.audit?.list({ model: name, limit: AUDIT_SCAN }) ?? Promise.resolve([]),

@@ -707,6 +707,14 @@ class SqlRegistry implements Registry {
     return this.#store.changeToken();
   }
 
+  materialize(resolved: ResolvedVersion): Promise<string> {
+    return this.#artifacts.materialize(resolved.version.digest);
+  }
+
+  onChange(listener: () => void): () => void {
+    return this.#store.onChange?.(listener) ?? (() => undefined);
+  }
+
   async close(): Promise<void> {
     if (this.#closeStore) await this.#store.close();
   }

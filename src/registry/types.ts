@@ -60,7 +60,10 @@ export interface ResolvedVersion {
   /** The alias that was followed, if any (a bare name follows `production` when it exists). */
   alias?: string;
   version: VersionRecord;
-  /** Absolute path of the unpacked package folder of this version. */
+  /**
+   * Absolute path of the unpacked package folder of this version. With a remote artifact store (S3) it is a local
+   * cache folder that may not exist yet: call `Registry.materialize` before reading files from it.
+   */
   packageDir: string;
 }
 
@@ -103,5 +106,16 @@ export interface Registry {
   setVersionSettings(name: string, version: number, settings: ServingSettings, actor?: Actor): Promise<ServingSettings>;
   /** Changes whenever any registry state changes, including changes made by another process. Cheap to poll. */
   changeToken(): Promise<string>;
+  /**
+   * Makes sure the version's files are in `resolved.packageDir` on this machine (a remote artifact store downloads
+   * and verifies them once) and returns that folder. Registries whose folders are always local may leave it out.
+   */
+  materialize?(resolved: ResolvedVersion): Promise<string>;
+  /**
+   * Calls `listener` soon after a registry change committed by any process (PostgreSQL LISTEN/NOTIFY), so caches
+   * can re-check `changeToken` at once instead of at their next poll. Returns the unsubscribe function. Optional: the
+   * change token stays the source of truth, and polling it alone is correct, only slower.
+   */
+  onChange?(listener: () => void): () => void;
   close(): Promise<void>;
 }

@@ -212,6 +212,16 @@ export function createScoringService(options: ScoringServiceOptions): ScoringSer
     }
   };
 
+  // A registry change notified by the store (PostgreSQL LISTEN/NOTIFY) is checked at once; the poll below stays as
+  // the fallback for stores without notifications and for when the listening connection is down.
+  const stopListening = registry.onChange?.(() => {
+    if (closed) return;
+    // A check already running may have read the token before this commit: check again after it.
+    (checking ?? Promise.resolve())
+      .then(() => checkToken())
+      .catch((err: unknown) => logger.debug({ err }, "registry check after a change notification failed"));
+  });
+
   let timer: NodeJS.Timeout | undefined;
   if (options.backgroundRefresh !== false) {
     timer = setInterval(() => {
@@ -310,9 +320,11 @@ export function createScoringService(options: ScoringServiceOptions): ScoringSer
       return {} satisfies ServingSettings;
     });
     const promise = overrideRead
-      .then((override) => {
+      .then(async (override) => {
         const instances = mergeServing(serverServing, v.manifest.serving, override).instances;
-        const modelPath = path.join(resolved.packageDir, v.manifest.files.model);
+        // A remote artifact store (S3) downloads the package into its local cache first.
+        const packageDir = (await registry.materialize?.(resolved)) ?? resolved.packageDir;
+        const modelPath = path.join(packageDir, v.manifest.files.model);
         return runtime.load(instances === undefined ? { key, modelPath } : { key, modelPath, instances });
       })
       .then((loaded) => ({ loaded, seconds: (performance.now() - started) / 1000 }));
@@ -690,6 +702,14 @@ export function createScoringService(options: ScoringServiceOptions): ScoringSer
         return false;
       }
     },
+    async servingReady() {
+      try {
+        await registry.changeToken();
+        return true;
+      } catch {
+        return [...entries.values()].some((e) => e.loaded !== undefined);
+      }
+    },
     loadedModels(): LoadedInfo[] {
       return [...entries.values()].map((e) => ({
         model: e.name,
@@ -735,6 +755,7 @@ export function createScoringService(options: ScoringServiceOptions): ScoringSer
     },
     async close() {
       closed = true;
+      stopListening?.();
       if (timer !== undefined) clearInterval(timer);
       await checking?.catch(() => undefined);
     },

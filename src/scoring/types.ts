@@ -273,6 +273,12 @@ export interface ScoringService {
   modelNames(): Promise<string[]>;
   /** Whether the registry answers now. */
   registryReachable(): Promise<boolean>;
+  /**
+   * Whether this server should take traffic (readiness): the registry answers, or it does not but a loaded version
+   * can still be served from the resolution cache. A registry outage must not take every replica out of the load
+   * balancer at once while they can still answer.
+   */
+  servingReady(): Promise<boolean>;
   /** Versions this service has loaded or is loading. */
   loadedModels(): LoadedInfo[];
   /** Polls the change token now (ignores `refreshMs`); unloads versions that were archived. */

@@ -31,16 +31,40 @@ export interface ArtifactVerification {
 export interface ArtifactStore {
   /** Copies a folder in, addressed by its digest; storing identical content twice keeps one copy. */
   putDirectory(srcDir: string): Promise<StoredArtifact>;
-  /** Where the folder with this digest lives (whether or not it exists). */
+  /**
+   * The local folder the files with this digest are read from (whether or not it exists yet). For a remote store
+   * this is its local cache; call `materialize` before reading it.
+   */
   path(digest: string): string;
+  /**
+   * Makes sure the files are in `path(digest)` on this machine and returns that folder. The local store has
+   * nothing to do; a remote store downloads and verifies them once.
+   */
+  materialize(digest: string): Promise<string>;
+  /** The stored files with their sha256 and size, or null when the digest is not stored. */
+  files(digest: string): Promise<ArtifactFile[] | null>;
   has(digest: string): Promise<boolean>;
   /** Re-hashes the stored files and reports whether they still match their digest. */
   verify(digest: string): Promise<ArtifactVerification>;
+  /** Where the artifacts live (a folder or an `s3://` URL), for messages. */
+  readonly location: string;
+  /** Releases connections (a remote store); optional. */
+  close?(): void;
 }
 
 const DIGEST_RE = /^[0-9a-f]{64}$/;
 
-async function sha256File(file: string): Promise<{ sha256: string; size: number }> {
+/** Throws MLSHIP_ERR_CORE_INTERNAL unless `digest` is 64 lowercase hex digits (it becomes a path or an object key). */
+export function checkDigest(digest: string): string {
+  if (!DIGEST_RE.test(digest)) {
+    throw new MlshipError("MLSHIP_ERR_CORE_INTERNAL", `artifact digest "${digest}" is not 64 lowercase hex digits`, {
+      field: "digest",
+    });
+  }
+  return digest;
+}
+
+export async function sha256File(file: string): Promise<{ sha256: string; size: number }> {
   const hash = createHash("sha256");
   let size = 0;
   for await (const chunk of createReadStream(file)) {
@@ -133,13 +157,22 @@ export class LocalArtifactStore implements ArtifactStore {
     this.root = path.resolve(root);
   }
 
+  get location(): string {
+    return this.root;
+  }
+
   path(digest: string): string {
-    if (!DIGEST_RE.test(digest)) {
-      throw new MlshipError("MLSHIP_ERR_CORE_INTERNAL", `artifact digest "${digest}" is not 64 lowercase hex digits`, {
-        field: "digest",
-      });
-    }
-    return path.join(this.root, "sha256", digest);
+    return path.join(this.root, "sha256", checkDigest(digest));
+  }
+
+  materialize(digest: string): Promise<string> {
+    return Promise.resolve(this.path(digest));
+  }
+
+  async files(digest: string): Promise<ArtifactFile[] | null> {
+    const dir = this.path(digest);
+    if (!(await exists(dir))) return null;
+    return (await this.#readIndex(digest)) ?? (await digestDirectory(dir)).files;
   }
 
   has(digest: string): Promise<boolean> {

@@ -1,8 +1,11 @@
 export { openSqlStore, touchRegistryState } from "./sql-store.js";
+export { LISTENER_APPLICATION_NAME, REGISTRY_CHANNEL, RegistryChangeListener } from "./change-listener.js";
 export type { OpenSqlStoreOptions, SqlStore } from "./sql-store.js";
 export { MIGRATIONS, MIGRATION_TABLE, MIGRATION_LOCK_TABLE } from "./migrations.js";
 export type { SqlDialectName, StoreMigration } from "./migrations.js";
 export type * from "./schema.js";
 export { isTransientConflict, isUniqueViolation, isUnavailable, mapStoreError, redactUrl } from "./errors.js";
-export { LocalArtifactStore, combineFileDigests, digestDirectory } from "./artifacts.js";
+export { LocalArtifactStore, checkDigest, combineFileDigests, digestDirectory } from "./artifacts.js";
+export { S3ArtifactStore, openArtifactStore, parseS3Url } from "./s3-artifacts.js";
+export type { ArtifactStoreConfig, S3ArtifactStoreOptions } from "./s3-artifacts.js";
 export type { ArtifactFile, ArtifactStore, ArtifactVerification, StoredArtifact } from "./artifacts.js";

@@ -448,8 +448,31 @@ const streamStatus0008: StoreMigration = {
   },
 };
 
+/**
+ * Issue 10: every registry write (they all bump `registry_state.revision` first, see `touchRegistryState`) notifies
+ * channel `mlship_registry` with the new revision, from a trigger, so writes from any process and any code path
+ * reach every replica's listener at commit. SQLite has no LISTEN/NOTIFY: nothing to do there.
+ */
+const registryNotify0009: StoreMigration = {
+  name: "0009_registry_notify",
+  async up(db, dialect) {
+    if (dialect !== "postgres") return;
+    await sql`
+      create or replace function mlship_registry_notify() returns trigger language plpgsql as $$
+      begin
+        perform pg_notify('mlship_registry', new.revision::text);
+        return null;
+      end
+      $$`.execute(db);
+    await sql`drop trigger if exists registry_state_notify on registry_state`.execute(db);
+    await sql`
+      create trigger registry_state_notify after update on registry_state
+      for each row execute function mlship_registry_notify()`.execute(db);
+  },
+};
+
 /** Every migration, in order. Later areas append theirs here. */
-export const MIGRATIONS: readonly StoreMigration[] = [registry0001, versionSettings0002, monitor0003, feedback0004, rollout0005, batch0006, batchSchedules0007, streamStatus0008];
+export const MIGRATIONS: readonly StoreMigration[] = [registry0001, versionSettings0002, monitor0003, feedback0004, rollout0005, batch0006, batchSchedules0007, streamStatus0008, registryNotify0009];
 
 /** The table Kysely's Migrator records applied migrations in (and its lock table). */
 export const MIGRATION_TABLE = "mlship_migration";

@@ -4,7 +4,8 @@ import path from "node:path";
 import BetterSqlite3 from "better-sqlite3";
 import { Kysely, Migrator, PostgresDialect, SqliteDialect, sql, type KyselyPlugin, type QueryId } from "kysely";
 import pg from "pg";
-import { MlshipError } from "../core/index.js";
+import { MlshipError, type Logger } from "../core/index.js";
+import { RegistryChangeListener } from "./change-listener.js";
 import { isTransientConflict, mapStoreError, redactUrl, storeUnavailable } from "./errors.js";
 import { withFileLock } from "./file-lock.js";
 import {
@@ -31,6 +32,8 @@ export interface OpenSqlStoreOptions {
   busyTimeoutMs?: number;
   /** PostgreSQL: pool size. Default 10. */
   poolSize?: number;
+  /** PostgreSQL: where the change listener reports a lost or regained connection. */
+  logger?: Pick<Logger, "warn" | "info">;
 }
 
 export interface SqlStore {
@@ -58,6 +61,13 @@ export interface SqlStore {
    * write transaction (see `touchRegistryState`).
    */
   changeToken(): Promise<string>;
+  /**
+   * PostgreSQL only: calls `listener` right after any process commits a registry write (LISTEN/NOTIFY on a dedicated
+   * connection, opened by the first subscription; see `RegistryChangeListener`). Returns the unsubscribe function.
+   */
+  onChange?(listener: () => void): () => void;
+  /** PostgreSQL only, once `onChange` has been used: the listening connection (its backend pid). */
+  readonly changeListener?: RegistryChangeListener;
   /** Idempotent. */
   close(): Promise<void>;
 }
@@ -95,7 +105,7 @@ export async function openSqlStore(options: OpenSqlStoreOptions): Promise<SqlSto
   const migrations = options.migrations ?? MIGRATIONS;
   return target.kind === "sqlite"
     ? openSqlite(target.file, options.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS, migrations)
-    : openPostgres(target.url, options.poolSize ?? 10, migrations);
+    : openPostgres(target.url, options.poolSize ?? 10, migrations, options.logger);
 }
 
 /** Counts this connection's own writes: SQLite's data_version only moves for other connections' commits. */
@@ -251,12 +261,20 @@ function openFailure(location: string, error: unknown): unknown {
   });
 }
 
-async function openPostgres(url: string, poolSize: number, migrations: readonly StoreMigration[]): Promise<SqlStore> {
+async function openPostgres(
+  url: string,
+  poolSize: number,
+  migrations: readonly StoreMigration[],
+  logger: Pick<Logger, "warn" | "info"> | undefined,
+): Promise<SqlStore> {
   const location = redactUrl(url);
   const pool = new pg.Pool({ connectionString: url, max: poolSize, connectionTimeoutMillis: 10_000 });
   // An idle client losing its connection emits 'error' on the pool; without a listener that kills the process.
   // The next query reports the problem as MLSHIP_ERR_STORE_UNAVAILABLE instead.
   pool.on("error", () => undefined);
+  // A client checked out of the pool (mid-query) has no pool listener: when its socket dies it emits 'error' on the
+  // client itself, which would kill the process. Its query already fails with the error, so the event adds nothing.
+  pool.on("connect", (client) => client.on("error", () => undefined));
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
 
   try {
@@ -268,10 +286,19 @@ async function openPostgres(url: string, poolSize: number, migrations: readonly 
   }
 
   let closing: Promise<void> | undefined;
+  let listener: RegistryChangeListener | undefined;
   return {
     db,
     dialect: "postgres",
     location,
+    get changeListener() {
+      return listener;
+    },
+    onChange(subscriber: () => void): () => void {
+      if (closing !== undefined) return () => undefined;
+      listener ??= new RegistryChangeListener({ url, location, ...(logger === undefined ? {} : { logger }) });
+      return listener.subscribe(subscriber);
+    },
     write<T>(fn: (db: Kysely<Database>) => Promise<T>): Promise<T> {
       if (closing !== undefined) return Promise.reject(closedError(location));
       return retryTransient(() => db.transaction().execute((trx) => fn(trx))).catch((error: unknown) => {
@@ -288,7 +315,10 @@ async function openPostgres(url: string, poolSize: number, migrations: readonly 
       }
     },
     close() {
-      closing ??= db.destroy();
+      closing ??= (async () => {
+        await listener?.close();
+        await db.destroy();
+      })();
       return closing;
     },
   };

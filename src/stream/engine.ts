@@ -506,10 +506,15 @@ async function runLoop(
       // ---- commit: ack / mark processed ----
       const commitStart = performance.now();
       try {
-        await withRetries(`committing micro-batch ${batchId}`, async () => {
-          await batch.main.commit();
-          await batch.join?.commit();
-        });
+        // A commit that fails (NATS gone before its acks were confirmed) is retried; the status row says why meanwhile.
+        await withRetries(
+          `committing micro-batch ${batchId}`,
+          async () => {
+            await batch.main.commit();
+            await batch.join?.commit();
+          },
+          (error) => status?.retrying(error),
+        );
       } catch (error) {
         if (error instanceof StopRequested) break;
         throw error;

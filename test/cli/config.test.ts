@@ -45,6 +45,9 @@ describe("config", () => {
       grpcMaxMessageBytes: 64 * 1024 * 1024,
       adminToken: null,
       adminTokenFile: null,
+      inferenceTokensFile: null,
+      inferenceTokens: null,
+      corsOrigins: null,
     });
     expect(config.runtime.workers).toBe(os.availableParallelism());
     expect(config.runtime.intraOpThreads).toBe(1);

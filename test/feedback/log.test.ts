@@ -63,6 +63,7 @@ class MemoryPredictionStore implements PredictionStore {
   ingestEvents = (): never => this.unused();
   joinPending = (): never => this.unused();
   joined = (): never => this.unused();
+  countPredictions = (): never => this.unused();
   eventTotals = (): never => this.unused();
   joinStats = (): never => this.unused();
   exportPredictions = (): never => this.unused();

@@ -8,6 +8,7 @@ import type { ModelRef, Registry } from "../../registry/index.js";
 import { v2TensorMetadata } from "../../scoring/index.js";
 import type { ScoringService } from "../../scoring/index.js";
 import { mlshipVersion } from "../http/index.js";
+import type { InferenceTokens } from "../http/inference-auth.js";
 import { inferencePackageDefinition, SERVICE_NAME } from "./proto.js";
 import { EventLoopGuard } from "../http/shed.js";
 import type { ModelInferRequest, ModelInferResponse, ModelMetadataResponse, ModelRequest } from "./proto.js";
@@ -29,6 +30,12 @@ export interface GrpcServerOptions {
    * fails at once with RESOURCE_EXHAUSTED and `retry-after`. 0 or unset: off.
    */
   maxEventLoopDelayMs?: number;
+  /**
+   * Per-model inference tokens (`createInferenceTokens`, as on REST): ModelInfer, ModelMetadata and ModelReady for a
+   * listed model need `authorization: Bearer <one of its tokens>` metadata, else UNAUTHENTICATED (none sent) or
+   * PERMISSION_DENIED (another token). Unset: open.
+   */
+  inferenceTokens?: InferenceTokens;
 }
 
 export interface GrpcServer {
@@ -168,6 +175,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   const { scoring } = options;
   const logger = options.logger ?? silentLogger();
   const maxMessageBytes = options.maxMessageBytes ?? DEFAULT_GRPC_MAX_MESSAGE_BYTES;
+  const inferenceTokens = options.inferenceTokens;
   const guard = new EventLoopGuard(options.maxEventLoopDelayMs ?? 0);
   let draining = false;
 
@@ -222,8 +230,16 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
     return { code: e.grpcStatus, details, metadata: trailer };
   };
 
-  /** Runs a handler; every outcome, thrown or not, becomes one status (a bad request never escapes). */
-  const unary = <Q, R>(method: string, fields: Fields, handle: (request: Q, signal: AbortSignal, info: CallInfo) => Promise<Reply<R>>) => {
+  /**
+   * Runs a handler; every outcome, thrown or not, becomes one status (a bad request never escapes). `refOf` names the
+   * model a call reaches, for the inference tokens, checked here before the handler runs.
+   */
+  const unary = <Q, R>(
+    method: string,
+    fields: Fields,
+    handle: (request: Q, signal: AbortSignal, info: CallInfo) => Promise<Reply<R>>,
+    refOf?: (request: Q) => string,
+  ) => {
     return (call: ServerUnaryCall<Q, R>, callback: sendUnaryData<R>): void => {
       const given = call.metadata.get("x-request-id")[0];
       const bodyId = (call.request as { id?: unknown } | null)?.id;
@@ -245,6 +261,11 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
       };
       let pending: Promise<Reply<R>>;
       try {
+        if (refOf !== undefined && inferenceTokens !== undefined) {
+          const authorization = call.metadata.get("authorization")[0];
+          const refusal = inferenceTokens.refusal(refOf(call.request), typeof authorization === "string" ? authorization : undefined);
+          if (refusal !== undefined) throw refusal;
+        }
         pending = handle(call.request, controller.signal, info);
       } catch (err) {
         pending = Promise.reject(err);
@@ -281,12 +302,13 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
 
   const MODEL_FIELDS: Fields = { name: "name", version: "version" };
   const INFER_FIELDS: Fields = { name: "model_name", version: "model_version" };
+  const modelRefOf = (request: ModelRequest): string => modelRef(request.name, request.version, MODEL_FIELDS);
 
   const handlers: UntypedServiceImplementation = {
     ServerLive: unary("ServerLive", MODEL_FIELDS, async () => ({ response: { live: true } })),
 
     ServerReady: unary("ServerReady", MODEL_FIELDS, async () => ({
-      response: { ready: !draining && (await scoring.registryReachable()) },
+      response: { ready: !draining && (await scoring.servingReady()) },
     })),
 
     ServerMetadata: unary("ServerMetadata", MODEL_FIELDS, async () => ({
@@ -298,7 +320,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
       const resolved = await scoring.resolve(ref);
       const ready = await scoring.isReady(ref);
       return { response: { ready }, modelVersion: `${resolved.version.name}@${resolved.version.version}` };
-    }),
+    }, modelRefOf),
 
     ModelMetadata: unary("ModelMetadata", MODEL_FIELDS, async (request: ModelRequest): Promise<Reply<ModelMetadataResponse>> => {
       const md = await scoring.metadata(modelRef(request.name, request.version, MODEL_FIELDS));
@@ -312,7 +334,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
         },
         modelVersion: `${md.name}@${md.version}`,
       };
-    }),
+    }, modelRefOf),
 
     ModelInfer: unary("ModelInfer", INFER_FIELDS, async (request: ModelInferRequest, signal, info): Promise<Reply<ModelInferResponse>> => {
       const refusal = guard.refusal();
@@ -345,7 +367,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
         cached: result.cached,
         ...(result.variant === undefined ? {} : { variant: result.variant, rolloutId: result.rolloutId }),
       };
-    }),
+    }, (request: ModelInferRequest) => modelRef(request.model_name, request.model_version, INFER_FIELDS)),
   };
 
   // grpc-js prints its own diagnostics with console.error (a bind failure, which listen() reports anyway); they

@@ -37,26 +37,34 @@ export function isManagementAction(request: FastifyRequest, prefix = ""): boolea
 }
 
 /**
- * Checks a bearer token against the admin token in constant time: both are hashed first, so neither their
- * contents nor their lengths show in how long the comparison takes.
+ * Checks a bearer token against a token (the admin token, an inference token) in constant time: both are hashed
+ * first, so neither their contents nor their lengths show in how long the comparison takes.
  */
-export function createTokenCheck(adminToken: string): (presented: string) => boolean {
-  if (adminToken === "") throw new MlshipError("MLSHIP_ERR_CONFIG_INVALID", "the admin token must not be empty", { field: "server.adminToken" });
-  const expected = digest(adminToken);
+export function createTokenCheck(token: string, field = "server.adminToken"): (presented: string) => boolean {
+  if (token.trim() === "") throw new MlshipError("MLSHIP_ERR_CONFIG_INVALID", "a token must not be empty", { field });
+  const expected = digest(token);
   return (presented) => timingSafeEqual(digest(presented), expected);
+}
+
+/** The token of an `Authorization: Bearer <token>` value (scheme in any case, spaces trimmed), or undefined. */
+export function bearerToken(authorization: string | undefined): string | undefined {
+  const match = authorization === undefined ? null : BEARER.exec(authorization.trim());
+  if (match === null) return undefined;
+  const token = (match[1] ?? "").trim();
+  return token === "" ? undefined : token;
 }
 
 /** The error an action gets without the right token, or undefined when the token is right. */
 export function adminTokenRefusal(authorization: string | undefined, check: (presented: string) => boolean): MlshipError | undefined {
-  const match = authorization === undefined ? null : BEARER.exec(authorization.trim());
-  if (match === null) {
+  const presented = bearerToken(authorization);
+  if (presented === undefined) {
     return new MlshipError(
       "MLSHIP_ERR_AUTH_REQUIRED",
       "this action needs the admin token: send Authorization: Bearer <token> (reads under /api/v1/ stay open)",
       { field: "authorization" },
     );
   }
-  if (!check((match[1] ?? "").trim())) {
+  if (!check(presented)) {
     return new MlshipError("MLSHIP_ERR_AUTH_INVALID", "the bearer token is not the server's admin token", { field: "authorization" });
   }
   return undefined;

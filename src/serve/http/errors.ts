@@ -46,6 +46,9 @@ export function toHttpError(err: unknown, request: FastifyRequest): MlshipError 
       return new MlshipError("MLSHIP_ERR_INPUT_INVALID", "the Content-Length header does not match the body", { field: "content-length" });
     case "FST_ERR_BAD_URL":
       return new MlshipError("MLSHIP_ERR_INPUT_INVALID", `the URL is not valid: ${request.url}`, { field: "url" });
+    case "FST_ERR_MAX_PARAM_LENGTH":
+      // Fastify's own status is 414; a path segment (a model reference) too long is bad input like any other.
+      return new MlshipError("MLSHIP_ERR_INPUT_INVALID", "a path segment of the URL (a model reference or version) is too long", { field: "url" });
     case "FST_ERR_VALIDATION":
       return new MlshipError("MLSHIP_ERR_INPUT_INVALID", message);
     default:

@@ -10,6 +10,7 @@ import { errorAnswer, errorVersion } from "./errors.js";
 import type { RequestMetrics } from "./metrics.js";
 import { defaultModelRef } from "./mlflow.js";
 import type { Protocol } from "./types.js";
+import type { InferenceTokens } from "./inference-auth.js";
 import type { EventLoopGuard } from "./shed.js";
 import { v2Ref } from "./v2.js";
 import { businessKeyOf, rolloutHeaders } from "./state.js";
@@ -24,6 +25,8 @@ export interface FastPathOptions {
   requestId(req: IncomingMessage): string;
   /** Load shedding: refuses new requests while the server is saturated. */
   guard?: EventLoopGuard;
+  /** Per-model inference tokens, checked as mlshipPlugin's hook checks them on the Fastify routes. */
+  inferenceTokens?: InferenceTokens;
 }
 
 /** The inference routes, as the Fastify routes declare them; names with `%` escapes are left to Fastify. */
@@ -97,6 +100,7 @@ export function createFastPath(options: FastPathOptions): (req: IncomingMessage,
     const model = labelled?.model ?? "";
     const version = labelled === undefined ? "" : String(labelled.version);
     if (labelled !== undefined) headers.push("mlship-model-version", `${model}@${version}`);
+    if (e.code === "MLSHIP_ERR_AUTH_REQUIRED") headers.push("www-authenticate", 'Bearer realm="mlship"');
     const reply = errorAnswer(e, protocol, id, logger, req.url ?? "");
     if (reply.retryAfter !== undefined) headers.push("retry-after", reply.retryAfter);
     if (!res.headersSent) send(res, reply.status, headers, Buffer.from(JSON.stringify(reply.body), "utf8"));
@@ -140,8 +144,11 @@ export function createFastPath(options: FastPathOptions): (req: IncomingMessage,
     let rows = 0;
     let status = 200;
     let errorCode: string | undefined;
+    let refusal: MlshipError | undefined;
     try {
       const ref = route.ref !== undefined ? route.ref() : fixedDefault ?? (await defaultModelRef(scoring, undefined));
+      refusal = options.inferenceTokens?.refusal(ref, req.headers.authorization);
+      if (refusal !== undefined) throw refusal;
       const key = businessKeyOf(req.headers);
       const result = await scoring.score(ref, { kind: "json", protocol, bytes: body }, key === undefined ? { protocol, requestId: id } : { protocol, requestId: id, key });
       model = result.model;
@@ -153,7 +160,8 @@ export function createFastPath(options: FastPathOptions): (req: IncomingMessage,
       if (result.variant !== undefined) headers.push(...rolloutHeaders(result));
       send(res, 200, headers, payload);
     } catch (err) {
-      ({ model, version, status, code: errorCode } = fail(req, res, protocol, id, jsonErrorOf(body) ?? err));
+      // A refused token is answered as the Fastify routes answer it: before the body is looked at.
+      ({ model, version, status, code: errorCode } = fail(req, res, protocol, id, refusal ?? jsonErrorOf(body) ?? err));
     }
     metrics?.record({ model, version, protocol, status, seconds: (performance.now() - started) / 1000, errorCode, rows });
   };

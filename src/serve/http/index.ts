@@ -1,5 +1,8 @@
 export { buildServer, requestMetricsOf } from "./server.js";
 export { adminTokenHook, isManagementAction } from "./auth.js";
+export { corsHook, corsOriginsOf } from "./cors.js";
+export { createInferenceTokens, inferenceTokenHook } from "./inference-auth.js";
+export type { InferenceTokenMap, InferenceTokens } from "./inference-auth.js";
 export { serverInfoRoutes } from "./server-info.js";
 export type { ServerInfoOptions } from "./server-info.js";
 export type { RequestMetrics, RequestSnapshot } from "./metrics.js";

@@ -8,7 +8,8 @@ import type { RouteConfig } from "./types.js";
 import { mlshipVersion } from "./version.js";
 
 const MLFLOW: RouteConfig = { protocol: "mlflow" };
-const MLFLOW_INFER: RouteConfig = { protocol: "mlflow", inference: true, metricsProtocol: "mlflow" };
+const MLFLOW_DEFAULT_INFER: RouteConfig = { protocol: "mlflow", inference: true, metricsProtocol: "mlflow", model: "default" };
+const MLFLOW_INFER: RouteConfig = { protocol: "mlflow", inference: true, metricsProtocol: "mlflow", model: "ref" };
 
 /** `/invocations` serves the configured default model, or the only registered one (conventions.md). */
 export async function defaultModelRef(scoring: ScoringService, defaultModel: string | undefined): Promise<string> {
@@ -37,7 +38,7 @@ export function registerMlflowRoutes(app: FastifyInstance, scoring: ScoringServi
     return formatMlflowResponse(result);
   };
 
-  app.post("/invocations", { config: MLFLOW_INFER, bodyLimit }, async (request, reply) =>
+  app.post("/invocations", { config: MLFLOW_DEFAULT_INFER, bodyLimit }, async (request, reply) =>
     invoke(await defaultModelRef(scoring, defaultModel), request, reply),
   );
   app.post<{ Params: { ref: string } }>("/v1/models/:ref/invocations", { config: MLFLOW_INFER, bodyLimit }, async (request, reply) =>

@@ -2,6 +2,7 @@ import type { FastifyInstance, FastifyPluginAsync } from "fastify";
 import { MlshipError } from "../../core/index.js";
 import { registerParsers } from "./content.js";
 import { sendError } from "./errors.js";
+import { inferenceTokenHook } from "./inference-auth.js";
 import { createRequestMetrics, registerMetrics } from "./metrics.js";
 import { registerMlflowRoutes } from "./mlflow.js";
 import { registerSettingsRoutes } from "./settings.js";
@@ -36,6 +37,8 @@ export const mlshipPlugin: FastifyPluginAsync<MlshipPluginOptions> = async (app:
       }
     });
   }
+  // Encapsulated: the hook guards this plugin's inference routes only, wherever the plugin is mounted.
+  if (options.inferenceTokens !== undefined) app.addHook("onRequest", inferenceTokenHook(options.inferenceTokens, scoring, options.defaultModel));
   if (options.settingsRoutes !== false) registerSettingsRoutes(app, scoring, options.registry);
   registerV2Routes(app, scoring, bodyLimit);
   registerMlflowRoutes(app, scoring, bodyLimit, options.defaultModel);

@@ -5,8 +5,10 @@ import Fastify, { LogController } from "fastify";
 import type { FastifyBaseLogger, FastifyInstance, FastifyServerOptions } from "fastify";
 import { createLogger, MlshipError, silentLogger } from "../../core/index.js";
 import { adminTokenHook } from "./auth.js";
+import { corsHook, corsOriginsOf } from "./cors.js";
 import { routeProtocol, sendError } from "./errors.js";
 import { createFastPath } from "./fast.js";
+import { limitJsonDepth } from "./json-depth.js";
 import { EventLoopGuard } from "./shed.js";
 import { createRequestMetrics } from "./metrics.js";
 import type { RequestMetrics } from "./metrics.js";
@@ -49,11 +51,15 @@ export function buildServer(options: BuildServerOptions): FastifyInstance {
           logger: logger ?? silentLogger(),
           requestId,
           guard,
+          ...(options.inferenceTokens === undefined ? {} : { inferenceTokens: options.inferenceTokens }),
         });
+  const cors = corsOriginsOf(options.corsOrigins);
   // Fastify's own HTTP/1 server, with the inference fast path in front of its handler (inject() bypasses it).
   const serverFactory: FastifyServerOptions["serverFactory"] = (handler, serverOptions) => {
     const server = http.createServer((req, res) => {
-      if (fastPath?.(req, res) !== true) handler(req, res);
+      // Cross-origin requests take Fastify's pipeline, where the CORS hook adds its headers.
+      if ((cors === undefined || req.headers.origin === undefined) && fastPath?.(req, res) === true) return;
+      handler(req, res);
     });
     // As Fastify sets up the server it makes itself (its defaults are filled in by now).
     const timeouts = serverOptions as { keepAliveTimeout?: unknown; requestTimeout?: unknown; connectionTimeout?: unknown };
@@ -67,6 +73,9 @@ export function buildServer(options: BuildServerOptions): FastifyInstance {
     genReqId: generateId,
     ...(logger === undefined ? { logger: false } : { loggerInstance: logger as FastifyBaseLogger }),
     bodyLimit,
+    // A model reference in a path is a name and an alias of up to 200 characters each, maybe percent-encoded:
+    // Fastify's default of 100 would refuse names the registry accepts.
+    routerOptions: { maxParamLength: 2048 },
     // Per-request info logs cost more than the inference at high rates; errors are logged where they happen.
     logController: new LogController({ disableRequestLogging: true }),
     requestIdHeader: REQUEST_ID_HEADER,
@@ -83,8 +92,12 @@ export function buildServer(options: BuildServerOptions): FastifyInstance {
     done();
   });
   // On the root instance and before any route, so it guards the routes every plugin registers later too.
+  // Before the token checks, so that a refusal (401/403) reaches the allowed origin's script readable.
+  if (cors !== undefined) app.addHook("onRequest", corsHook(cors));
   if (options.adminToken !== undefined) app.addHook("onRequest", adminTokenHook(options.adminToken));
   app.setErrorHandler((err, request, reply) => sendError(request, reply, err));
+  // For every route without a parser of its own (management, lookups, other plugins): no body nested too deep.
+  limitJsonDepth(app);
   app.setNotFoundHandler((request, reply) => {
     sendError(
       request,
@@ -116,6 +129,7 @@ export function buildServer(options: BuildServerOptions): FastifyInstance {
     requestMetrics,
     isDraining: options.isDraining,
     settingsRoutes: options.settingsRoutes,
+    inferenceTokens: options.inferenceTokens,
   });
   return app;
 }

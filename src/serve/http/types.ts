@@ -2,6 +2,7 @@ import type { Registry as PromRegistry } from "prom-client";
 import type { Logger } from "../../core/index.js";
 import type { Registry } from "../../registry/index.js";
 import type { ScoringService } from "../../scoring/index.js";
+import type { InferenceTokens } from "./inference-auth.js";
 import type { RequestMetrics } from "./metrics.js";
 
 /** Options of `mlshipPlugin`: the routes mounted inside any Fastify instance (the embedded pattern). */
@@ -27,6 +28,11 @@ export interface MlshipPluginOptions {
   settingsRoutes?: boolean;
   /** Path prefix for every route (Fastify's own register option). */
   prefix?: string;
+  /**
+   * Per-model inference tokens (`createInferenceTokens`): a listed model's inference, metadata and ready routes need
+   * `Authorization: Bearer <one of its tokens>` (401/403 otherwise). Unset: inference is open.
+   */
+  inferenceTokens?: InferenceTokens;
 }
 
 export interface BuildServerOptions extends Omit<MlshipPluginOptions, "prefix"> {
@@ -48,6 +54,12 @@ export interface BuildServerOptions extends Omit<MlshipPluginOptions, "prefix"> 
    * inference stay open. Unset: actions are open.
    */
   adminToken?: string;
+  /**
+   * Browser origins allowed to call the server (CORS): exact origins (`https://app.example.com`) or `*`. Requests
+   * from them get `Access-Control-Allow-Origin` and preflights are answered; never with credentials. Unset or empty:
+   * no CORS headers at all.
+   */
+  corsOrigins?: readonly string[];
 }
 
 /** Which error body a route speaks. */
@@ -60,4 +72,9 @@ export interface RouteConfig {
   inference?: boolean;
   /** The protocol label in metrics: `v2` or `mlflow`. */
   metricsProtocol?: string;
+  /**
+   * How the route names the model it reaches, for the inference tokens: `v2` (`:name` and `:version`), `ref`
+   * (`:ref`) or `default` (`/invocations`: the default model). Unset: no model.
+   */
+  model?: "v2" | "ref" | "default";
 }

@@ -33,13 +33,14 @@ export function v2Ref(params: ModelParams): string {
 }
 
 const V2: RouteConfig = { protocol: "v2" };
-const V2_INFER: RouteConfig = { protocol: "v2", inference: true, metricsProtocol: "v2" };
+const V2_MODEL: RouteConfig = { protocol: "v2", model: "v2" };
+const V2_INFER: RouteConfig = { protocol: "v2", inference: true, metricsProtocol: "v2", model: "v2" };
 
 export function registerV2Routes(app: FastifyInstance, scoring: ScoringService, bodyLimit: number): void {
   app.get("/v2/health/live", { config: V2 }, async () => ({ live: true }));
 
   app.get("/v2/health/ready", { config: V2 }, async (_request, reply) => {
-    const ready = await scoring.registryReachable();
+    const ready = await scoring.servingReady();
     if (!ready) reply.code(503).header("retry-after", "1");
     return { ready };
   });
@@ -57,8 +58,8 @@ export function registerV2Routes(app: FastifyInstance, scoring: ScoringService, 
       outputs: md.signature.outputs.map(v2TensorMetadata),
     };
   };
-  app.get("/v2/models/:name", { config: V2 }, metadata);
-  app.get("/v2/models/:name/versions/:version", { config: V2 }, metadata);
+  app.get("/v2/models/:name", { config: V2_MODEL }, metadata);
+  app.get("/v2/models/:name/versions/:version", { config: V2_MODEL }, metadata);
 
   const ready = async (request: FastifyRequest<{ Params: ModelParams }>, reply: FastifyReply) => {
     const ref = v2Ref(request.params);
@@ -68,8 +69,8 @@ export function registerV2Routes(app: FastifyInstance, scoring: ScoringService, 
     if (!isReady) reply.code(503).header("retry-after", "1");
     return { name: resolved.version.name, ready: isReady };
   };
-  app.get("/v2/models/:name/ready", { config: V2 }, ready);
-  app.get("/v2/models/:name/versions/:version/ready", { config: V2 }, ready);
+  app.get("/v2/models/:name/ready", { config: V2_MODEL }, ready);
+  app.get("/v2/models/:name/versions/:version/ready", { config: V2_MODEL }, ready);
 
   const infer = async (request: FastifyRequest<{ Params: ModelParams }>, reply: FastifyReply) => {
     const ref = v2Ref(request.params);
