@@ -4,6 +4,7 @@ import path from "node:path";
 import { Command } from "commander";
 import type { Registry as PromRegistry } from "prom-client";
 import { runStream } from "../app.js";
+import { parseWindowSize } from "../monitor/windows.js";
 import { MlshipError } from "../core/index.js";
 import type * as StreamModule from "../stream/index.js";
 import type { StreamJobConfig, StreamProgress, StreamSummary } from "../stream/index.js";
@@ -14,6 +15,7 @@ import { printJson, printLine } from "./io.js";
 
 interface RunFlags extends GlobalOptions {
   instance?: string;
+  maxOutage?: string;
   metricsPort?: string;
   json?: boolean;
 }
@@ -103,6 +105,16 @@ async function serveMetrics(
   return server;
 }
 
+/** `--max-outage`: a duration such as 90s, 15m or 2h, or 0. */
+function maxOutage(text: string | undefined): number {
+  if (text === undefined || text.trim() === "0") return 0;
+  try {
+    return parseWindowSize(text.trim());
+  } catch {
+    throw usageError(`--max-outage must be a duration such as 90s, 15m or 2h (or 0), got ${JSON.stringify(text)}`, "--max-outage");
+  }
+}
+
 function runCommand(ctx: CliContext): Command {
   return new Command("run")
     .description("run a stream job: micro-batches from a folder or NATS JetStream, scored into sinks, until the trigger ends or SIGINT/SIGTERM")
@@ -111,6 +123,7 @@ function runCommand(ctx: CliContext): Command {
     .option("--instance <name>", "this process's own checkpoint state, for several processes sharing one NATS durable consumer")
     .option("--metrics-port <port>", "serve GET /metrics (Prometheus) and /healthz on this port (0: any free one; default off)")
     .option("--json", "print each micro-batch's progress as a JSON line (the default when stdout is not a terminal)")
+    .option("--max-outage <duration>", "how long to wait for a source, sink or store that is down before failing (e.g. 90s, 15m, 2h; 0: fail after the first retries)", "15m")
     .addHelpText(
       "after",
       [
@@ -161,6 +174,7 @@ function runCommand(ctx: CliContext): Command {
       try {
         const handle = await runStream(app, job, {
           ...(o.instance === undefined ? {} : { instance: o.instance }),
+          maxOutageMs: maxOutage(o.maxOutage),
           signal: stopper.signal,
           metrics,
           onProgress: (p) => {

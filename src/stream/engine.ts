@@ -64,6 +64,13 @@ export interface StartStreamOptions {
   /** Backoff before each retry of a failed batch (and of opening sources and sinks). Default 1 s, 2 s, 4 s. */
   retryDelaysMs?: readonly number[];
   /**
+   * How long a dependency that is down (a source, sink or store answering `MLSHIP_ERR_*_UNAVAILABLE`) is waited for
+   * once `retryDelaysMs` are used up: retries go on with doubling delays (at most 30 s) until this much time has
+   * passed since the first failure, so an outage pauses the job rather than ends it. Default 0 (fail after the
+   * delays); `mlship stream run --max-outage` defaults to 15 minutes.
+   */
+  maxOutageMs?: number;
+  /**
    * How often the job's row in `stream_status` (the metadata store) is rewritten while no micro-batch does it.
    * Default 5 s.
    */
@@ -88,6 +95,8 @@ export interface EngineScoredRecord extends ScoredRecord {
 }
 
 const DEFAULT_RETRY_DELAYS_MS = [1000, 2000, 4000];
+/** During an outage (`maxOutageMs`), retries are at most this far apart. */
+const MAX_OUTAGE_RETRY_DELAY_MS = 30_000;
 /** The shortest wait for records when a source has none (the source answers as soon as some arrive). */
 const MIN_IDLE_WAIT_MS = 100;
 /** The checkpoint's `operators` entry where the engine keeps its own state (not an operator's name). */
@@ -253,6 +262,13 @@ async function runLoop(
   const { scoring, logger } = deps;
   const log = logger.child({ stream: config.name });
   const retryDelays = options.retryDelaysMs ?? DEFAULT_RETRY_DELAYS_MS;
+  const maxOutageMs = options.maxOutageMs ?? 0;
+  /** The wait before retry number `extra` past the configured delays, while an outage is within its budget. */
+  const outageDelay = (error: unknown, extra: number, downMs: number): number | undefined => {
+    if (!isUnavailable(error) || downMs >= maxOutageMs) return undefined;
+    const last = retryDelays[retryDelays.length - 1] ?? 1000;
+    return Math.min(MAX_OUTAGE_RETRY_DELAY_MS, last * 2 ** (extra + 1), Math.max(0, maxOutageMs - downMs));
+  };
   const instance = options.instance ?? "default";
   const summary: StreamSummary = { stream: config.name, reason: "completed", batches: 0, inputRows: 0, outputRows: 0, deadLetters: 0, error: null };
 
@@ -271,12 +287,14 @@ async function runLoop(
 
   /** Runs `action`, retrying it after each delay while it fails with anything but a stop; rethrows the last error. */
   const withRetries = async <T>(what: string | (() => string), action: () => Promise<T>, onFailure?: (error: unknown) => void): Promise<T> => {
+    let firstFailureAt: number | undefined;
     for (let attempt = 0; ; attempt++) {
       try {
         return await action();
       } catch (error) {
         onFailure?.(error);
-        const delay = retryDelays[attempt];
+        firstFailureAt ??= Date.now();
+        const delay = retryDelays[attempt] ?? outageDelay(error, attempt - retryDelays.length, Date.now() - firstFailureAt);
         if (delay === undefined || stopSignal.aborted || !retryable(error)) throw error;
         log.warn({ err: error, attempt: attempt + 1, retryInMs: delay }, `stream: ${typeof what === "string" ? what : what()} failed; retrying`);
         await sleep(delay, stopSignal);
@@ -595,6 +613,11 @@ async function runLoop(
   }
   log.info({ summary }, `stream ${config.name} ${summary.reason}`);
   return summary;
+}
+
+/** A dependency that is down (as opposed to a bad record or config): worth waiting for during an outage. */
+function isUnavailable(error: unknown): boolean {
+  return error instanceof MlshipError && error.code.endsWith("_UNAVAILABLE");
 }
 
 /** Errors that a retry cannot fix: a wrong config, a checkpoint held by another process or of another job. */

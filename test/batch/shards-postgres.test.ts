@@ -111,7 +111,10 @@ describe("batch shards into PostgreSQL", () => {
     expect(manifest.spec.parallelism).toBe(n);
     const container = manifest.spec.template.spec.containers[0];
     const command = (container?.args ?? []).join(" ");
-    expect(command).toContain(`--shard "\${JOB_COMPLETION_INDEX}/${n}"`);
+    // Kubernetes expands $(VAR) in args from the container's env (no shell in between).
+    expect(container?.args).toContain(`$(JOB_COMPLETION_INDEX)/${n}`);
+    expect(container?.args[(container?.args.indexOf(`$(JOB_COMPLETION_INDEX)/${n}`) ?? 0) - 1]).toBe("--shard");
+    expect(container?.env.map((e) => e.name)).toContain("JOB_COMPLETION_INDEX");
     expect(container?.env.map((e) => e.name)).toContain("MLSHIP_STORE");
     const help = await run(["batch", "score", "--help"]);
     for (const flag of command.match(/--[a-z-]+/g) ?? []) expect(help.stdout, flag).toContain(flag);

@@ -189,11 +189,11 @@ describe("npm run bench (quick, partial)", () => {
       const on = report.rows.find((r) => r.id === "digits-on");
       expect(on?.ratio).toBeGreaterThan(0);
       expect(on?.baseline).toBe("batching off");
-      // Issue 3's four targets, then issue 6's batch target, issue 7's stream figures and issue 8's forest figures
-      // (not measured in this run).
-      expect(report.targets).toHaveLength(7);
+      // Issue 3's four targets, then issue 6's batch target, issue 7's stream figures, issue 8's forest figures and
+      // issue 10's replica and cold-start figures (not measured in this run).
+      expect(report.targets).toHaveLength(9);
       for (const later of report.targets.slice(4)) expect(later.verdict).toBe("N/A");
-      for (const issue of [6, 7, 8]) expect(stdout).toContain(`Targets (issue ${issue}):`);
+      for (const issue of [6, 7, 8, 10]) expect(stdout).toContain(`Targets (issue ${issue}):`);
       expect(report.targets[1]?.verdict).toMatch(/^(PASS|FAIL)$/);
       expect(report.targets[0]?.verdict).toBe("N/A");
       expect(report.settings.loadgen).toBe("autocannon");

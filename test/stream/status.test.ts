@@ -280,6 +280,39 @@ describe("stream status written by the engine", { timeout: 60_000 }, () => {
     }
   });
 
+  it("an outage longer than the retry delays pauses the job within maxOutageMs, and fails it past that", async () => {
+    const dir = tempDir("stream-status-outage");
+    const admin = await postgresAdmin();
+    const database = `mlship_test_${randomBytes(6).toString("hex")}`;
+    await admin.query(`create database ${database}`);
+    try {
+      dropCsv(path.join(dir, "in"), "a.csv", prodRows(0, 5));
+      await admin.query(`alter database ${database} allow_connections false`);
+      const sinks = [{ kind: "postgres" as const, url: `${POSTGRES_SERVER}/${database}`, table: "predictions" }];
+
+      // Two 20 ms retries alone would fail at once; the outage budget keeps the job waiting (doubling delays).
+      const name = uniqueName("outage");
+      const handle = startStream(deps, job(dir, { name, sinks }), { retryDelaysMs: [20, 20], maxOutageMs: 60_000 });
+      await waitFor(() => statusOf(name), (st) => st?.lastError !== null && st?.lastError !== undefined, "the sink's error in the status");
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      expect(await statusOf(name)).toMatchObject({ state: "running", batches: 0 });
+      await admin.query(`alter database ${database} allow_connections true`);
+      expect(await handle.done).toMatchObject({ reason: "completed", outputRows: 5 });
+
+      // Past its budget, the same outage ends the job as failed.
+      await admin.query(`alter database ${database} allow_connections false`);
+      const short = uniqueName("outage-short");
+      const started = Date.now();
+      const failed = await startStream(deps, job(dir, { name: short, sinks }), { retryDelaysMs: [20, 20], maxOutageMs: 500 }).done;
+      expect(failed.reason).toBe("failed");
+      expect(Date.now() - started).toBeLessThan(10_000);
+    } finally {
+      await admin.query(`alter database ${database} allow_connections true`).catch(() => undefined);
+      await admin.query(`drop database if exists ${database} with (force)`);
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it("a second process refused by the checkpoint leaves the running one's row alone", async () => {
     const dir = tempDir("stream-status-lock");
     const name = uniqueName("locked");
