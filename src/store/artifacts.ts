@@ -137,7 +137,8 @@ export async function digestDirectory(dir: string): Promise<{ digest: string; fi
   return { digest: combineFileDigests(files), files };
 }
 
-async function exists(p: string): Promise<boolean> {
+/** Whether something exists at the path (a folder or a file). */
+export async function pathExists(p: string): Promise<boolean> {
   try {
     await fs.access(p);
     return true;
@@ -171,12 +172,12 @@ export class LocalArtifactStore implements ArtifactStore {
 
   async files(digest: string): Promise<ArtifactFile[] | null> {
     const dir = this.path(digest);
-    if (!(await exists(dir))) return null;
+    if (!(await pathExists(dir))) return null;
     return (await this.#readIndex(digest)) ?? (await digestDirectory(dir)).files;
   }
 
   has(digest: string): Promise<boolean> {
-    return exists(this.path(digest));
+    return pathExists(this.path(digest));
   }
 
   async putDirectory(srcDir: string): Promise<StoredArtifact> {
@@ -194,7 +195,7 @@ export class LocalArtifactStore implements ArtifactStore {
     if (planned.files.length === 0) {
       throw new MlshipError("MLSHIP_ERR_PACKAGE_INVALID", `package folder ${source} has no files`, { field: source });
     }
-    if (await exists(this.path(planned.digest))) return { digest: planned.digest, path: this.path(planned.digest) };
+    if (await pathExists(this.path(planned.digest))) return { digest: planned.digest, path: this.path(planned.digest) };
 
     await fs.mkdir(path.join(this.root, "tmp"), { recursive: true });
     await fs.mkdir(path.join(this.root, "sha256"), { recursive: true });
@@ -218,7 +219,7 @@ export class LocalArtifactStore implements ArtifactStore {
         await fs.rename(temp, finalPath);
       } catch (error) {
         // Another writer stored the same content first: keep theirs (it has the same bytes).
-        if (!(await exists(finalPath))) throw error;
+        if (!(await pathExists(finalPath))) throw error;
       }
       return { digest: stored.digest, path: finalPath };
     } finally {
@@ -245,7 +246,7 @@ export class LocalArtifactStore implements ArtifactStore {
 
   async verify(digest: string): Promise<ArtifactVerification> {
     const dir = this.path(digest);
-    if (!(await exists(dir))) {
+    if (!(await pathExists(dir))) {
       return { digest, ok: false, actualDigest: null, problems: [`artifact folder ${dir} is missing`] };
     }
     const actual = await digestDirectory(dir);

@@ -15,6 +15,7 @@ import {
   checkDigest,
   combineFileDigests,
   digestDirectory,
+  pathExists,
   type ArtifactFile,
   type ArtifactStore,
   type ArtifactVerification,
@@ -122,15 +123,6 @@ async function bodyBytes(body: unknown): Promise<Buffer> {
 
 function sha256(bytes: Buffer): string {
   return createHash("sha256").update(bytes).digest("hex");
-}
-
-async function exists(p: string): Promise<boolean> {
-  try {
-    await fs.access(p);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /**
@@ -304,7 +296,7 @@ export class S3ArtifactStore implements ArtifactStore {
   }
 
   async #download(digest: string, target: string): Promise<string> {
-    if (await exists(target)) return target;
+    if (await pathExists(target)) return target;
     const manifest = await this.#manifest(digest);
     if (manifest === null) {
       throw new MlshipError("MLSHIP_ERR_PACKAGE_NOT_FOUND", `artifact ${digest} is not in ${this.location} (no manifest)`, { field: FIELD });
@@ -341,7 +333,7 @@ export class S3ArtifactStore implements ArtifactStore {
         await fs.rename(temp, target);
       } catch (error) {
         // Another process materialized the same digest first: its folder has the same verified bytes.
-        if (!(await exists(target))) throw error;
+        if (!(await pathExists(target))) throw error;
       }
       return target;
     } finally {
