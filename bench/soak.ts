@@ -292,7 +292,9 @@ const verdict = !Number.isFinite(trend)
   ? "UNKNOWN: too few RSS samples in the second half (run longer)"
   : Math.abs(trend) < FLAT_MIB_PER_MIN
     ? `FLAT: RSS trend ${fmt(trend, 2)} MiB/min over the second half (|slope| < ${FLAT_MIB_PER_MIN})`
-    : `GROWING: RSS trend ${fmt(trend, 2)} MiB/min over the second half (|slope| >= ${FLAT_MIB_PER_MIN})`;
+    : trend < 0
+      ? `SHRINKING: RSS trend ${fmt(trend, 2)} MiB/min over the second half (memory given back; not a leak)`
+      : `GROWING: RSS trend ${fmt(trend, 2)} MiB/min over the second half (slope >= ${FLAT_MIB_PER_MIN})`;
 const statusText = [...byStatus.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => `${k}: ${v.toLocaleString("en-US")}`).join(", ");
 
 const lines = [
