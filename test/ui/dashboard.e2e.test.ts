@@ -229,6 +229,13 @@ describe("the dashboard in headless Chromium against mlship serve with real data
       const body = (await response.json().catch(() => null)) as TrafficResponse | null;
       if (body !== null) received.push(body.series.reduce((n, s) => n + s.points.length, 0));
     };
+    // The server samples its counters every few seconds: on a fast machine the page can be reached before the
+    // first sample with traffic in it, and an empty chart has nothing to check.
+    const firstSample = Date.now() + 30_000;
+    while (!(await api<TrafficResponse>("/api/v1/traffic")).series.some((s) => s.points.some((p) => p.requestsPerSecond > 0))) {
+      if (Date.now() > firstSample) throw new Error("no traffic sample with requests within 30 s");
+      await sleep(200);
+    }
     page.on("response", onResponse);
     try {
       await open("page-traffic", { nav: "nav-traffic" });

@@ -53,6 +53,27 @@ interface ChartOptions {
   rightPadding?: number;
 }
 
+/**
+ * Marks every sample of a series while few are in view or they are far apart (uPlot's own rule is only the
+ * latter): a live chart that has just started is otherwise a sliver of a few pixels at the right edge of its
+ * trailing window, which reads as "no data".
+ */
+const FEW_POINTS = 12;
+const POINT_SPACING_PX = 8;
+function showPoints(u: uPlot): boolean {
+  const idxs = u.series[0]?.idxs;
+  const xs = u.data[0];
+  const i0 = idxs?.[0];
+  const i1 = idxs?.[1];
+  if (i0 === undefined || i1 === undefined || i0 === null || i1 === null) return false;
+  const count = i1 - i0 + 1;
+  if (count <= FEW_POINTS) return true;
+  const first = xs[i0];
+  const last = xs[i1];
+  if (first === undefined || last === undefined) return false;
+  return (count - 1) * POINT_SPACING_PX <= Math.abs(u.valToPos(last, "x") - u.valToPos(first, "x"));
+}
+
 function widthOf(element: HTMLElement): number {
   return Math.max(240, Math.floor(element.getBoundingClientRect().width || element.parentElement?.getBoundingClientRect().width || 600));
 }
@@ -77,6 +98,7 @@ export function chart(options: ChartOptions, data: ChartData, signal: AbortSigna
       const stroke = s.color ?? color(i);
       const base: uPlot.Series = { label: s.label, stroke, width: s.width ?? 1.5, value: (_u: uPlot, v: number | null) => fmt(v) };
       if (s.dash) base.dash = s.dash;
+      if (time) base.points = { show: showPoints };
       if (barsBuilder !== undefined) {
         const count = options.series.length;
         base.paths = barsBuilder({ size: [0.8 / count, 80], align: count === 1 ? 0 : i === 0 ? -1 : 1 });
