@@ -74,14 +74,18 @@ async function makeStream(): Promise<string> {
 }
 
 /** Message i: production row i mod 143 as a JSON object of named features, with id `m<i>`. */
-async function publish(stream: string, n: number): Promise<void> {
+/** Publishes `n` records, `chunk` at a time with `pauseMs` between chunks (0: as fast as acknowledgements come). */
+async function publish(stream: string, n: number, { chunk = 500, pauseMs = 0 } = {}): Promise<void> {
   const pending: Promise<unknown>[] = [];
   for (let i = 0; i < n; i++) {
     const row = prodFeatures[i % prodFeatures.length] as number[];
     const message: Record<string, unknown> = { id: `m${i}` };
     bc.features.forEach((f, j) => (message[f] = row[j]));
     pending.push(js.publish(`${stream}.in`, JSON.stringify(message)));
-    if (pending.length >= 500) await Promise.all(pending.splice(0));
+    if (pending.length >= chunk) {
+      await Promise.all(pending.splice(0));
+      if (pauseMs > 0) await new Promise((r) => setTimeout(r, pauseMs));
+    }
   }
   await Promise.all(pending);
 }
@@ -213,7 +217,9 @@ describe("mlship stream run", { timeout: 180_000 }, () => {
     const a = start(["stream", "run", "--config", job, "--instance", "a"]);
     const b = start(["stream", "run", "--config", job, "--instance", "b"]);
     await until(async () => a.stderr().includes("stream started") && b.stderr().includes("stream started"), "both processes to start", [a, b]);
-    await publish(stream, N);
+    // Spread over about 2.4 s: all at once, a process that is a moment slower to pull (a busy machine) can find the
+    // other one has taken everything, which is correct behaviour but leaves nothing to say about the split.
+    await publish(stream, N, { chunk: 250, pauseMs: 100 });
     await until(async () => (await count("select count(*) as n from pair")) >= N, `all ${N} rows`, [a, b]);
     await until(async () => (await count("select sum(count) as n from pair_by_label")) >= N, "the aggregation", [a, b]);
     a.child.kill("SIGTERM");
