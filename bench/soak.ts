@@ -146,7 +146,9 @@ for (const name of ["breast-cancer", "digits"]) {
     timeout: 120_000,
   });
 }
-const server = spawnTracked(process.execPath, [bin, "serve", "--port", "0", "--grpc-port", "-1", "--model", "breast-cancer@production"], settings, tmp);
+// SOAK_NODE_ARGS: flags for the server's node (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" to see where a stall goes).
+const nodeArgs = (process.env.SOAK_NODE_ARGS ?? "").split(/\s+/).filter((a) => a !== "");
+const server = spawnTracked(process.execPath, [...nodeArgs, bin, "serve", "--port", "0", "--grpc-port", "-1", "--model", "breast-cancer@production"], settings, tmp);
 const baseUrl = await server.waitLine((l) => /serving on (http:\/\/\S+)/.exec(l)?.[1], 90_000, "mlship serve");
 const pid = server.child.pid as number;
 const url = new URL(baseUrl);
