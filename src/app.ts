@@ -150,6 +150,7 @@ export async function createMlship(config: MlshipConfig = loadConfig(), options:
             batching: { enabled: config.serving.maxBatchSize > 1, max_batch_size: config.serving.maxBatchSize, max_delay_ms: config.serving.maxDelayMs },
             max_queue: config.serving.maxQueue,
             timeout_ms: config.serving.timeoutMs,
+            max_request_rows: config.serving.maxRequestRows,
           },
         });
       }

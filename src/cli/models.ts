@@ -246,6 +246,7 @@ export function modelsCommand(ctx: CliContext): Command {
     .option("--cache <on|off>", "prediction cache for this version")
     .option("--max-queue <n>", "requests queued or running before 429")
     .option("--timeout-ms <n>", "per-request deadline before 503")
+    .option("--max-request-rows <n>", "most rows one online request may carry before 413")
     .option("--instances <n>", "worker instances serving this version")
     .option("--reset", "drop the registry override (package and server defaults apply again)")
     .option("--json", "print JSON")
@@ -259,6 +260,7 @@ export function modelsCommand(ctx: CliContext): Command {
           cache?: string;
           maxQueue?: string;
           timeoutMs?: string;
+          maxRequestRows?: string;
           instances?: string;
           reset?: boolean;
         }
@@ -293,6 +295,8 @@ export function modelsCommand(ctx: CliContext): Command {
       if (maxQueue !== undefined) change.max_queue = maxQueue;
       const timeout = int(o.timeoutMs, "--timeout-ms");
       if (timeout !== undefined) change.timeout_ms = timeout;
+      const maxRequestRows = int(o.maxRequestRows, "--max-request-rows");
+      if (maxRequestRows !== undefined) change.max_request_rows = maxRequestRows;
       const instances = int(o.instances, "--instances");
       if (instances !== undefined) change.instances = instances;
       const app = await ctx.app(o);

@@ -113,6 +113,7 @@ export function loadConfigWithSources(options: LoadConfigOptions = {}): LoadedCo
       maxDelayMs: pick("serving.maxDelayMs", 2),
       maxQueue: pick("serving.maxQueue", 256),
       timeoutMs: pick("serving.timeoutMs", 30_000),
+      maxRequestRows: pick("serving.maxRequestRows", 65_536),
     },
     cache: {
       backend: pick("cache.backend", "memory"),

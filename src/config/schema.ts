@@ -85,6 +85,8 @@ export interface MlshipConfig {
     readonly maxQueue: number;
     /** Per-request deadline, in milliseconds; 503 past it. Default 30000. */
     readonly timeoutMs: number;
+    /** Most rows one online request may carry (batch and stream jobs excepted); 413 past it. Default 65536. */
+    readonly maxRequestRows: number;
   };
   readonly cache: {
     /** Prediction cache: `memory` (in-process LRU), `off`, or a `redis://` / `rediss://` URL shared by replicas. Default `memory`. */
@@ -182,6 +184,7 @@ export type ConfigKey =
   | "serving.maxDelayMs"
   | "serving.maxQueue"
   | "serving.timeoutMs"
+  | "serving.maxRequestRows"
   | "cache.backend"
   | "cache.maxBytes"
   | "cache.ttlSeconds"
@@ -335,6 +338,11 @@ export const KEYS: readonly KeyDef[] = [
     key: "serving.timeoutMs", env: "MLSHIP_TIMEOUT_MS", kind: "int", min: 1, max: 3_600_000,
     unit: "ms", defaultText: "30000",
     doc: "Default timeout_ms: per-request deadline; 503 + Retry-After past it.",
+  },
+  {
+    key: "serving.maxRequestRows", env: "MLSHIP_MAX_REQUEST_ROWS", kind: "int", min: 1, max: 100_000_000,
+    unit: "rows", defaultText: "65536",
+    doc: "Default max_request_rows: most rows one online request may carry; 413 past it (batch and stream jobs excepted).",
   },
   {
     key: "cache.backend", env: "MLSHIP_CACHE", kind: "cache", defaultText: "memory",

@@ -51,7 +51,7 @@ export const ERROR_CODES = {
   },
   MLSHIP_ERR_INPUT_TOO_LARGE: {
     http: 413, grpc: GrpcStatus.RESOURCE_EXHAUSTED, mlflow: "BAD_REQUEST",
-    description: "The request body is larger than the configured limit.",
+    description: "The request body is larger than the configured limit (server.bodyLimitBytes), or carries more rows than the model version takes (max_request_rows).",
   },
   MLSHIP_ERR_INPUT_CONTENT_TYPE: {
     http: 415, grpc: GrpcStatus.INVALID_ARGUMENT, mlflow: "BAD_REQUEST",
@@ -179,11 +179,12 @@ export const ERROR_CODES = {
   },
   MLSHIP_ERR_AUTH_REQUIRED: {
     http: 401, grpc: GrpcStatus.UNAUTHENTICATED, mlflow: "UNAUTHENTICATED",
-    description: "The request needs a bearer token and was sent without `Authorization: Bearer <token>`: an action (a POST/PUT/PATCH/DELETE under /api/v1/) on a server with an admin token, or inference for a model listed in the inference tokens file.",
+    description:
+      "The server has an admin token and this action (a POST/PUT/PATCH/DELETE under `/api/v1/`) was sent without `Authorization: Bearer <token>`, or the model is listed in `server.inferenceTokensFile` and the inference request (REST, or gRPC `authorization` metadata) carried no bearer token; the answer carries `WWW-Authenticate: Bearer realm=\"mlship\"`.",
   },
   MLSHIP_ERR_AUTH_INVALID: {
     http: 403, grpc: GrpcStatus.PERMISSION_DENIED, mlflow: "PERMISSION_DENIED",
-    description: "The bearer token is not the server's admin token (an action), or neither one of the model's inference tokens nor the admin token (inference).",
+    description: "The bearer token sent with an action is not the server's admin token, or the one sent with inference is neither one of the model's inference tokens nor the admin token.",
   },
   MLSHIP_ERR_STREAM_NOT_FOUND: {
     http: 404, grpc: GrpcStatus.NOT_FOUND, mlflow: "RESOURCE_DOES_NOT_EXIST",

@@ -768,7 +768,7 @@ export function checkServingSettings(
 ): ServingSettings {
   const where = (key: string): string => (at === "" ? key : `${at}.${key}`);
   if (!isRecord(raw)) throw fail(`${at || "settings"} must be a mapping, got ${describe(raw)}`, at || "settings");
-  const allowed = ["batching", "cache", "max_queue", "timeout_ms", "instances"];
+  const allowed = ["batching", "cache", "max_queue", "timeout_ms", "max_request_rows", "instances"];
   for (const key of Object.keys(raw)) {
     if (!allowed.includes(key)) throw fail(`unknown field ${where(key)} (allowed: ${allowed.join(", ")})`, where(key));
   }
@@ -821,6 +821,7 @@ export function checkServingSettings(
   }
   if (raw.max_queue !== undefined) out.max_queue = int(raw.max_queue, where("max_queue"), 1);
   if (raw.timeout_ms !== undefined) out.timeout_ms = int(raw.timeout_ms, where("timeout_ms"), 1);
+  if (raw.max_request_rows !== undefined) out.max_request_rows = int(raw.max_request_rows, where("max_request_rows"), 1);
   if (raw.instances !== undefined) out.instances = int(raw.instances, where("instances"), 1);
   return out;
 }

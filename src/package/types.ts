@@ -120,6 +120,11 @@ export interface ServingSettings {
   max_queue?: number;
   /** Per-request deadline (milliseconds) from arrival to answer; 503 past it. */
   timeout_ms?: number;
+  /**
+   * Most rows one online request may carry; beyond it the request is refused with 413 MLSHIP_ERR_INPUT_TOO_LARGE
+   * before it is queued. Batch jobs and stream pipelines choose their own chunk sizes and are not bound by it.
+   */
+  max_request_rows?: number;
   /** Worker instances that load this version (default: every worker). */
   instances?: number;
 }

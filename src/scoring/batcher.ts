@@ -14,9 +14,9 @@ export interface LaneSettings {
 }
 
 /** Server-wide defaults, overridden per version by the package's `serving` section and the registry. */
-export const DEFAULT_SERVING: Required<Pick<ServingSettings, "max_queue" | "timeout_ms">> & {
+export const DEFAULT_SERVING: Required<Pick<ServingSettings, "max_queue" | "timeout_ms" | "max_request_rows">> & {
   batching: { enabled: boolean; max_batch_size: number; max_delay_ms: number };
-} = { batching: { enabled: true, max_batch_size: 64, max_delay_ms: 2 }, max_queue: 256, timeout_ms: 30_000 };
+} = { batching: { enabled: true, max_batch_size: 64, max_delay_ms: 2 }, max_queue: 256, timeout_ms: 30_000, max_request_rows: 65_536 };
 
 /** Field-by-field merge: later layers win where they set a value. */
 export function mergeServing(...layers: ReadonlyArray<ServingSettings | undefined>): ServingSettings {
@@ -27,6 +27,7 @@ export function mergeServing(...layers: ReadonlyArray<ServingSettings | undefine
     if (layer.cache !== undefined) out.cache = { ...out.cache, ...stripUndefined(layer.cache) };
     if (layer.max_queue !== undefined) out.max_queue = layer.max_queue;
     if (layer.timeout_ms !== undefined) out.timeout_ms = layer.timeout_ms;
+    if (layer.max_request_rows !== undefined) out.max_request_rows = layer.max_request_rows;
     if (layer.instances !== undefined) out.instances = layer.instances;
   }
   return out;

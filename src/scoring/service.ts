@@ -1,4 +1,3 @@
-import { randomUUID } from "node:crypto";
 import path from "node:path";
 import { EventEmitter } from "node:events";
 import { performance } from "node:perf_hooks";
@@ -11,6 +10,7 @@ import type { LoadedModel } from "../runtime/index.js";
 import { DEFAULT_SERVING, Lane, mergeServing, Scheduler, type LaneSettings } from "./batcher.js";
 import { ExactMemo, predictionKey, type ExactEntry } from "./cache/index.js";
 import { parseJsonBody } from "./json-body.js";
+import { newRequestId } from "./request-id.js";
 import { buildContext, type ModelContext } from "./context.js";
 import { mlflowToFeeds } from "./mlflow-input.js";
 import { runPostprocess } from "./package-ops.js";
@@ -523,7 +523,7 @@ export function createScoringService(options: ScoringServiceOptions): ScoringSer
 
   const score = async (ref: string | ModelRef, input: ScoringInput, options: ScoreOptions = {}): Promise<ScoreResult> => {
     // Every prediction is logged under a request id: callers that did not give one get one back in the result.
-    const opts = options.requestId === undefined ? { ...options, requestId: randomUUID() } : options;
+    const opts = options.requestId === undefined ? { ...options, requestId: newRequestId() } : options;
     if (router === undefined || opts.variant !== undefined) return scoreOnce(ref, input, opts, undefined, undefined);
     let resolved: ResolvedVersion;
     try {
@@ -578,6 +578,13 @@ export function createScoringService(options: ScoringServiceOptions): ScoringSer
       const prepared = await prepare(input, context);
       feeds = prepared.feeds;
       rows = prepared.rows;
+      // Online requests are bounded in rows; batch jobs and stream pipelines choose their own chunk sizes.
+      if (opts.protocol !== "batch" && opts.protocol !== "stream") {
+        const maxRows = (entryOf(resolved)?.serving ?? mergeServing(serverServing, resolved.version.manifest.serving)).max_request_rows ?? DEFAULT_SERVING.max_request_rows;
+        if (rows > maxRows) {
+          throw new MlshipError("MLSHIP_ERR_INPUT_TOO_LARGE", `model '${model}' version ${version} takes at most ${maxRows} rows per request (max_request_rows), got ${rows}; split the request`, { field: "max_request_rows" });
+        }
+      }
       let wanted = opts.outputs ?? prepared.outputs;
       if (opts.outputs !== undefined && prepared.outputs !== undefined) wanted = prepared.outputs.filter((o) => opts.outputs?.includes(o));
       if (wanted !== undefined) {

@@ -21,7 +21,7 @@ export interface ScoringServiceOptions {
    */
   maxBatchRows?: number;
   /**
-   * Server-wide serving defaults (batching, max_queue, timeout_ms); a version's package `serving` section and its
+   * Server-wide serving defaults (batching, max_queue, timeout_ms, max_request_rows); a version's package `serving` section and its
    * registry override win field by field.
    */
   serving?: ServingSettings;

@@ -51,6 +51,7 @@ describe("config", () => {
     });
     expect(config.runtime.workers).toBe(os.availableParallelism());
     expect(config.runtime.intraOpThreads).toBe(1);
+    expect(config.serving.maxRequestRows).toBe(65_536);
     expect(config.log.level).toBe("info");
     expect(config.user.length).toBeGreaterThan(0);
     expect(sources["server.port"]).toBe("default");
@@ -124,6 +125,12 @@ describe("config", () => {
 
     const store = configError(() => loadConfig({ cwd, env: { MLSHIP_STORE: "mysql://x/y" } }));
     expect(store.message).toContain("MLSHIP_STORE");
+
+    const rows = configError(() => loadConfig({ cwd, env: { MLSHIP_MAX_REQUEST_ROWS: "0" } }));
+    expect(rows.field).toBe("serving.maxRequestRows");
+    expect(rows.message).toContain("serving.maxRequestRows");
+    expect(rows.message).toContain("MLSHIP_MAX_REQUEST_ROWS");
+    expect(loadConfig({ cwd, env: { MLSHIP_MAX_REQUEST_ROWS: "1000" } }).serving.maxRequestRows).toBe(1000);
   });
 
   it("names the file for an unknown key, a bad value or broken YAML", () => {

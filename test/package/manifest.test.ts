@@ -325,13 +325,14 @@ describe("serving section", () => {
   it("validates and keeps the serving settings, and writes them back", () => {
     const m = validateManifest({
       ...baseManifest(),
-      serving: { batching: { enabled: true, max_batch_size: 32, max_delay_ms: 4, preferred_batch_sizes: [16, 8] }, cache: { enabled: false }, max_queue: 100, timeout_ms: 5000, instances: 2 },
+      serving: { batching: { enabled: true, max_batch_size: 32, max_delay_ms: 4, preferred_batch_sizes: [16, 8] }, cache: { enabled: false }, max_queue: 100, timeout_ms: 5000, max_request_rows: 1000, instances: 2 },
     });
     expect(m.serving).toEqual({
       batching: { enabled: true, max_batch_size: 32, max_delay_ms: 4, preferred_batch_sizes: [8, 16] },
       cache: { enabled: false },
       max_queue: 100,
       timeout_ms: 5000,
+      max_request_rows: 1000,
       instances: 2,
     });
     expect(parseManifest(stringifyManifest(m)).serving).toEqual(m.serving);
@@ -345,6 +346,8 @@ describe("serving section", () => {
       [{ batching: { preferred_batch_sizes: [4, 128], max_batch_size: 64 } }, "serving.batching.preferred_batch_sizes", "must not exceed"],
       [{ batching: { enabled: "yes" } }, "serving.batching.enabled", "true or false"],
       [{ max_queue: -1 }, "serving.max_queue", ">= 1"],
+      [{ max_request_rows: 0 }, "serving.max_request_rows", "must be an integer >= 1"],
+      [{ max_request_rows: "many" }, "serving.max_request_rows", "must be an integer >= 1"],
       [{ speed: 1 }, "serving.speed", "unknown field"],
     ];
     for (const [serving, field, text] of cases) {
