@@ -137,10 +137,12 @@ async function listen(ctx: CliContext, app: Mlship, defaultModel: string | null)
         logger: app.logger,
         sizes: config.monitor.windows.split(","),
         alerter: loop.alerter,
+        // Replicas sharing the store each store their part of a window; readers merge the parts.
+        replicaId: config.server.replicaId,
       })
     : undefined;
   live?.start();
-  if (live !== undefined) app.logger.info({ windows: config.monitor.windows }, "live monitoring on");
+  if (live !== undefined) app.logger.info({ windows: config.monitor.windows, replicaId: config.server.replicaId }, "live monitoring on");
   const { alertRoutes } = await import("../monitor/index.js");
   // Batch tables that failed or went stale are alerts too, computed from the run history when asked.
   void server.register(alertRoutes, { alerter: loop.alerter, computed: () => batchFreshnessAlerts(app.store, config.batch.maxAgeMs) });
@@ -163,6 +165,7 @@ async function listen(ctx: CliContext, app: Mlship, defaultModel: string | null)
     defaultModel,
     features: { liveMonitoring: live !== undefined, predictionLog: loop.predictionLog !== undefined, rollouts: true, batch: true, streams: true },
     trafficIntervalSeconds: traffic.intervalSeconds,
+    replicaId: config.server.replicaId,
   });
   void server.register(monitorRoutes, {
     store: monitorStore,

@@ -102,6 +102,7 @@ export function loadConfigWithSources(options: LoadConfigOptions = {}): LoadedCo
       inferenceTokensFile,
       inferenceTokens,
       corsOrigins: pickNullable("server.corsOrigins"),
+      replicaId: pick("server.replicaId", os.hostname()),
     },
     runtime: {
       workers: pick("runtime.workers", Math.max(1, os.availableParallelism())),

@@ -66,6 +66,12 @@ export interface MlshipConfig {
      * `*`; null (default): no CORS headers at all, so browsers on other origins cannot read answers.
      */
     readonly corsOrigins: string | null;
+    /**
+     * This server's identity among replicas sharing one store: live monitoring stores its part of every window under
+     * it and readers merge the parts. Default the host name (the pod name on Kubernetes), so a restarted pod goes on
+     * with its own part; replicas on one host need distinct ids.
+     */
+    readonly replicaId: string;
   };
   readonly runtime: {
     /** Inference worker threads. Default `os.availableParallelism()`. */
@@ -177,6 +183,7 @@ export type ConfigKey =
   | "server.adminTokenFile"
   | "server.inferenceTokensFile"
   | "server.corsOrigins"
+  | "server.replicaId"
   | "runtime.workers"
   | "runtime.intraOpThreads"
   | "runtime.interOpThreads"
@@ -303,6 +310,10 @@ export const KEYS: readonly KeyDef[] = [
   {
     key: "server.corsOrigins", env: "MLSHIP_CORS_ORIGINS", kind: "origins", defaultText: "(none: no CORS headers)",
     doc: "Comma-separated browser origins allowed to call the server (exact, e.g. https://app.example.com, or *); never with credentials.",
+  },
+  {
+    key: "server.replicaId", env: "MLSHIP_REPLICA_ID", kind: "string", defaultText: "the host name (os.hostname())",
+    doc: "This server's id among replicas sharing one store: live monitoring stores its part of each window under it and readers merge the parts. Replicas on one host need distinct ids.",
   },
   {
     key: "runtime.workers", env: "MLSHIP_WORKERS", flag: "--workers", kind: "int", min: 1, max: 1024,

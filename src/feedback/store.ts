@@ -11,6 +11,11 @@
  *   joined again; quality reads the actual written onto the prediction rows, so a repost never counts twice.
  * - `business_events`: one row per event; idempotent on `event_id` (a repost with a known id is ignored and
  *   reported with the status the event already has).
+ * - `prediction_versions` (migration 0010): one row per model, version and variant ('' for none) with the oldest
+ *   and newest `at` logged, upserted in the insert's transaction. `activeVersions` reads its candidates there and
+ *   confirms each with one indexed probe of `prediction_log`, instead of a scan of every prediction in the range
+ *   (synchronous on SQLite: it stalled the server's event loop). The summary only ever covers more than the log:
+ *   `prune` drops versions whose newest prediction it deleted and moves older `first_at`s up to its cutoff.
  *
  * The join (in the same write transaction as the upsert, so replicas posting at once stay consistent; items are
  * handled in chunks of a few statements each, in a stable order so that concurrent writers do not deadlock)
@@ -33,13 +38,13 @@
  * - `joined` returns `actual` as posted, except booleans, which come back as 1 (true) and 0 (false) so that they
  *   read as the positive/negative class index (or value) like the other numeric actuals.
  * - `prune(before)` deletes predictions made before `before`, then outcomes last updated before it whose
- *   predictions are gone, and events received before it whose prediction (if any) was made before it. It returns
- *   the number of prediction rows deleted.
+ *   predictions are gone, and events received before it whose prediction (if any) was made before it, and trims
+ *   `prediction_versions` to match. It returns the number of prediction rows deleted.
  *
  * Store failures are mapped with `mapStoreError` (a down PostgreSQL is MLSHIP_ERR_STORE_UNAVAILABLE).
  */
 import type { Statement } from "better-sqlite3";
-import { sql, type Generated, type Kysely, type RawBuilder } from "kysely";
+import { expressionBuilder, sql, type Expression, type Generated, type Kysely, type RawBuilder, type SqlBool } from "kysely";
 import { MlshipError } from "../core/index.js";
 import { mapStoreError, type Database, type SqlStore } from "../store/index.js";
 import { parseBusinessEvent, parseOutcome, type FeedbackTarget, type ParsedBusinessEvent, type ParsedOutcome, type ParseResult } from "./outcomes.js";
@@ -133,10 +138,21 @@ export type BusinessEventsTable = {
   prediction_at: string | null;
 };
 
+/** Migration 0010_prediction_versions: the time span logged per model, version and variant. */
+export type PredictionVersionsTable = {
+  model: string;
+  version: number;
+  /** The variant, '' for none (a NULL would defeat the primary key). */
+  variant: string;
+  first_at: string;
+  last_at: string;
+};
+
 type FeedbackTables = {
   prediction_log: PredictionLogTable;
   outcomes: OutcomesTable;
   business_events: BusinessEventsTable;
+  prediction_versions: PredictionVersionsTable;
 };
 
 type FeedbackDb = Kysely<Database & FeedbackTables>;
@@ -319,11 +335,59 @@ function targetId(target: FeedbackTarget): string {
   return target.requestId !== null ? `r\u0000${target.requestId}\u0000${target.row}` : `k\u0000${target.model ?? ""}\u0000${target.key ?? ""}`;
 }
 
+/** The rows a range read selects: one model, maybe one version and one variant, a time in [start, end). */
+interface RangeQuery {
+  model: string;
+  version?: number | undefined;
+  variant?: Variant | undefined;
+  start: string;
+  end: string;
+}
+
+/**
+ * `model = ? [and version = ?] and <time> >= start and <time> < end [and variant = ?]`: the filter the range reads
+ * of `prediction_log` (time `at`) and `business_events` (time `prediction_at`) share. Call it before the query: an
+ * invalid start or end is MLSHIP_ERR_INPUT_INVALID naming the field.
+ */
+function inRange(query: RangeQuery, time: "at" | "prediction_at"): Expression<SqlBool> {
+  const start = isoText(query.start, "start");
+  const end = isoText(query.end, "end");
+  const eb = expressionBuilder<{ r: { model: string | null; version: number | null; variant: string | null; at: string; prediction_at: string | null } }, "r">();
+  const conditions = [eb("model", "=", query.model)];
+  if (query.version !== undefined) conditions.push(eb("version", "=", query.version));
+  conditions.push(eb(time, ">=", start), eb(time, "<", end));
+  if (query.variant !== undefined) conditions.push(eb("variant", "=", query.variant));
+  return eb.and(conditions);
+}
+
+/**
+ * A batch's `prediction_versions` rows: one per model, version and variant ('' for none) with the batch's oldest
+ * and newest `at`, sorted so that concurrent writers lock summary rows in the same order.
+ */
+function batchVersions(rows: readonly { model: string; version: number; variant: string | null; at: string }[]): PredictionVersionsTable[] {
+  const byVersion = new Map<string, PredictionVersionsTable>();
+  for (const row of rows) {
+    const variant = row.variant ?? "";
+    const id = `${row.model}\u0000${row.version}\u0000${variant}`;
+    const entry = byVersion.get(id);
+    if (entry === undefined) byVersion.set(id, { model: row.model, version: row.version, variant, first_at: row.at, last_at: row.at });
+    else {
+      if (row.at < entry.first_at) entry.first_at = row.at;
+      if (row.at > entry.last_at) entry.last_at = row.at;
+    }
+  }
+  const order = (a: PredictionVersionsTable, b: PredictionVersionsTable) =>
+    a.model !== b.model ? (a.model < b.model ? -1 : 1) : a.version !== b.version ? a.version - b.version : a.variant < b.variant ? -1 : a.variant > b.variant ? 1 : 0;
+  return [...byVersion.values()].sort(order);
+}
+
 /** `SqlPredictionStore`: the `PredictionStore` over the metadata store. */
 export class SqlPredictionStore implements PredictionStore {
   readonly #now: () => Date;
   /** The SQLite fast path's prepared insert, made on first use. */
   #insertStatement: Statement | undefined;
+  /** The SQLite fast path's prepared `prediction_versions` upsert, made on first use. */
+  #versionsStatement: Statement | undefined;
 
   constructor(
     readonly store: SqlStore,
@@ -367,9 +431,17 @@ export class SqlPredictionStore implements PredictionStore {
         const statement = this.#insertStatement;
         let inserted = 0;
         for (const row of rows) inserted += statement.run(INSERT_COLUMNS.map((c) => row[c])).changes;
+        // A row only widens its version's span: the WHERE skips the write when the batch falls inside it.
+        this.#versionsStatement ??= raw.prepare(
+          `insert into prediction_versions (model, version, variant, first_at, last_at) values (?, ?, ?, ?, ?) ` +
+            `on conflict (model, version, variant) do update set first_at = min(first_at, excluded.first_at), last_at = max(last_at, excluded.last_at) ` +
+            `where excluded.first_at < prediction_versions.first_at or excluded.last_at > prediction_versions.last_at`,
+        );
+        for (const v of batchVersions(rows)) this.#versionsStatement.run(v.model, v.version, v.variant, v.first_at, v.last_at);
         return Promise.resolve(inserted);
       });
     }
+    const [least, greatest] = this.store.dialect === "postgres" ? ["least", "greatest"] : ["min", "max"];
     return this.store.write(async (trx) => {
       const db = trx.withTables<FeedbackTables>();
       let inserted = 0;
@@ -380,6 +452,23 @@ export class SqlPredictionStore implements PredictionStore {
           .onConflict((oc) => oc.columns(["request_id", "row", "model", "version"]).doNothing())
           .executeTakeFirst();
         inserted += Number(result.numInsertedOrUpdatedRows ?? 0n);
+      }
+      // Last in the transaction, so the summary rows (shared by every writer of a version) stay locked briefly.
+      const versions = batchVersions(rows);
+      for (let start = 0; start < versions.length; start += INSERT_CHUNK_ROWS) {
+        await db
+          .insertInto("prediction_versions")
+          .values(versions.slice(start, start + INSERT_CHUNK_ROWS))
+          .onConflict((oc) =>
+            oc
+              .columns(["model", "version", "variant"])
+              .doUpdateSet({
+                first_at: sql<string>`${sql.raw(least)}(prediction_versions.first_at, excluded.first_at)`,
+                last_at: sql<string>`${sql.raw(greatest)}(prediction_versions.last_at, excluded.last_at)`,
+              })
+              .where(sql<boolean>`excluded.first_at < prediction_versions.first_at or excluded.last_at > prediction_versions.last_at`),
+          )
+          .execute();
       }
       return inserted;
     });
@@ -795,17 +884,12 @@ export class SqlPredictionStore implements PredictionStore {
   }
 
   async joined(query: PredictionQuery): Promise<JoinedPrediction[]> {
-    const start = isoText(query.start, "start");
-    const end = isoText(query.end, "end");
+    const where = inRange(query, "at");
     const rows = await this.#read(() => {
       let select = this.#db
         .selectFrom("prediction_log")
         .select(["request_id", "row", "model", "version", "variant", "at", "prediction", "scores", "actual", "actual_at"])
-        .where("model", "=", query.model)
-        .where("version", "=", query.version)
-        .where("at", ">=", start)
-        .where("at", "<", end);
-      if (query.variant !== undefined) select = select.where("variant", "=", query.variant);
+        .where(where);
       if (query.withOutcome === true) select = select.where("actual", "is not", null);
       return select.orderBy("at").orderBy("id").execute();
     });
@@ -824,17 +908,12 @@ export class SqlPredictionStore implements PredictionStore {
   }
 
   async countPredictions(query: PredictionQuery): Promise<number> {
-    const start = isoText(query.start, "start");
-    const end = isoText(query.end, "end");
+    const where = inRange(query, "at");
     const row = await this.#read(() => {
       let select = this.#db
         .selectFrom("prediction_log")
         .select((eb) => eb.fn.countAll<string | number>().as("count"))
-        .where("model", "=", query.model)
-        .where("version", "=", query.version)
-        .where("at", ">=", start)
-        .where("at", "<", end);
-      if (query.variant !== undefined) select = select.where("variant", "=", query.variant);
+        .where(where);
       if (query.withOutcome === true) select = select.where("actual", "is not", null);
       return select.executeTakeFirst();
     });
@@ -842,20 +921,17 @@ export class SqlPredictionStore implements PredictionStore {
   }
 
   async eventTotals(query: PredictionQuery): Promise<Record<string, { count: number; sum: number }>> {
-    const start = isoText(query.start, "start");
-    const end = isoText(query.end, "end");
-    const rows = await this.#read(() => {
-      let select = this.#db
+    const where = inRange(query, "prediction_at");
+    const rows = await this.#read(() =>
+      this.#db
         .selectFrom("business_events")
         .select((eb) => ["name", eb.fn.countAll<string | number>().as("count"), eb.fn.sum<string | number | null>("value").as("sum")])
         .where("status", "=", "matched")
-        .where("model", "=", query.model)
-        .where("version", "=", query.version)
-        .where("prediction_at", ">=", start)
-        .where("prediction_at", "<", end);
-      if (query.variant !== undefined) select = select.where("variant", "=", query.variant);
-      return select.groupBy("name").orderBy("name").execute();
-    });
+        .where(where)
+        .groupBy("name")
+        .orderBy("name")
+        .execute(),
+    );
     const totals: Record<string, { count: number; sum: number }> = {};
     for (const row of rows) totals[row.name] = { count: Number(row.count), sum: Number(row.sum ?? 0) };
     return totals;
@@ -881,8 +957,7 @@ export class SqlPredictionStore implements PredictionStore {
   async *exportPredictions(
     query: Omit<PredictionQuery, "version"> & { version?: number; withOutcomeOnly?: boolean; limit?: number },
   ): AsyncGenerator<ExportedPrediction> {
-    const start = isoText(query.start, "start");
-    const end = isoText(query.end, "end");
+    const where = inRange(query, "at");
     if (query.limit !== undefined && (!Number.isInteger(query.limit) || query.limit < 0)) {
       throw new MlshipError("MLSHIP_ERR_INPUT_INVALID", `limit must be a non-negative integer, got ${String(query.limit)}`, { field: "limit" });
     }
@@ -894,12 +969,8 @@ export class SqlPredictionStore implements PredictionStore {
         let select = this.#db
           .selectFrom("prediction_log")
           .select(["id", "request_id", "row", "model", "version", "variant", "key", "at", "inputs", "outputs", "prediction", "scores", "actual", "actual_at"])
-          .where("model", "=", query.model)
-          .where("at", ">=", start)
-          .where("at", "<", end)
+          .where(where)
           .where("id", ">", after);
-        if (query.version !== undefined) select = select.where("version", "=", query.version);
-        if (query.variant !== undefined) select = select.where("variant", "=", query.variant);
         if (query.withOutcomeOnly === true) select = select.where("actual", "is not", null);
         return select.orderBy("id").limit(pageSize).execute();
       });
@@ -930,15 +1001,37 @@ export class SqlPredictionStore implements PredictionStore {
   async activeVersions(start: string, end: string): Promise<{ model: string; version: number; variants: (Variant | null)[] }[]> {
     const from = isoText(start, "start");
     const to = isoText(end, "end");
-    const rows = await this.#read(() =>
-      this.#db
-        .selectFrom("prediction_log")
-        .select(["model", "version", "variant"])
-        .distinct()
-        .where("at", ">=", from)
-        .where("at", "<", to)
-        .execute(),
-    );
+    const rows = await this.#read(async () => {
+      // Candidates: the summary's versions whose span meets the range (a handful of rows, not days of predictions).
+      const candidates = await this.#db
+        .selectFrom("prediction_versions")
+        .select(["model", "version", "variant", "first_at", "last_at"])
+        .where("last_at", ">=", from)
+        .where("first_at", "<", to)
+        .execute();
+      // Each confirmed by one probe of prediction_log_version_at_ix: a span meeting the range does not prove a
+      // prediction in it (pruning leaves spans wider than what is left; a variant may pause and resume). All of a
+      // variant's predictions lie within its span, so the probe is clipped to it and reads backwards from the
+      // earlier of its end and the range's: `last_at` is a logged prediction, so the first row read usually answers.
+      // (One bound per side: given `at < ? and at <= ?`, SQLite seeks by the first and only filters by the second.)
+      const confirmed = await Promise.all(
+        candidates.map(async (candidate) => {
+          const hit = await this.#db
+            .selectFrom("prediction_log")
+            .select(sql<number>`1`.as("one"))
+            .where("model", "=", candidate.model)
+            .where("version", "=", candidate.version)
+            .where("at", ">=", candidate.first_at > from ? candidate.first_at : from)
+            .where((eb) => (candidate.last_at < to ? eb("at", "<=", candidate.last_at) : eb("at", "<", to)))
+            .where((eb) => (candidate.variant === "" ? eb("variant", "is", null) : eb("variant", "=", candidate.variant)))
+            .orderBy("at", "desc")
+            .limit(1)
+            .executeTakeFirst();
+          return hit === undefined ? undefined : { model: candidate.model, version: candidate.version, variant: candidate.variant === "" ? null : candidate.variant };
+        }),
+      );
+      return confirmed.filter((row) => row !== undefined);
+    });
     const byVersion = new Map<string, { model: string; version: number; variants: (Variant | null)[] }>();
     for (const row of rows) {
       const id = `${row.model}\u0000${row.version}`;
@@ -1005,6 +1098,11 @@ export class SqlPredictionStore implements PredictionStore {
         .where("received_at", "<", cutoff)
         .where((eb) => eb.or([eb("prediction_at", "is", null), eb("prediction_at", "<", cutoff)]))
         .execute();
+      // The summary: a version whose newest prediction went has none left; the others' oldest is now at or after
+      // the cutoff. (The cutoff rather than each version's min(at): as tight in practice, no scan, and it cannot
+      // miss a prediction a concurrent PostgreSQL writer commits meanwhile, which a min read here would not see.)
+      await db.deleteFrom("prediction_versions").where("last_at", "<", cutoff).execute();
+      await db.updateTable("prediction_versions").set({ first_at: cutoff }).where("first_at", "<", cutoff).execute();
       return Number(deleted.numDeletedRows);
     });
   }

@@ -1,6 +1,7 @@
 /**
  * The feedback loop's contract (issue 5): the prediction log, outcomes and business events, and live quality.
- * Storage lives in the `prediction_log`, `outcomes` and `business_events` tables (migration 0004_feedback).
+ * Storage lives in the `prediction_log`, `outcomes` and `business_events` tables (migration 0004_feedback), with
+ * `prediction_versions` (0010) summing up which versions the log holds and when.
  */
 import type { Alert } from "../monitor/index.js";
 import type { FeedbackTask, InputLogMode, QualityThreshold } from "../package/index.js";

@@ -26,6 +26,12 @@
  * runs inside the scoring call, so this is the scoring time; the clock is injectable for tests). An event whose
  * window was already closed by a flush is dropped as late.
  *
+ * Replicas: several `mlship serve` processes sharing one store each hear only their share of the traffic. Each stores
+ * its own part of a window (keyed by its `replicaId`), and readers merge the parts of a window. When a replica closes
+ * a window it merges its part with the parts the other replicas saved so far and tests, classifies and alerts on that
+ * merged window, storing the verdict with its part together with the rows it covers: the replica that flushes last
+ * stores the verdict of the whole traffic, and readers take the verdict that covers the most rows.
+ *
  * Tests on a window run on its profile: numeric columns on the reservoir sample (every value while the window has
  * at most `sampleSize` values, so the result equals a test on the raw rows; beyond that `details.currentApproximate`
  * is true), categorical columns on the frequencies.
@@ -46,7 +52,8 @@ import type { ColumnKind } from "./kinds.js";
 import { DatasetProfiler } from "./profile/index.js";
 import { checkRules } from "./rules.js";
 import type { CheckReport } from "./service.js";
-import type { MonitorStore } from "./store.js";
+import { mergeWindowParts } from "./store.js";
+import type { MonitorStore, WindowProfile } from "./store.js";
 import type { Cell, ColumnProfile, DatasetDrift, DatasetProfile, FeatureKind, ReferenceProfile } from "./types.js";
 import { DEFAULT_MIN_WINDOW_ROWS, fromWindowProfile, parseWindowSize, toWindowProfile } from "./windows.js";
 import type { StoredWindow, WindowResult } from "./windows.js";
@@ -87,6 +94,11 @@ export interface LiveMonitorOptions {
   kindWindows?: number;
   /** Run `flush` on a timer (unref'd). Default true. */
   timer?: boolean;
+  /**
+   * This replica's identity (`server.replicaId`): its windows are stored as its own part and merged with the other
+   * replicas' parts of the same window. Default '' (one process alone).
+   */
+  replicaId?: string;
 }
 
 export interface LiveMonitorStats {
@@ -234,6 +246,7 @@ function profileCells(column: ColumnProfile): { cells: Cell[]; source: string; a
 export class LiveMonitor {
   readonly sizes: readonly { label: string; ms: number }[];
   readonly minRows: number;
+  readonly replicaId: string;
   readonly #scoring: ScoringService;
   readonly #store: MonitorStore;
   readonly #logger: Logger;
@@ -265,6 +278,7 @@ export class LiveMonitor {
     this.#now = options.now ?? (() => new Date());
     this.sizes = (options.sizes ?? ["1h"]).map((label) => ({ label, ms: parseWindowSize(label) }));
     this.minRows = options.minRows ?? DEFAULT_MIN_WINDOW_ROWS;
+    this.replicaId = options.replicaId ?? "";
     this.#sampleSize = options.sampleSize;
     this.#maxQueuedRows = options.maxQueuedRows ?? DEFAULT_MAX_QUEUED_ROWS;
     this.#kindWindows = options.kindWindows ?? DEFAULT_KIND_WINDOWS;
@@ -611,8 +625,7 @@ export class LiveMonitor {
       const fields = { model: state.model, version: state.version, size: window.size, start: new Date(window.start).toISOString() };
       let stored: StoredWindow;
       try {
-        stored = toWindowProfile(this.#windowResult(state, window), now);
-        await this.#store.saveWindow(stored);
+        stored = await this.#closeWindow(state, window, now);
         this.#counts.saved++;
       } catch (err) {
         fail(err, `live monitor could not store the ${window.size} window of ${state.model}@${state.version}`, fields);
@@ -630,11 +643,38 @@ export class LiveMonitor {
     return result;
   }
 
-  #windowResult(state: VersionState, window: OpenWindow): WindowResult {
+  /**
+   * Stores the window as this replica's part, with the verdict of the whole window: its part merged with the parts
+   * the other replicas saved so far. Returns that merged window.
+   */
+  async #closeWindow(state: VersionState, window: OpenWindow, now: Date): Promise<StoredWindow> {
+    const own: WindowProfile = {
+      model: state.model,
+      version: state.version,
+      size: window.size,
+      start: new Date(window.start).toISOString(),
+      end: new Date(window.end).toISOString(),
+      createdAt: now.toISOString(),
+      features: window.features.finish(),
+      predictions: window.predictions?.finish(),
+      rows: window.rows,
+    };
+    const others = (await this.#store.listWindowParts(state.model, state.version, window.size, own.start)).filter((part) => part.replica !== this.replicaId);
+    const whole = others.length === 0 ? own : mergeWindowParts([{ replica: this.replicaId, window: own }, ...others]);
+    const result = this.#windowResult(state, whole);
+    // The part keeps its own profiles and rows; its verdict is the whole window's.
+    const part = toWindowProfile({ ...result, end: own.end, features: own.features, predictions: own.predictions, rows: window.rows }, now);
+    await this.#store.saveWindow(part, { replica: this.replicaId, ...(others.length === 0 ? {} : { verdictRows: result.rows }) });
+    return { ...toWindowProfile(result, now), createdAt: whole.createdAt > own.createdAt ? whole.createdAt : own.createdAt };
+  }
+
+  /** A window's profiles tested against the reference (drift only with at least `minRows` rows). */
+  #windowResult(state: VersionState, window: WindowProfile): WindowResult {
     const monitored = state.monitored as Monitored;
-    const features = window.features.finish();
-    const predictions = window.predictions?.finish();
-    const insufficient = window.rows < this.minRows;
+    const features = window.features;
+    const predictions = window.predictions;
+    const rows = window.rows ?? features.rows;
+    const insufficient = rows < this.minRows;
     const config = monitored.config;
     const methods: Record<string, MethodOverride> = {};
     for (const [feature, choice] of Object.entries(config.drift.methods)) methods[feature] = { method: choice.method, threshold: choice.threshold };
@@ -642,9 +682,9 @@ export class LiveMonitor {
       model: state.model,
       version: state.version,
       size: window.size,
-      start: new Date(window.start).toISOString(),
-      end: new Date(window.end).toISOString(),
-      rows: window.rows,
+      start: window.start,
+      end: window.end,
+      rows,
       features,
       predictions,
       drift: insufficient ? undefined : LiveMonitor.#drift(monitored.features as Shape, features, methods, config.drift.share),

@@ -1,9 +1,13 @@
 import { sql, type Generated, type Kysely } from "kysely";
 import { MlshipError } from "../core/index.js";
 import { mapStoreError, type Database, type SqlStore } from "../store/index.js";
+import { mergeProfiles } from "./profile/index.js";
 import type { DatasetDrift, DatasetProfile, ReferenceProfile } from "./types.js";
 
-/** The `monitor_profiles` table (migration 0003_monitor). A type alias: Kysely's withTables needs index signatures. */
+/**
+ * The `monitor_profiles` table (migrations 0003_monitor, 0011_monitor_replicas). A type alias: Kysely's withTables
+ * needs index signatures.
+ */
 export type MonitorProfilesTable = {
   id: Generated<number>;
   model: string;
@@ -18,6 +22,8 @@ export type MonitorProfilesTable = {
   /** The profile as JSON. */
   body: string;
   created_at: string;
+  /** Windows: the replica (`server.replicaId`) whose part of the window this is; '' for rows of no replica. */
+  replica: Generated<string>;
 };
 
 type MonitorTables = {
@@ -59,6 +65,28 @@ export interface WindowVerdicts {
   predictionDrift: DatasetDrift | undefined;
 }
 
+/** Where `saveWindow` files a window: whose part of the window it is, and what its verdict covers. */
+export interface SaveWindowOptions {
+  /**
+   * The replica whose part of the window this is (`server.replicaId`): every replica stores its own part and readers
+   * merge the parts of a window. Default '': windows that are nobody's part (`mlship monitor check --windows`).
+   */
+  replica?: string;
+  /**
+   * Rows of the whole window (every replica's part saved so far) that the drift results and `insufficient` stored
+   * with this part were computed on; default the part's own rows. Readers take the verdict that covers the most rows.
+   */
+  verdictRows?: number;
+}
+
+/** One replica's part of a stored window. */
+export interface WindowPart {
+  replica: string;
+  window: WindowProfile;
+  /** Rows the part's verdict was computed on (see `SaveWindowOptions`); undefined: the part's own rows. */
+  verdictRows?: number;
+}
+
 export interface ListWindowsOptions {
   /** Only windows starting at or after this instant. */
   since?: Date | string;
@@ -82,6 +110,95 @@ function parseBody<T>(body: string, what: string): T {
   } catch (error) {
     throw new MlshipError("MLSHIP_ERR_CORE_INTERNAL", `the stored ${what} is not valid JSON`, { cause: error });
   }
+}
+
+function partRows(window: Pick<WindowProfile, "rows" | "features">): number {
+  return window.rows ?? window.features.rows;
+}
+
+function compareText(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/** The verdict fields of a window, without the key `undefined` where the window has none. */
+function verdictFields(window: Pick<WindowProfile, "drift" | "predictionDrift" | "insufficient">): Pick<WindowProfile, "drift" | "predictionDrift" | "insufficient"> {
+  return {
+    ...(window.drift === undefined || window.drift === null ? {} : { drift: window.drift }),
+    ...(window.predictionDrift === undefined || window.predictionDrift === null ? {} : { predictionDrift: window.predictionDrift }),
+    ...(window.insufficient === undefined || window.insufficient === null ? {} : { insufficient: window.insufficient }),
+  };
+}
+
+/**
+ * The part whose verdict stands for the window: the one computed on the most rows (the replica that flushed last saw
+ * every part saved before it), then the newest. `rows` is a part's own rows, `verdictRows` what its verdict covers.
+ */
+function verdictPart<T extends { verdictRows?: number | undefined; rows: number; createdAt: string }>(parts: readonly T[]): T {
+  let best = parts[0] as T;
+  for (const part of parts.slice(1)) {
+    const covered = part.verdictRows ?? part.rows;
+    const bestCovered = best.verdictRows ?? best.rows;
+    if (covered > bestCovered || (covered === bestCovered && part.createdAt >= best.createdAt)) best = part;
+  }
+  return best;
+}
+
+/**
+ * One window from the parts its replicas stored: profiles merged (`mergeProfiles`, in replica order so that every
+ * reader gets the same reservoir sample), rows added up, the latest end and creation time, and the verdict of the
+ * part that covers the most rows. A single part is returned as stored. Parts that cannot be merged (profiled on
+ * different columns or histogram edges, as when a reference was replaced while the replicas ran) are not mixed: the
+ * part with the most rows stands for the window.
+ */
+export function mergeWindowParts(parts: readonly WindowPart[]): WindowProfile {
+  if (parts.length === 0) throw new MlshipError("MLSHIP_ERR_CORE_INTERNAL", "a window needs at least one part to merge");
+  const sorted = [...parts].sort((a, b) => compareText(a.replica, b.replica));
+  const windows = sorted.map((p) => ({ ...p.window, predictions: p.window.predictions ?? undefined }));
+  if (windows.length === 1) return windows[0] as WindowProfile;
+  const first = windows[0] as WindowProfile;
+  const rows = windows.reduce((sum, w) => sum + partRows(w), 0);
+  let features: DatasetProfile;
+  let predictions: DatasetProfile | undefined;
+  try {
+    features = windows.map((w) => w.features).reduce((a, b) => mergeProfiles(a, b));
+    const withPredictions = windows.flatMap((w) => (w.predictions === undefined ? [] : [w.predictions]));
+    predictions = withPredictions.length === 0 ? undefined : withPredictions.reduce((a, b) => mergeProfiles(a, b));
+  } catch (error) {
+    if (!(error instanceof MlshipError) || error.code !== "MLSHIP_ERR_INPUT_INVALID") throw error;
+    return windows.reduce((a, b) => (partRows(b) > partRows(a) ? b : a));
+  }
+  const verdict = verdictPart(sorted.map((p, i) => ({ ...(windows[i] as WindowProfile), rows: partRows(windows[i] as WindowProfile), verdictRows: p.verdictRows })));
+  return {
+    model: first.model,
+    version: first.version,
+    size: first.size,
+    start: first.start,
+    end: windows.reduce((max, w) => (w.end > max ? w.end : max), first.end),
+    createdAt: windows.reduce((max, w) => (w.createdAt > max ? w.createdAt : max), first.createdAt),
+    features,
+    predictions,
+    rows,
+    ...verdictFields(verdict),
+  };
+}
+
+/** Rows of a size and start, in reading order, grouped into windows. */
+function groupWindows<T extends { window_size: string | null; window_start: string | null }>(rows: readonly T[], keep?: ReadonlySet<string>): T[][] {
+  const groups: T[][] = [];
+  let key: string | undefined;
+  for (const row of rows) {
+    const rowKey = `${row.window_size ?? ""}\u0000${row.window_start ?? ""}`;
+    if (keep !== undefined && !keep.has(rowKey)) continue;
+    if (rowKey !== key) groups.push([]);
+    key = rowKey;
+    (groups[groups.length - 1] as T[]).push(row);
+  }
+  return groups;
+}
+
+interface WindowFilter {
+  since?: string;
+  size?: string;
 }
 
 /**
@@ -143,12 +260,17 @@ export class MonitorStore {
     return { ...profile, predictions: profile.predictions ?? undefined };
   }
 
-  /** Stores a window's profile, replacing an earlier one of the same version, size and start. */
-  async saveWindow(window: WindowProfile): Promise<void> {
+  /**
+   * Stores a replica's part of a window (`options.replica`, default ''), replacing the part that replica stored
+   * before for the same version, size and start. Readers merge the parts of a window (`mergeWindowParts`).
+   */
+  async saveWindow(window: WindowProfile, options: SaveWindowOptions = {}): Promise<void> {
     const start = isoText(window.start, "start");
     const end = isoText(window.end, "end");
     const createdAt = isoText(window.createdAt, "createdAt");
-    const normalised: WindowProfile = { ...window, start, end, createdAt };
+    const replica = options.replica ?? "";
+    const normalised: WindowProfile & { verdictRows?: number } = { ...window, start, end, createdAt };
+    if (options.verdictRows !== undefined) normalised.verdictRows = options.verdictRows;
     const row = {
       model: window.model,
       version: window.version,
@@ -158,6 +280,7 @@ export class MonitorStore {
       window_end: end,
       body: JSON.stringify(normalised),
       created_at: createdAt,
+      replica,
     };
     await this.store.write(async (trx) => {
       await trx
@@ -166,7 +289,7 @@ export class MonitorStore {
         .values(row)
         .onConflict((oc) =>
           oc
-            .columns(["model", "version", "window_size", "window_start"])
+            .columns(["model", "version", "window_size", "window_start", "replica"])
             .where(sql<boolean>`kind = 'window'`)
             .doUpdateSet({ window_end: end, body: row.body, created_at: createdAt }),
         )
@@ -174,88 +297,81 @@ export class MonitorStore {
     });
   }
 
-  /** A version's window profiles, oldest start first (then by size label). */
+  /**
+   * A version's windows, one per size and start with its replicas' parts merged (`mergeWindowParts`), oldest start
+   * first (then by size label).
+   */
   async listWindows(model: string, version: number, options: ListWindowsOptions = {}): Promise<WindowProfile[]> {
-    const since = options.since === undefined ? undefined : isoText(options.since, "since");
-    const rows = await this.#read(() => {
-      let query = this.#db
-        .selectFrom("monitor_profiles")
-        .select("body")
-        .where("model", "=", model)
-        .where("version", "=", version)
-        .where("kind", "=", "window");
-      if (since !== undefined) query = query.where("window_start", ">=", since);
-      if (options.size !== undefined) query = query.where("window_size", "=", options.size);
-      if (options.limit !== undefined) {
-        return query.orderBy("window_start", "desc").orderBy("window_size", "desc").orderBy("id", "desc").limit(options.limit).execute().then((newest) => newest.reverse());
-      }
-      return query.orderBy("window_start").orderBy("window_size").orderBy("id").execute();
-    });
-    return rows.map((row) => {
-      const window = parseBody<WindowProfile>(row.body, `window profile of ${model}@${version}`);
-      return { ...window, predictions: window.predictions ?? undefined };
-    });
+    const selection = await this.#selection(model, version, options);
+    if (selection === undefined) return [];
+    const rows = await this.#read(() =>
+      this.#windowQuery(model, version, selection.filter).select(["window_size", "window_start", "replica", "body"]).orderBy("window_start").orderBy("window_size").orderBy("replica").orderBy("id").execute(),
+    );
+    return groupWindows(rows, selection.keep).map((parts) => mergeWindowParts(parts.map((row) => this.#part(row, model, version))));
   }
 
   /**
-   * A version's windows without their profiles (oldest start first): span, rows and drift verdicts. The profiles
-   * (reservoir samples, sketches) are most of a stored window, so they are cut out in SQL rather than parsed here.
+   * A version's windows without their profiles (oldest start first): span, rows and drift verdicts, one per size and
+   * start (rows added up over the replicas' parts, the verdict that covers the most rows). The profiles (reservoir
+   * samples, sketches) are most of a stored window, so they are cut out in SQL rather than parsed here.
    */
   async listWindowVerdicts(model: string, version: number, options: ListWindowsOptions = {}): Promise<WindowVerdicts[]> {
-    const since = options.since === undefined ? undefined : isoText(options.since, "since");
+    const selection = await this.#selection(model, version, options);
+    if (selection === undefined) return [];
     const postgres = this.store.dialect === "postgres";
     const light = postgres ? sql<string>`(body::jsonb - 'features' - 'predictions')::text` : sql<string>`json_remove(body, '$.features', '$.predictions')`;
     const featureRows = postgres ? sql<string | number | null>`(body::jsonb #>> '{features,rows}')` : sql<string | number | null>`json_extract(body, '$.features.rows')`;
-    const rows = await this.#read(() => {
-      let query = this.#db
-        .selectFrom("monitor_profiles")
-        .select([light.as("light"), featureRows.as("feature_rows")])
-        .where("model", "=", model)
-        .where("version", "=", version)
-        .where("kind", "=", "window");
-      if (since !== undefined) query = query.where("window_start", ">=", since);
-      if (options.size !== undefined) query = query.where("window_size", "=", options.size);
-      if (options.limit !== undefined) {
-        return query.orderBy("window_start", "desc").orderBy("window_size", "desc").orderBy("id", "desc").limit(options.limit).execute().then((newest) => newest.reverse());
-      }
-      return query.orderBy("window_start").orderBy("window_size").orderBy("id").execute();
-    });
-    return rows.map((row) => {
-      const window = parseBody<Partial<WindowProfile> & Pick<WindowProfile, "model" | "version" | "size" | "start" | "end">>(row.light, `window of ${model}@${version}`);
-      const drift = window.drift ?? undefined;
+    const rows = await this.#read(() =>
+      this.#windowQuery(model, version, selection.filter)
+        .select(["window_size", "window_start", light.as("light"), featureRows.as("feature_rows")])
+        .orderBy("window_start")
+        .orderBy("window_size")
+        .orderBy("replica")
+        .orderBy("id")
+        .execute(),
+    );
+    return groupWindows(rows, selection.keep).map((group) => {
+      const parts = group.map((row) => {
+        type Light = Partial<WindowProfile> & Pick<WindowProfile, "model" | "version" | "size" | "start" | "end"> & { verdictRows?: number };
+        const window = parseBody<Light>(row.light, `window of ${model}@${version}`);
+        return { ...window, rows: window.rows ?? Number(row.feature_rows ?? 0), createdAt: window.createdAt ?? "" };
+      });
+      const first = parts[0] as (typeof parts)[number];
+      const verdict = verdictPart(parts);
+      const drift = verdict.drift ?? undefined;
       return {
-        model: window.model,
-        version: window.version,
-        size: window.size,
-        start: window.start,
-        end: window.end,
-        rows: window.rows ?? Number(row.feature_rows ?? 0),
+        model: first.model,
+        version: first.version,
+        size: first.size,
+        start: first.start,
+        end: parts.reduce((max, p) => (p.end > max ? p.end : max), first.end),
+        rows: parts.reduce((sum, p) => sum + p.rows, 0),
         // As `fromWindowProfile` reads a window stored without the flag.
-        insufficient: window.insufficient ?? drift === undefined,
+        insufficient: verdict.insufficient ?? drift === undefined,
         drift,
-        predictionDrift: window.predictionDrift ?? undefined,
+        predictionDrift: verdict.predictionDrift ?? undefined,
       };
     });
   }
 
-  /** One stored window of a version, by size and start; undefined when there is none. */
+  /** One stored window of a version, by size and start, its replicas' parts merged; undefined when there is none. */
   async getWindow(model: string, version: number, size: string, start: Date | string): Promise<WindowProfile | undefined> {
+    const parts = await this.listWindowParts(model, version, size, start);
+    return parts.length === 0 ? undefined : mergeWindowParts(parts);
+  }
+
+  /** The replicas' parts of one window, as they stored them (in replica order). */
+  async listWindowParts(model: string, version: number, size: string, start: Date | string): Promise<WindowPart[]> {
     const startText = isoText(start, "start");
-    const row = await this.#read(() =>
-      this.#db
-        .selectFrom("monitor_profiles")
-        .select("body")
-        .where("model", "=", model)
-        .where("version", "=", version)
-        .where("kind", "=", "window")
-        .where("window_size", "=", size)
+    const rows = await this.#read(() =>
+      this.#windowQuery(model, version, { size })
+        .select(["window_size", "window_start", "replica", "body"])
         .where("window_start", "=", startText)
-        .orderBy("id", "desc")
-        .executeTakeFirst(),
+        .orderBy("replica")
+        .orderBy("id")
+        .execute(),
     );
-    if (row === undefined) return undefined;
-    const window = parseBody<WindowProfile>(row.body, `window profile of ${model}@${version}`);
-    return { ...window, predictions: window.predictions ?? undefined };
+    return rows.map((row) => this.#part(row, model, version)).sort((a, b) => compareText(a.replica, b.replica));
   }
 
   /** The window size labels stored for a version (in no particular order). */
@@ -271,6 +387,41 @@ export class MonitorStore {
         .execute(),
     );
     return rows.flatMap((row) => (row.window_size === null ? [] : [row.window_size]));
+  }
+
+  /** The shared filter of the window readers: a version's windows, of one size and from `since` when given. */
+  #windowQuery(model: string, version: number, filter: WindowFilter) {
+    let query = this.#db.selectFrom("monitor_profiles").where("model", "=", model).where("version", "=", version).where("kind", "=", "window");
+    if (filter.since !== undefined) query = query.where("window_start", ">=", filter.since);
+    if (filter.size !== undefined) query = query.where("window_size", "=", filter.size);
+    return query;
+  }
+
+  /**
+   * What a window reader reads: the filter, and with `limit` the (size, start) keys of the newest windows (a window
+   * may be stored in several parts, so the limit is on windows, not rows); undefined when nothing can match.
+   */
+  async #selection(model: string, version: number, options: ListWindowsOptions): Promise<{ filter: WindowFilter; keep: ReadonlySet<string> | undefined } | undefined> {
+    const filter: WindowFilter = {
+      ...(options.since === undefined ? {} : { since: isoText(options.since, "since") }),
+      ...(options.size === undefined ? {} : { size: options.size }),
+    };
+    if (options.limit === undefined) return { filter, keep: undefined };
+    const limit = options.limit;
+    const newest = await this.#read(() =>
+      this.#windowQuery(model, version, filter).select(["window_size", "window_start"]).distinct().orderBy("window_start", "desc").orderBy("window_size", "desc").limit(limit).execute(),
+    );
+    const oldest = newest[newest.length - 1];
+    if (oldest === undefined || oldest.window_start === null) return undefined;
+    return {
+      filter: { ...filter, since: oldest.window_start },
+      keep: new Set(newest.map((row) => `${row.window_size ?? ""}\u0000${row.window_start ?? ""}`)),
+    };
+  }
+
+  #part(row: { replica: string; body: string }, model: string, version: number): WindowPart {
+    const { verdictRows, ...window } = parseBody<WindowProfile & { verdictRows?: number }>(row.body, `window profile of ${model}@${version}`);
+    return { replica: row.replica, window: { ...window, predictions: window.predictions ?? undefined }, ...(verdictRows === undefined ? {} : { verdictRows }) };
   }
 
   async #read<T>(query: () => Promise<T>): Promise<T> {

@@ -471,8 +471,62 @@ const registryNotify0009: StoreMigration = {
   },
 };
 
+/**
+ * The prediction log's versions at a glance: one row per model, version and variant ('' for none: a
+ * NULL would defeat the primary key) with the time span of its logged predictions. The writer keeps it in step
+ * with `prediction_log` in the same transaction, so "which versions answered between A and B" reads a handful of
+ * rows instead of scanning days of predictions (a synchronous SQLite scan blocked the server's event loop).
+ * Backfilled from the rows already logged.
+ */
+const predictionVersions0010: StoreMigration = {
+  name: "0010_prediction_versions",
+  async up(db) {
+    await db.schema
+      .createTable("prediction_versions")
+      .ifNotExists()
+      .addColumn("model", "text", (col) => col.notNull())
+      .addColumn("version", "integer", (col) => col.notNull())
+      .addColumn("variant", "text", (col) => col.notNull().defaultTo(""))
+      // ISO-8601 UTC text, like prediction_log.at: the oldest and newest prediction logged.
+      .addColumn("first_at", "text", (col) => col.notNull())
+      .addColumn("last_at", "text", (col) => col.notNull())
+      .addPrimaryKeyConstraint("prediction_versions_pk", ["model", "version", "variant"])
+      .execute();
+    await sql`
+      insert into prediction_versions (model, version, variant, first_at, last_at)
+      select model, version, coalesce(variant, ''), min(at), max(at) from prediction_log
+      group by model, version, coalesce(variant, '')
+      on conflict (model, version, variant) do nothing`.execute(db);
+  },
+};
+
+/**
+ * Live monitoring across replicas: every `mlship serve` replica stores its own part of a window (its
+ * `server.replicaId`), and readers merge the parts of a (size, start). Rows stored before have replica '' and stay
+ * readable as they were. The window key gains the replica; the old index goes (an index, not a table constraint,
+ * so SQLite can drop it too).
+ */
+const monitorReplicas0011: StoreMigration = {
+  name: "0011_monitor_replicas",
+  async up(db) {
+    await db.schema
+      .alterTable("monitor_profiles")
+      .addColumn("replica", "text", (col) => col.notNull().defaultTo(""))
+      .execute();
+    await db.schema.dropIndex("monitor_profiles_window_uq").ifExists().execute();
+    await db.schema
+      .createIndex("monitor_profiles_window_replica_uq")
+      .ifNotExists()
+      .unique()
+      .on("monitor_profiles")
+      .columns(["model", "version", "window_size", "window_start", "replica"])
+      .where(sql<boolean>`kind = 'window'`)
+      .execute();
+  },
+};
+
 /** Every migration, in order. Later areas append theirs here. */
-export const MIGRATIONS: readonly StoreMigration[] = [registry0001, versionSettings0002, monitor0003, feedback0004, rollout0005, batch0006, batchSchedules0007, streamStatus0008, registryNotify0009];
+export const MIGRATIONS: readonly StoreMigration[] = [registry0001, versionSettings0002, monitor0003, feedback0004, rollout0005, batch0006, batchSchedules0007, streamStatus0008, registryNotify0009, predictionVersions0010, monitorReplicas0011];
 
 /** The table Kysely's Migrator records applied migrations in (and its lock table). */
 export const MIGRATION_TABLE = "mlship_migration";

@@ -26,6 +26,8 @@ export interface ServerInfo {
   features: { liveMonitoring: boolean; predictionLog: boolean; rollouts: boolean; batch: boolean; streams: boolean };
   /** Seconds between traffic samples (`/api/v1/traffic`). */
   trafficIntervalSeconds: number;
+  /** This server's id among replicas sharing one store (`server.replicaId`): which replica answered. */
+  replicaId: string;
 }
 
 /** Request figures over a trailing span (the last `windowSeconds` of traffic samples). */

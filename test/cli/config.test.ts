@@ -48,6 +48,8 @@ describe("config", () => {
       inferenceTokensFile: null,
       inferenceTokens: null,
       corsOrigins: null,
+      // A restarted pod keeps its name, so it goes on with its own part of the live monitoring windows.
+      replicaId: os.hostname(),
     });
     expect(config.runtime.workers).toBe(os.availableParallelism());
     expect(config.runtime.intraOpThreads).toBe(1);
@@ -89,6 +91,12 @@ describe("config", () => {
     );
     expect(loadConfig({ cwd, env: { MLSHIP_STORE: "reg.db" } }).store).toBe(`sqlite:${path.join(cwd, "reg.db")}`);
     expect(loadConfig({ cwd, env: { MLSHIP_STORE: "sqlite:/abs/r.db" } }).store).toBe("sqlite:/abs/r.db");
+  });
+
+  it("takes the replica id from MLSHIP_REPLICA_ID or server.replicaId, never an empty one", () => {
+    expect(loadConfig({ cwd: dir("replica-env"), env: { MLSHIP_REPLICA_ID: "mlship-7d9c-x2kqp" } }).server.replicaId).toBe("mlship-7d9c-x2kqp");
+    expect(loadConfig({ cwd: dir("replica-file", "server:\n  replicaId: replica-1\n"), env: {} }).server.replicaId).toBe("replica-1");
+    expect(configError(() => loadConfig({ cwd: dir("replica-empty"), env: { MLSHIP_REPLICA_ID: " " } })).field).toBe("server.replicaId");
   });
 
   it("reads --config / MLSHIP_CONFIG and resolves the file's paths against the file", () => {

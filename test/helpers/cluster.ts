@@ -244,7 +244,10 @@ async function startReplica(index: number, root: string, shared: Record<string, 
   const home = path.join(root, `replica-${index}`);
   fs.mkdirSync(home, { recursive: true });
   const args = [BIN, "serve", "--port", "0", "--grpc-port", "-1", "--model", "breast-cancer@production"];
-  const child = spawn(process.execPath, args, { cwd: home, env: mlshipEnv({ ...shared, MLSHIP_HOME: home }), stdio: ["ignore", "pipe", "pipe"] });
+  // The replicas share this host, so the default replica id (the host name) would be the same for all of them: each
+  // gets its own, as pods get theirs from their names.
+  const env = mlshipEnv({ MLSHIP_REPLICA_ID: `replica-${index}`, ...shared, MLSHIP_HOME: home });
+  const child = spawn(process.execPath, args, { cwd: home, env, stdio: ["ignore", "pipe", "pipe"] });
   let out = "";
   let err = "";
   child.stdout.on("data", (d: Buffer) => (out += d.toString()));

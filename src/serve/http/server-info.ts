@@ -1,3 +1,4 @@
+import os from "node:os";
 import type { FastifyPluginAsync } from "fastify";
 import type { ServerInfo } from "../../ui/contract.js";
 import { mlshipVersion } from "./version.js";
@@ -11,6 +12,8 @@ export interface ServerInfoOptions {
   features: ServerInfo["features"];
   /** Seconds between traffic samples (`/api/v1/traffic`). */
   trafficIntervalSeconds: number;
+  /** This server's id among replicas sharing one store (`server.replicaId`). Default `os.hostname()`. */
+  replicaId?: string;
   /** When the server started. Default: when the plugin is registered. */
   startedAt?: Date;
 }
@@ -23,6 +26,7 @@ export interface ServerInfoOptions {
 export const serverInfoRoutes: FastifyPluginAsync<ServerInfoOptions> = async (app, options) => {
   const startedAt = options.startedAt ?? new Date();
   const version = mlshipVersion();
+  const replicaId = options.replicaId ?? os.hostname();
   app.get("/api/v1/server", async (): Promise<ServerInfo> => ({
     name: "mlship",
     version,
@@ -32,6 +36,7 @@ export const serverInfoRoutes: FastifyPluginAsync<ServerInfoOptions> = async (ap
     defaultModel: options.defaultModel,
     features: { ...options.features },
     trafficIntervalSeconds: options.trafficIntervalSeconds,
+    replicaId,
   }));
 };
 
