@@ -5,7 +5,9 @@
  * Buckets are aligned to multiples of `step` since the epoch (UTC), like the monitoring windows, so a bucket is the
  * same span on every refresh: `ceil(range / step)` of them, the last one ending at `now` (partial unless `now` is on
  * a boundary).
- * The rows of a version are read once for the whole span and bucketed in memory.
+ * The rows of a version with an outcome are read once for the whole span and bucketed in memory; the predictions of
+ * each bucket (the denominator of coverage) are counted in the store, one indexed count per bucket, so a day of
+ * traffic is never read row by row.
  */
 import { MlshipError } from "../core/index.js";
 import { parseWindowSize } from "../monitor/index.js";
@@ -53,8 +55,11 @@ export function qualityBuckets(now: number, range: string, step: string): Qualit
   });
 }
 
-/** Quality per bucket of rows (any order; rows outside the buckets are left out). */
-export function bucketQuality(rows: readonly JoinedPrediction[], spec: FeedbackSpec, buckets: readonly QualityBucket[]): QualityPoint[] {
+/**
+ * Quality per bucket of rows (any order; rows outside the buckets are left out). `predictions[i]`, when given, is
+ * how many predictions bucket `i` holds (rows may then be only those with an outcome); otherwise its rows count.
+ */
+export function bucketQuality(rows: readonly JoinedPrediction[], spec: FeedbackSpec, buckets: readonly QualityBucket[], predictions?: readonly number[]): QualityPoint[] {
   const grouped = buckets.map((): JoinedPrediction[] => []);
   const first = buckets[0]?.start ?? 0;
   const stepMs = buckets.length > 1 ? (buckets[1] as QualityBucket).start - first : Number.POSITIVE_INFINITY;
@@ -67,7 +72,7 @@ export function bucketQuality(rows: readonly JoinedPrediction[], spec: FeedbackS
     (grouped[index] as JoinedPrediction[]).push(row);
   }
   return buckets.map((bucket, i) => {
-    const quality = computeQuality(grouped[i] as JoinedPrediction[], spec);
+    const quality = computeQuality(grouped[i] as JoinedPrediction[], spec, predictions?.[i]);
     return {
       start: new Date(bucket.start).toISOString(),
       end: new Date(bucket.end).toISOString(),

@@ -221,24 +221,48 @@ export function createFeedbackService(options: FeedbackServiceOptions): Feedback
     const rangeStart = now.getTime() - spanMs(range, "range");
     // One read per version covers both the buckets (aligned, may start before the range) and the whole-range report.
     const from = new Date(Math.min(rangeStart, (buckets[0] as QualityBucket).start));
-    const versions = query.version === undefined ? (await activeVersions(from, now, query.model)).map((a) => a.version) : [query.version];
+    // The versions that served in [from, now) and the variants (null for none) each answered as, from the store's
+    // summary rather than a scan of the log.
+    const active = (await store.activeVersions(from.toISOString(), now.toISOString())).filter((a) => a.model === query.model).sort((a, b) => a.version - b.version);
+    const versions = query.version === undefined ? active : [active.find((a) => a.version === query.version) ?? { model: query.model, version: query.version, variants: [] }];
     const response: QualitySeriesResponse = { model: query.model, task: null, range, step, primaryMetric: null, series: [], latest: [] };
-    for (const version of versions) {
+    const whole = { start: new Date(rangeStart).toISOString(), end: now.toISOString() };
+    const first = (buckets[0] as QualityBucket).start;
+    // The spans predictions are counted over: each bucket, then (unless the range starts on a boundary) the sliver
+    // between the range's start and the buckets' (less than a step), added to or taken from their sum.
+    const spans = buckets.map((b) => ({ start: new Date(b.start).toISOString(), end: new Date(b.end).toISOString() }));
+    const edge = Math.sign(first - rangeStart);
+    if (edge !== 0) spans.push({ start: new Date(Math.min(first, rangeStart)).toISOString(), end: new Date(Math.max(first, rangeStart)).toISOString() });
+    for (const { version, variants: answeredAs } of versions) {
       const spec = await specOf(query.model, version);
       // The newest version names the task and the metric to plot first.
       response.task = spec.task;
       response.primaryMetric = primaryMetricOf(spec);
-      const rows = await store.joined({ model: query.model, version, start: from.toISOString(), end: now.toISOString() });
-      const variants = VARIANT_ORDER.filter((variant) => rows.some((r) => r.variant === variant));
-      const whole: PredictionQuery = { model: query.model, version, start: new Date(rangeStart).toISOString(), end: now.toISOString() };
+      // Only rows with an outcome are read (what the metrics need); the predictions of each span are counted in the
+      // store, one indexed count each (a day of traffic would not fit in memory, and on SQLite a read of it would
+      // hold the event loop for seconds; between the counts the loop is let go).
+      const rows = await store.joined({ model: query.model, version, start: from.toISOString(), end: now.toISOString(), withOutcome: true });
+      const variants = VARIANT_ORDER.filter((variant) => answeredAs.includes(variant));
+      const count = async (variant: Variant | undefined): Promise<{ buckets: number[]; range: number }> => {
+        const counts: number[] = [];
+        for (const span of spans) {
+          counts.push(await store.countPredictions({ model: query.model, version, ...span, ...(variant === undefined ? {} : { variant }) }));
+          await new Promise((resolve) => setImmediate(resolve));
+        }
+        const inBuckets = counts.slice(0, buckets.length);
+        return { buckets: inBuckets, range: inBuckets.reduce((a, b) => a + b, 0) + edge * (counts[buckets.length] ?? 0) };
+      };
+      const counts = await count(undefined);
       const inRange = rows.filter((r) => Date.parse(r.at) >= rangeStart);
       // The whole version first, then each rollout variant it answered as (as `qualityAll` orders its reports).
       for (const variant of [undefined, ...variants]) {
         const mine = (list: readonly JoinedPrediction[]): JoinedPrediction[] => (variant === undefined ? [...list] : list.filter((r) => r.variant === variant));
-        response.series.push({ version, variant: variant ?? null, points: bucketQuality(mine(rows), spec, buckets) });
-        const part = variant === undefined ? whole : { ...whole, variant };
+        // A version that answered as one variant only (or none) has the same counts for it as for the whole version.
+        const mineCounts = variant === undefined || answeredAs.length === 1 ? counts : await count(variant);
+        response.series.push({ version, variant: variant ?? null, points: bucketQuality(mine(rows), spec, buckets, mineCounts.buckets) });
+        const part: PredictionQuery = { model: query.model, version, ...whole, ...(variant === undefined ? {} : { variant }) };
         const totals = await store.eventTotals(part);
-        response.latest.push(reportOf({ model: query.model, version, window: range, now, ...(variant === undefined ? {} : { variant }) }, spec, part, mine(inRange), totals));
+        response.latest.push(reportOf({ model: query.model, version, window: range, now, ...(variant === undefined ? {} : { variant }) }, spec, part, mine(inRange), totals, mineCounts.range));
       }
     }
     return response;
