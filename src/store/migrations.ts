@@ -525,8 +525,25 @@ const monitorReplicas0011: StoreMigration = {
   },
 };
 
+/**
+ * Quality reads only the predictions that have an outcome (`actual is not null`): a partial index on them, so a
+ * report or a series over a day of traffic seeks those rows instead of checking every prediction of the range.
+ */
+const predictionOutcomes0012: StoreMigration = {
+  name: "0012_prediction_outcomes_ix",
+  async up(db) {
+    await db.schema
+      .createIndex("prediction_log_outcome_ix")
+      .ifNotExists()
+      .on("prediction_log")
+      .columns(["model", "version", "at"])
+      .where(sql<boolean>`actual is not null`)
+      .execute();
+  },
+};
+
 /** Every migration, in order. Later areas append theirs here. */
-export const MIGRATIONS: readonly StoreMigration[] = [registry0001, versionSettings0002, monitor0003, feedback0004, rollout0005, batch0006, batchSchedules0007, streamStatus0008, registryNotify0009, predictionVersions0010, monitorReplicas0011];
+export const MIGRATIONS: readonly StoreMigration[] = [registry0001, versionSettings0002, monitor0003, feedback0004, rollout0005, batch0006, batchSchedules0007, streamStatus0008, registryNotify0009, predictionVersions0010, monitorReplicas0011, predictionOutcomes0012];
 
 /** The table Kysely's Migrator records applied migrations in (and its lock table). */
 export const MIGRATION_TABLE = "mlship_migration";
