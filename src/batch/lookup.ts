@@ -1,7 +1,7 @@
 import { Kysely, PostgresDialect } from "kysely";
-import pg from "pg";
+import type pg from "pg";
 import { MlshipError } from "../core/index.js";
-import { isUnavailable, mapStoreError, redactUrl, type SqlStore } from "../store/index.js";
+import { isUnavailable, mapStoreError, pgDriver, redactUrl, type SqlStore } from "../store/index.js";
 import { checkTableName, DEFAULT_PREDICTIONS_TABLE, type PredictionsTable } from "./sinks.js";
 
 /**
@@ -44,7 +44,7 @@ export function openLookupDatabase(url: string, field = "batch.lookupUrl"): Look
   let pool: pg.Pool;
   try {
     new URL(text);
-    pool = new pg.Pool({ connectionString: text, max: LOOKUP_POOL_SIZE, connectionTimeoutMillis: 10_000 });
+    pool = new (pgDriver().Pool)({ connectionString: text, max: LOOKUP_POOL_SIZE, connectionTimeoutMillis: 10_000 });
   } catch (error) {
     throw new MlshipError("MLSHIP_ERR_CONFIG_INVALID", `${field} "${location}" is not a valid PostgreSQL URL: ${(error as Error).message}`, { field, cause: error });
   }

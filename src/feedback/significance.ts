@@ -7,7 +7,7 @@
  * the installed stdlib packages provide: it is computed here with the continued fraction of Numerical Recipes
  * (`betacf`, modified Lentz) and a Lanczos log-gamma.
  */
-import erfc from "@stdlib/math-base-special-erfc";
+import { erfc } from "../monitor/stats/special.js";
 import { clippedLogLoss, computeQuality, labelledRows, MAPE_EPS, numericRows, positiveLabelOf } from "./quality.js";
 import type { FeedbackSpec, JoinedPrediction } from "./types.js";
 

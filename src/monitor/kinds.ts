@@ -44,7 +44,7 @@
  *    chance explains but scattered with no shape in time: kind none, `scattered: true` (a mild difference
  *    from the reference all along, e.g. production drawn from a slightly different population, not a change).
  */
-import erfc from "@stdlib/math-base-special-erfc";
+import { erfc } from "./stats/special.js";
 import type { FeatureDrift } from "./types.js";
 import type { WindowResult } from "./windows.js";
 

@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import fs from "node:fs/promises";
 import path from "node:path";
-import { parquetMetadataAsync, parquetReadObjects, type AsyncBuffer } from "hyparquet";
+import type { AsyncBuffer } from "hyparquet";
 import { MlshipError } from "../core/index.js";
 import { parseCsv } from "../package/index.js";
 import type { Cell, ColumnTable, ProfileSource } from "./types.js";
@@ -231,6 +231,8 @@ function jsonlTable(text: string, file: string): ColumnTable {
 }
 
 async function parquetTable(bytes: Buffer, file: string): Promise<ColumnTable> {
+  // Loaded on the first Parquet file: CSV/JSONL users and processes that read no dataset never load it.
+  const { parquetMetadataAsync, parquetReadObjects } = await import("hyparquet");
   let rows: Array<Record<string, unknown>>;
   try {
     // The bytes are already in memory (they were hashed): hand hyparquet a view of them instead of re-reading.

@@ -1,4 +1,4 @@
-import pg from "pg";
+import type pg from "pg";
 import type { Logger } from "../core/index.js";
 
 /** The channel the `0009_registry_notify` trigger notifies on every registry write (payload: the new revision). */
@@ -72,6 +72,9 @@ export class RegistryChangeListener {
 
   #connect(): Promise<void> {
     this.#connecting ??= (async () => {
+      // Loaded on the first connection (the store has normally loaded it already): importing this module must not
+      // pull the PostgreSQL driver into processes on SQLite.
+      const { default: pg } = await import("pg");
       const client = new pg.Client({
         connectionString: this.#options.url,
         connectionTimeoutMillis: 5000,

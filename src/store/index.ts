@@ -1,4 +1,5 @@
 export { openSqlStore, touchRegistryState } from "./sql-store.js";
+export { pgDriver } from "./pg-driver.js";
 export { LISTENER_APPLICATION_NAME, REGISTRY_CHANNEL, RegistryChangeListener } from "./change-listener.js";
 export type { OpenSqlStoreOptions, SqlStore } from "./sql-store.js";
 export { MIGRATIONS, MIGRATION_TABLE, MIGRATION_LOCK_TABLE } from "./migrations.js";

@@ -1,14 +1,8 @@
 import { createHash, randomUUID } from "node:crypto";
 import fs from "node:fs/promises";
 import path from "node:path";
-import {
-  GetObjectCommand,
-  HeadObjectCommand,
-  ListObjectsV2Command,
-  PutObjectCommand,
-  S3Client,
-  type S3ClientConfig,
-} from "@aws-sdk/client-s3";
+import type * as S3Module from "@aws-sdk/client-s3";
+import type { S3Client, S3ClientConfig } from "@aws-sdk/client-s3";
 import { MlshipError } from "../core/index.js";
 import {
   LocalArtifactStore,
@@ -56,6 +50,14 @@ interface S3Location {
 interface ArtifactManifest {
   digest: string;
   files: ArtifactFile[];
+}
+
+/** The AWS SDK module, loaded by the first store that sends a request (it takes a good share of a cold start). */
+type S3Sdk = typeof S3Module;
+let sdkLoading: Promise<S3Sdk> | undefined;
+function loadSdk(): Promise<S3Sdk> {
+  sdkLoading ??= import("@aws-sdk/client-s3");
+  return sdkLoading;
 }
 
 const BUCKET_RE = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
@@ -139,7 +141,9 @@ export class S3ArtifactStore implements ArtifactStore {
   readonly cacheDir: string;
   readonly #bucket: string;
   readonly #prefix: string;
-  readonly #client: S3Client;
+  readonly #config: S3ClientConfig;
+  /** Made on the first request, once the SDK is loaded; dropped (and destroyed) by `close`. */
+  #client: Promise<{ sdk: S3Sdk; client: S3Client }> | undefined;
   readonly #materializing = new Map<string, Promise<string>>();
 
   constructor(options: S3ArtifactStoreOptions) {
@@ -162,7 +166,13 @@ export class S3ArtifactStore implements ArtifactStore {
       responseChecksumValidation: "WHEN_REQUIRED",
     };
     if (options.endpoint !== undefined && options.endpoint !== null && options.endpoint !== "") config.endpoint = options.endpoint;
-    this.#client = new S3Client(config);
+    this.#config = config;
+  }
+
+  /** The SDK and this store's client, both made on first use. */
+  #s3(): Promise<{ sdk: S3Sdk; client: S3Client }> {
+    this.#client ??= loadSdk().then((sdk) => ({ sdk, client: new sdk.S3Client(this.#config) }));
+    return this.#client;
   }
 
   #key(...parts: string[]): string {
@@ -212,7 +222,8 @@ export class S3ArtifactStore implements ArtifactStore {
     checkDigest(digest);
     let bytes: Buffer;
     try {
-      const got = await this.#client.send(new GetObjectCommand({ Bucket: this.#bucket, Key: this.#manifestKey(digest) }));
+      const { sdk, client } = await this.#s3();
+      const got = await client.send(new sdk.GetObjectCommand({ Bucket: this.#bucket, Key: this.#manifestKey(digest) }));
       bytes = await bodyBytes(got.Body);
     } catch (error) {
       if (isNotFound(error)) return null;
@@ -237,7 +248,8 @@ export class S3ArtifactStore implements ArtifactStore {
   async has(digest: string): Promise<boolean> {
     checkDigest(digest);
     try {
-      await this.#client.send(new HeadObjectCommand({ Bucket: this.#bucket, Key: this.#manifestKey(digest) }));
+      const { sdk, client } = await this.#s3();
+      await client.send(new sdk.HeadObjectCommand({ Bucket: this.#bucket, Key: this.#manifestKey(digest) }));
       return true;
     } catch (error) {
       if (isNotFound(error)) return false;
@@ -271,17 +283,19 @@ export class S3ArtifactStore implements ArtifactStore {
           field: source,
         });
       }
-      await this.#send(`uploading ${file.path} of ${digest}`, () =>
-        this.#client.send(new PutObjectCommand({ Bucket: this.#bucket, Key: this.#fileKey(digest, file.path), Body: bytes, ContentLength: bytes.length })),
-      );
+      await this.#send(`uploading ${file.path} of ${digest}`, async () => {
+        const { sdk, client } = await this.#s3();
+        return client.send(new sdk.PutObjectCommand({ Bucket: this.#bucket, Key: this.#fileKey(digest, file.path), Body: bytes, ContentLength: bytes.length }));
+      });
     }
     const manifest: ArtifactManifest = { digest, files: planned.files };
     const body = Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`);
-    await this.#send(`writing the manifest of ${digest}`, () =>
-      this.#client.send(
-        new PutObjectCommand({ Bucket: this.#bucket, Key: this.#manifestKey(digest), Body: body, ContentType: "application/json", ContentLength: body.length }),
-      ),
-    );
+    await this.#send(`writing the manifest of ${digest}`, async () => {
+      const { sdk, client } = await this.#s3();
+      return client.send(
+        new sdk.PutObjectCommand({ Bucket: this.#bucket, Key: this.#manifestKey(digest), Body: body, ContentType: "application/json", ContentLength: body.length }),
+      );
+    });
     return { digest, path: this.path(digest) };
   }
 
@@ -344,7 +358,8 @@ export class S3ArtifactStore implements ArtifactStore {
   /** An object's bytes, or null when it does not exist. */
   async #object(digest: string, rel: string): Promise<Buffer | null> {
     try {
-      const got = await this.#client.send(new GetObjectCommand({ Bucket: this.#bucket, Key: this.#fileKey(digest, rel) }));
+      const { sdk, client } = await this.#s3();
+      const got = await client.send(new sdk.GetObjectCommand({ Bucket: this.#bucket, Key: this.#fileKey(digest, rel) }));
       return await bodyBytes(got.Body);
     } catch (error) {
       if (isNotFound(error)) return null;
@@ -358,9 +373,10 @@ export class S3ArtifactStore implements ArtifactStore {
     const found: string[] = [];
     let token: string | undefined;
     do {
-      const page = await this.#send(`listing ${digest}`, () =>
-        this.#client.send(new ListObjectsV2Command({ Bucket: this.#bucket, Prefix: prefix, ContinuationToken: token })),
-      );
+      const page = await this.#send(`listing ${digest}`, async () => {
+        const { sdk, client } = await this.#s3();
+        return client.send(new sdk.ListObjectsV2Command({ Bucket: this.#bucket, Prefix: prefix, ContinuationToken: token }));
+      });
       for (const item of page.Contents ?? []) if (item.Key !== undefined) found.push(item.Key.slice(prefix.length));
       token = page.IsTruncated === true ? page.NextContinuationToken : undefined;
     } while (token !== undefined);
@@ -391,9 +407,11 @@ export class S3ArtifactStore implements ArtifactStore {
     return { digest, ok: actualDigest === digest && problems.length === 0, actualDigest, problems };
   }
 
-  /** Releases the HTTP connections. */
+  /** Releases the HTTP connections (a later request opens new ones). */
   close(): void {
-    this.#client.destroy();
+    const made = this.#client;
+    this.#client = undefined;
+    void made?.then(({ client }) => client.destroy()).catch(() => undefined);
   }
 }
 

@@ -3,7 +3,6 @@ import fs from "node:fs";
 import path from "node:path";
 import BetterSqlite3 from "better-sqlite3";
 import { Kysely, Migrator, PostgresDialect, SqliteDialect, sql, type KyselyPlugin, type QueryId } from "kysely";
-import pg from "pg";
 import { MlshipError, type Logger } from "../core/index.js";
 import { RegistryChangeListener } from "./change-listener.js";
 import { isTransientConflict, mapStoreError, redactUrl, storeUnavailable } from "./errors.js";
@@ -268,6 +267,8 @@ async function openPostgres(
   logger: Pick<Logger, "warn" | "info"> | undefined,
 ): Promise<SqlStore> {
   const location = redactUrl(url);
+  // Loaded here, not at the top: an embedded (SQLite) install never pays for the PostgreSQL driver.
+  const { default: pg } = await import("pg");
   const pool = new pg.Pool({ connectionString: url, max: poolSize, connectionTimeoutMillis: 10_000 });
   // An idle client losing its connection emits 'error' on the pool; without a listener that kills the process.
   // The next query reports the problem as MLSHIP_ERR_STORE_UNAVAILABLE instead.

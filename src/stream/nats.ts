@@ -5,14 +5,10 @@
  * Each source and sink owns one connection: a stream job has a handful of them, and separate connections keep a
  * slow sink's publishes from delaying the source's pulls and acks.
  */
-import { connect, createInbox, type Msg, type MsgHdrs, type NatsConnection } from "@nats-io/transport-node";
-import {
-  JetStreamApiCodes,
-  JetStreamApiError,
-  jetstreamManager,
-  type JetStreamManager,
-  type StreamConfig,
-} from "@nats-io/jetstream";
+import type * as NatsTransport from "@nats-io/transport-node";
+import type { Msg, MsgHdrs, NatsConnection } from "@nats-io/transport-node";
+import type * as NatsJetStream from "@nats-io/jetstream";
+import type { JetStreamApiCodes, JetStreamApiError, JetStreamManager, StreamConfig } from "@nats-io/jetstream";
 import { MlshipError, type Logger } from "../core/index.js";
 import { DEFAULT_NATS_SERVERS } from "./config.js";
 
@@ -25,9 +21,43 @@ export const NATS_REQUEST_TIMEOUT_MS = 5_000;
 /** Stream, consumer and durable names: JetStream refuses `.`, `*`, `>`, whitespace and path separators in them. */
 const NAME_PATTERN = /^[^.*>\s/\\]+$/;
 
+/** The NATS client packages, loaded by the first connection (jobs without a NATS source or sink never load them). */
+export interface NatsLib {
+  transport: typeof NatsTransport;
+  jetstream: typeof NatsJetStream;
+}
+
+let natsLoaded: NatsLib | undefined;
+let natsLoading: Promise<NatsLib> | undefined;
+
+/** Loads the client (once); `connectNats` does it before connecting. */
+export function loadNats(): Promise<NatsLib> {
+  natsLoading ??= Promise.all([import("@nats-io/transport-node"), import("@nats-io/jetstream")]).then(([transport, jetstream]) => {
+    natsLoaded = { transport, jetstream };
+    return natsLoaded;
+  });
+  return natsLoading;
+}
+
+/** The loaded client, for code that runs on an open connection (so after `connectNats`, which loaded it). */
+export function natsLib(): NatsLib {
+  if (natsLoaded === undefined) throw new Error("the NATS client is used before a connection was opened");
+  return natsLoaded;
+}
+
+/** The client's named JetStream API codes (`JetStreamApiCodes`), copied so that this module loads without it. */
+const CLIENT_API_CODES = {
+  ConsumerNotFound: 10014,
+  StreamNotFound: 10059,
+  JetStreamNotEnabledForAccount: 10039,
+  StreamWrongLastSequence: 10071,
+  StreamWrongLastSequenceUnknown: 10164,
+  NoMessageFound: 10037,
+} as const satisfies typeof JetStreamApiCodes;
+
 /** JetStream API error codes the source and sink react to (the client only names a few of them). */
 export const JsApiCode = {
-  ...JetStreamApiCodes,
+  ...CLIENT_API_CODES,
   StreamNameInUse: 10058,
   SubjectsOverlap: 10065,
   ConsumerNameInUse: 10013,
@@ -55,7 +85,8 @@ export function describeNatsError(error: unknown): string {
 }
 
 export function isApiError(error: unknown, ...codes: number[]): error is JetStreamApiError {
-  return error instanceof JetStreamApiError && (codes.length === 0 || codes.includes(error.code));
+  // Before the client is loaded no error can have come from it.
+  return natsLoaded !== undefined && error instanceof natsLoaded.jetstream.JetStreamApiError && (codes.length === 0 || codes.includes(error.code));
 }
 
 /** Checks a stream or durable name at configuration time, so a bad name is a config error rather than a server one. */
@@ -77,6 +108,7 @@ export function checkJetStreamName(value: string, field: string): string {
  */
 export async function connectNats(servers: string, options: { name: string; logger: Logger }): Promise<NatsConnection> {
   const list = parseServers(servers);
+  const { connect } = (await loadNats()).transport;
   const attempt = connect({
     servers: list,
     name: options.name,
@@ -139,7 +171,7 @@ async function logConnectionStatus(nc: NatsConnection, logger: Logger, name: str
 export async function openJetStreamManager(nc: NatsConnection, servers: string): Promise<JetStreamManager> {
   try {
     // checkAPI (the default) makes one request, so a server without JetStream fails here with a clear message.
-    return await jetstreamManager(nc, { timeout: NATS_REQUEST_TIMEOUT_MS });
+    return await natsLib().jetstream.jetstreamManager(nc, { timeout: NATS_REQUEST_TIMEOUT_MS });
   } catch (error) {
     throw natsUnavailable(`JetStream is not available at ${servers}: ${describeNatsError(error)}`, "servers", error);
   }
@@ -224,7 +256,7 @@ export function requestMany(
   const replies: (Msg | undefined)[] = new Array<Msg | undefined>(requests.length).fill(undefined);
   if (requests.length === 0) return Promise.resolve({ replies, failure: null });
   return new Promise((resolve) => {
-    const inbox = createInbox();
+    const inbox = natsLib().transport.createInbox();
     const indexStart = inbox.length + 1;
     let sent = 0;
     let answered = 0;

@@ -3,8 +3,7 @@
  * `chi2_contingency` (the homogeneity test NannyML and Alibi Detect use). Distribution functions come from
  * stdlib (`gammainc` upper regularised = chi-square survival; `erfc` = normal tail), not hand-written.
  */
-import gammainc from "@stdlib/math-base-special-gammainc";
-import erfc from "@stdlib/math-base-special-erfc";
+import { erfc, gammainc } from "./special.js";
 import { MlshipError } from "../../core/index.js";
 import { pairwiseSum } from "./numeric.js";
 

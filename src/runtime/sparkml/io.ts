@@ -6,7 +6,6 @@
 import { readFile, readdir } from "node:fs/promises";
 import path from "node:path";
 import { brotliDecompressSync, gunzipSync } from "node:zlib";
-import { asyncBufferFromFile, parquetReadObjects } from "hyparquet";
 import type { Compressors } from "hyparquet";
 import { MlshipError } from "../../core/index.js";
 import type { LoadedStage, SparkMatrix, SparkVector, StageContext, StageMetadata } from "./types.js";
@@ -119,6 +118,8 @@ export async function readParquetRows(dir: string, sub = "data", optional = fals
       cause: error,
     });
   }
+  // Loaded here rather than at the top: only a Spark model's loading reads Parquet.
+  const { asyncBufferFromFile, parquetReadObjects } = await import("hyparquet");
   const rows: Record<string, unknown>[] = [];
   for (const name of parts) {
     const file = path.join(datasetDir, name);

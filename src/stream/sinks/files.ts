@@ -18,7 +18,6 @@ import fs from "node:fs";
 import fsp from "node:fs/promises";
 import path from "node:path";
 import BetterSqlite3 from "better-sqlite3";
-import { parquetWriteBuffer } from "hyparquet-writer";
 import { MlshipError, type Logger } from "../../core/index.js";
 import type { FolderSinkSpec, OutputRow, SinkWriteContext, StreamSink } from "../types.js";
 import { outputValue } from "./sql.js";
@@ -224,7 +223,7 @@ class FolderSink implements StreamSink {
     );
     const tmp = path.join(this.#folder, TMP_PREFIX + name);
     const final = path.join(this.#folder, name);
-    const content = this.kind === "jsonl" ? jsonLines(rows) : parquetFile(rows);
+    const content = this.kind === "jsonl" ? jsonLines(rows) : await parquetFile(rows);
     try {
       await writeDurably(tmp, content);
     } catch (error) {
@@ -350,7 +349,9 @@ function parquetKind(values: readonly unknown[]): ParquetKind {
   return kind ?? "STRING";
 }
 
-function parquetFile(rows: readonly NewRow[]): Uint8Array {
+/** Parquet bytes of `rows`; hyparquet-writer is loaded by the first Parquet part file (JSON Lines sinks never load it). */
+async function parquetFile(rows: readonly NewRow[]): Promise<Uint8Array> {
+  const { parquetWriteBuffer } = await import("hyparquet-writer");
   const names: string[] = [];
   const values = new Map<string, unknown[]>();
   for (let index = 0; index < rows.length; index += 1) {

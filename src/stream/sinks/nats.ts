@@ -12,7 +12,6 @@
  * a second.
  */
 import type { JetStreamManager } from "@nats-io/jetstream";
-import { headers as natsHeaders } from "@nats-io/transport-node";
 import { MlshipError, type Logger } from "../../core/index.js";
 import {
   checkJetStreamName,
@@ -22,6 +21,7 @@ import {
   findStreamForSubject,
   mapOpenError,
   NATS_REQUEST_TIMEOUT_MS,
+  natsLib,
   natsUnavailable,
   openJetStreamManager,
   parseServers,
@@ -120,7 +120,7 @@ class NatsSink implements StreamSink {
     const { replies, failure } = await requestMany(
       this.#nc,
       rows.map((row) => {
-        const headers = natsHeaders();
+        const headers = natsLib().transport.headers();
         headers.set(MSG_ID_HEADER, `${context.stream}:${row.id}`);
         return { subject: this.#spec.subject, data: encodeRow(row), headers };
       }),

@@ -24,11 +24,11 @@ import path from "node:path";
 import fs from "node:fs";
 import BetterSqlite3 from "better-sqlite3";
 import { CompiledQuery, Kysely, PostgresDialect } from "kysely";
-import pg from "pg";
+import type pg from "pg";
 // Straight from the module: batch's index pulls in its HTTP routes and scheduler, which a sink has no use for.
 import { checkTableName } from "../../batch/sinks.js";
 import { MlshipError, type Logger } from "../../core/index.js";
-import { isTransientConflict, isUnavailable, isUniqueViolation, redactUrl, type SqlStore } from "../../store/index.js";
+import { isTransientConflict, isUnavailable, isUniqueViolation, pgDriver, redactUrl, type SqlStore } from "../../store/index.js";
 import type { OutputRow, PostgresSinkSpec, SinkWriteContext, SqliteSinkSpec, StreamSink } from "../types.js";
 
 /** Columns every sink table starts with, in this order. */
@@ -732,7 +732,7 @@ function postgresTarget(spec: PostgresSinkSpec, table: string, store: SqlStore):
   let pool: pg.Pool;
   try {
     // Small: a stream writes one micro-batch at a time; DDL and the write transaction are the only concurrency.
-    pool = new pg.Pool({ connectionString: spec.url, max: 2, connectionTimeoutMillis: 10_000 });
+    pool = new (pgDriver().Pool)({ connectionString: spec.url, max: 2, connectionTimeoutMillis: 10_000 });
   } catch (error) {
     throw new MlshipError("MLSHIP_ERR_CONFIG_INVALID", `postgres sink url ${location} is not valid: ${errorText(error)}`, {
       field: "url",

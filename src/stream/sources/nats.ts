@@ -16,8 +16,8 @@
  * sinks' idempotence keeps the output right, but the work is done twice: give `ackWaitMs` a margin over the
  * slowest micro-batch.
  */
-import { AckPolicy, DeliverPolicy, type ConsumerConfig, type ConsumerInfo, type JetStreamManager } from "@nats-io/jetstream";
-import { createInbox, type Msg } from "@nats-io/transport-node";
+import type { ConsumerConfig, ConsumerInfo, JetStreamManager } from "@nats-io/jetstream";
+import type { Msg } from "@nats-io/transport-node";
 import { MlshipError, type Logger } from "../../core/index.js";
 import {
   checkJetStreamName,
@@ -30,6 +30,7 @@ import {
   mapOpenError,
   nanos,
   NATS_REQUEST_TIMEOUT_MS,
+  natsLib,
   natsUnavailable,
   openJetStreamManager,
   parseServers,
@@ -153,6 +154,7 @@ class NatsSource implements StreamSource {
    */
   async #ensureConsumer(jsm: JetStreamManager): Promise<void> {
     const { stream, durable, subject } = this.#spec;
+    const { AckPolicy, DeliverPolicy } = natsLib().jetstream;
     const wanted: Partial<ConsumerConfig> = {
       durable_name: durable,
       ack_policy: AckPolicy.Explicit,
@@ -198,7 +200,7 @@ class NatsSource implements StreamSource {
     const problem =
       config.deliver_subject !== undefined && config.deliver_subject !== ""
         ? "is a push consumer"
-        : config.ack_policy !== AckPolicy.Explicit
+        : config.ack_policy !== natsLib().jetstream.AckPolicy.Explicit
           ? `acks with policy "${config.ack_policy}", not "explicit"`
           : (config.filter_subject ?? "") !== (this.#spec.subject ?? "") ||
               (config.filter_subjects !== undefined && config.filter_subjects.length > 0)
@@ -254,7 +256,7 @@ class NatsSource implements StreamSource {
         else resolve(messages);
       };
       const onAbort = (): void => finish();
-      const inbox = createInbox();
+      const inbox = natsLib().transport.createInbox();
       const sub = nc.subscribe(inbox, {
         callback: (error, msg) => {
           if (error !== null) {
