@@ -1,12 +1,13 @@
 import path from "node:path";
 import { Command } from "commander";
-import { isMlshipError } from "../core/index.js";
+import { MlshipError, isMlshipError } from "../core/index.js";
 import type { Manifest, ServingSettings, Signature } from "../package/index.js";
 import { exportMlflowModel, loadPackage } from "../package/index.js";
 // TODO(index): src/package/index.ts does not re-export the MLflow exporter yet (another owner's file); import it
 // from there and drop this exception once it does.
 import { parseModelRef, type AliasEvent, type ModelRecord, type VersionRecord } from "../registry/index.js";
 import { registerModel } from "../app.js";
+import type { OptimizeVersionOptions } from "../optimize/index.js";
 import { collect, parseColumns, parseMetrics, parsePairs, parseVersion, usageError } from "./args.js";
 import type { CliContext, GlobalOptions } from "./context.js";
 import { formatKv, formatTable, printJson, printLine } from "./io.js";
@@ -346,6 +347,97 @@ export function modelsCommand(ctx: CliContext): Command {
       if (o.json === true) return printJson(ctx.io, { model: record.name, version: record.version, ...result });
       printLine(ctx.io, `${record.name}@${record.version} exported to ${result.dir} (MLflow onnx flavor: ${result.files.join(", ")})`);
       for (const note of result.notes) printLine(ctx.io, `note: ${note}`);
+    });
+
+  models
+    .command("optimize")
+    .description("make a smaller/faster version: int8 quantization, fp16 or onnxruntime graph optimization, with a report and an accuracy gate (docs/optimize.md)")
+    .argument("<ref>", "the parent: name, name@3, name@production or models:/name@production")
+    .option("--quantize <method>", "int8-dynamic (MatMul/Gemm weights int8, activations at run time) or int8-static (QDQ, needs --calibration)")
+    .option("--calibration <csv>", "int8-static: rows (the model's feature columns) to measure activation ranges on")
+    .option("--calibration-method <method>", "int8-static: minmax or percentile (default minmax)")
+    .option("--percentile <p>", "int8-static with percentile: the percentile kept (default 99.99)")
+    .option("--per-channel", "int8: one weight scale per output column instead of one per tensor")
+    .option("--include-conv", "int8-dynamic: also quantize Conv layers (ConvInteger)")
+    .option("--fp16", "convert weights and computation to float16 (inputs and outputs stay float32)")
+    .option("--keep-float32 <ops>", "fp16: more op types to keep in float32, e.g. Softmax,LayerNormalization")
+    .option("--optimize-level <level>", "onnxruntime graph optimization saved into the model: disabled, basic, extended or all")
+    .option("--validate <csv>", "CSV with the feature columns and the label column: accuracy, agreement and the gate")
+    .option("--label-column <name>", "label column of the CSV files (default label, else target)")
+    .option("--max-accuracy-drop <x>", "refuse the new version when parent accuracy - new accuracy (R2 for regression) exceeds this", "0.01")
+    .option("--name <name>", "register under this model name (default: the parent's)")
+    .option("--description <text>", "description of the new version")
+    .option("--runs <n>", "timed runs per latency figure", "50")
+    .option("--dry-run", "report only; register nothing")
+    .option("--json", "print the report (and the new version) as JSON")
+    .action(async (refText: string, _opts: unknown, cmd: Command) => {
+      const o = globals<
+        JsonFlag & {
+          quantize?: string;
+          calibration?: string;
+          calibrationMethod?: string;
+          percentile?: string;
+          perChannel?: boolean;
+          includeConv?: boolean;
+          fp16?: boolean;
+          keepFloat32?: string;
+          optimizeLevel?: string;
+          validate?: string;
+          labelColumn?: string;
+          maxAccuracyDrop: string;
+          name?: string;
+          description?: string;
+          runs: string;
+          dryRun?: boolean;
+        }
+      >(cmd);
+      const number = (text: string, flag: string): number => {
+        const x = Number(text);
+        if (text.trim() === "" || !Number.isFinite(x)) throw usageError(`${flag} must be a number, got "${text}"`, flag);
+        return x;
+      };
+      const runs = number(o.runs, "--runs");
+      if (!Number.isInteger(runs) || runs < 1) throw usageError(`--runs must be a whole number >= 1, got "${o.runs}"`, "--runs");
+      const options: OptimizeVersionOptions = {
+        ref: refText,
+        maxAccuracyDrop: number(o.maxAccuracyDrop, "--max-accuracy-drop"),
+        runs,
+        ...(o.quantize === undefined ? {} : { quantize: o.quantize as OptimizeVersionOptions["quantize"] }),
+        ...(o.calibration === undefined ? {} : { calibration: path.resolve(ctx.io.cwd, o.calibration) }),
+        ...(o.calibrationMethod === undefined ? {} : { calibrationMethod: o.calibrationMethod as OptimizeVersionOptions["calibrationMethod"] }),
+        ...(o.percentile === undefined ? {} : { percentile: number(o.percentile, "--percentile") }),
+        ...(o.perChannel === true ? { perChannel: true } : {}),
+        ...(o.includeConv === true ? { conv: true } : {}),
+        ...(o.fp16 === true ? { fp16: true } : {}),
+        ...(o.keepFloat32 === undefined ? {} : { keepFloat32: o.keepFloat32.split(",").map((x) => x.trim()).filter((x) => x !== "") }),
+        ...(o.optimizeLevel === undefined ? {} : { level: o.optimizeLevel as OptimizeVersionOptions["level"] }),
+        ...(o.validate === undefined ? {} : { validate: path.resolve(ctx.io.cwd, o.validate) }),
+        ...(o.labelColumn === undefined ? {} : { labelColumn: o.labelColumn }),
+        ...(o.name === undefined ? {} : { name: o.name }),
+        ...(o.description === undefined ? {} : { description: o.description }),
+        ...(o.dryRun === true ? { dryRun: true } : {}),
+      };
+      // Loaded on use: the optimizer brings onnxruntime-node into this process, which other commands do not need.
+      const { checkOptimizeOptions, optimizeVersion, reportLines } = await import("../optimize/index.js");
+      // Flag combinations are checked before the store is opened.
+      checkOptimizeOptions(options);
+      const app = await ctx.app(o);
+      const result = await optimizeVersion(
+        { registry: app.registry, artifacts: app.artifacts, stagingRoot: app.paths.staging, user: app.config.user },
+        options,
+      );
+      if (o.json === true) printJson(ctx.io, result);
+      else {
+        printLine(ctx.io, `parent        ${result.parent.name}@${result.parent.version}`);
+        for (const line of reportLines(result.report)) printLine(ctx.io, line);
+        if (result.record !== undefined) printLine(ctx.io, `registered    ${result.record.name}@${result.record.version}`);
+        else if (!result.refused) printLine(ctx.io, "dry run: nothing registered");
+      }
+      if (result.refused) {
+        throw new MlshipError("MLSHIP_ERR_OPTIMIZE_GATE_FAILED", `optimized model refused, nothing registered: ${result.report.gate.message}`, {
+          field: "--max-accuracy-drop",
+        });
+      }
     });
 
   return models;

@@ -149,6 +149,10 @@ export const ERROR_CODES = {
     http: 409, grpc: GrpcStatus.FAILED_PRECONDITION, mlflow: "INVALID_STATE",
     description: "The rollout action does not fit the current state: a rollout is already active for the alias, the rollout has ended, or the challenger is the champion.",
   },
+  MLSHIP_ERR_OPTIMIZE_GATE_FAILED: {
+    http: 422, grpc: GrpcStatus.FAILED_PRECONDITION, mlflow: "INVALID_STATE",
+    description: "An optimized model (quantized, fp16 or graph-optimized) lost more accuracy on the validation file than --max-accuracy-drop allows; nothing was registered.",
+  },
   MLSHIP_ERR_ROLLOUT_GATE_FAILED: {
     http: 422, grpc: GrpcStatus.FAILED_PRECONDITION, mlflow: "INVALID_STATE",
     description: "A promotion gate failed: the candidate missed a threshold on the holdout data or was worse than the current version by more than the margin (the details list each check).",
