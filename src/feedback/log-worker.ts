@@ -6,7 +6,7 @@
 import { parentPort, workerData } from "node:worker_threads";
 import { openSqlStore, type SqlStore } from "../store/index.js";
 import { LogWriter, type LogLines } from "./log-writer.js";
-import type { LogWorkerData, ToLogWorker, FromLogWorker } from "./log-thread.js";
+import { fromWire, type LogWorkerData, type ToLogWorker, type FromLogWorker } from "./log-thread.js";
 import { SpillFolder } from "./spill.js";
 import { SqlPredictionStore } from "./store.js";
 import type { PredictionRecord } from "./types.js";
@@ -93,7 +93,7 @@ async function handle(message: ToLogWorker): Promise<void> {
     }
     case "write":
       await opened;
-      await track(writer.write(message.events, message.spillOnly));
+      await track(writer.write(fromWire(message.events), message.spillOnly));
       send({ type: "done", id: message.id, counters: writer.counters() });
       return;
     case "replay": {

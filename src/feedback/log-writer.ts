@@ -6,7 +6,7 @@
 import { MlshipError } from "../core/index.js";
 import type { Manifest } from "../package/index.js";
 import type { ScoringEvent } from "../scoring/index.js";
-import { feedbackSpecOf, recordsOf } from "./spec.js";
+import { feedbackSpecOf, recordsOf, RowTextMemo } from "./spec.js";
 import type { SpillFileInfo, SpillFolder } from "./spill.js";
 import type { FeedbackSpec, PredictionRecord, PredictionStore } from "./types.js";
 
@@ -165,13 +165,15 @@ export class LogWriter implements LogSink {
 
   private build(events: readonly LoggedEvent[]): PredictionRecord[] {
     const records: PredictionRecord[] = [];
+    // Repeats of one cached answer share their tensors: their rows' JSON is written once per batch.
+    const memo = new RowTextMemo();
     for (const event of events) {
       const feedback = this.versions.get(versionKey(event.model, event.version as number));
       try {
         if (feedback === undefined) throw new Error(`no manifest was handed over for ${event.model}@${event.version}`);
         const draw = event.draw;
         const random = draw === undefined ? this.random : () => draw;
-        for (const record of recordsOf(event as ScoringEvent, feedback.spec, feedback.manifest, random)) records.push(record);
+        for (const record of recordsOf(event as ScoringEvent, feedback.spec, feedback.manifest, random, memo)) records.push(record);
       } catch (err) {
         this.drop("record_error", event.rows);
         this.logger.error({ err, model: event.model, version: event.version }, "prediction log: could not build the rows of a prediction");

@@ -5,6 +5,7 @@ export { MLFLOW_FORMATS } from "./mlflow-input.js";
 export { postprocessOutputSpecs } from "./context.js";
 export { toFloat16Bits } from "./values.js";
 export { parseJsonBody } from "./json-body.js";
+export { newRequestId } from "./request-id.js";
 export { decodeRaw, encodeRaw, RAW_ELEMENT_BYTES, splitLengthPrefixed } from "./raw.js";
 export type * from "./types.js";
 export { createPredictionCache, ExactMemo, MemoryPredictionCache, RedisPredictionCache, predictionKey } from "./cache/index.js";

@@ -246,6 +246,12 @@ function missingColumn(table: Table, name: string, ctx: ModelContext): MlshipErr
   );
 }
 
+function sameNames(a: readonly string[], b: readonly string[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
 /** Feeds from tabular data, per conventions.md "Inputs". */
 export function tableToFeeds(tableIn: Table, ctx: ModelContext): Record<string, Tensor> {
   let table = tableIn;
@@ -257,14 +263,22 @@ export function tableToFeeds(tableIn: Table, ctx: ModelContext): Record<string, 
   }
   if (table.rowCount === 0) throw bad(table.source, `${table.source} has no rows`);
   const feeds: Record<string, Tensor> = {};
-  const colIndex = new Map<string, number>();
-  table.columns?.forEach((c, i) => {
-    if (!colIndex.has(c)) colIndex.set(c, i);
-  });
+  // Column positions by name (the first of a repeated name), made only where a name is looked up.
+  let colIndexMap: Map<string, number> | undefined;
+  const colIndex = (): Map<string, number> => {
+    if (colIndexMap === undefined) {
+      const map = new Map<string, number>();
+      table.columns?.forEach((c, i) => {
+        if (!map.has(c)) map.set(c, i);
+      });
+      colIndexMap = map;
+    }
+    return colIndexMap;
+  };
   const target = ctx.columnsInput;
 
   const byNameCells = (spec: TensorSpec): Tensor => {
-    const c = colIndex.get(spec.name);
+    const c = colIndex().get(spec.name);
     if (c === undefined) {
       throw new MlshipError("MLSHIP_ERR_INPUT_MISSING", `${table.source}: missing column '${spec.name}' for model input '${spec.name}'`, {
         field: spec.name,
@@ -288,9 +302,14 @@ export function tableToFeeds(tableIn: Table, ctx: ModelContext): Record<string, 
         );
       }
       cols = declared.map((_, i) => i);
+    } else if (sameNames(table.columns, declared)) {
+      // The usual request: the declared columns in their order. (Declared names are unique, so each one's first
+      // position is its own: the lookup below would give the same.) Comparing is cheaper than hashing the names.
+      cols = declared.map((_, i) => i);
     } else {
+      const index = colIndex();
       cols = declared.map((name) => {
-        const i = colIndex.get(name);
+        const i = index.get(name);
         if (i === undefined) throw missingColumn(table, name, ctx);
         return i;
       });
@@ -310,13 +329,13 @@ export function tableToFeeds(tableIn: Table, ctx: ModelContext): Record<string, 
   }
 
   const names = table.columns;
-  const allByName = !selected && names !== undefined && ctx.inputs.every((s) => colIndex.has(s.name)) && (ctx.inputs.length > 1 || names.length === 1);
+  const allByName = !selected && names !== undefined && ctx.inputs.every((s) => colIndex().has(s.name)) && (ctx.inputs.length > 1 || names.length === 1);
   if (allByName) {
     for (const spec of ctx.inputs) feeds[spec.name] = byNameCells(spec);
     return feeds;
   }
   if (ctx.inputs.length !== 1 || target === undefined) {
-    const missing = ctx.inputs.find((s) => !colIndex.has(s.name));
+    const missing = ctx.inputs.find((s) => !colIndex().has(s.name));
     throw new MlshipError(
       "MLSHIP_ERR_INPUT_MISSING",
       `${table.source}: model '${ctx.name}' has inputs ${ctx.inputs.map((s) => `'${s.name}'`).join(", ")}; give one column per input${missing === undefined ? "" : ` (missing '${missing.name}')`}`,

@@ -14,43 +14,50 @@ function rawBytes(data: Exclude<TensorData, string[]>): Uint8Array {
   return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
 }
 
-function stringPayload(data: readonly string[]): Buffer {
-  const parts: Buffer[] = [];
-  for (const s of data) {
-    const b = Buffer.from(s, "utf8");
-    const len = Buffer.allocUnsafe(4);
-    len.writeUInt32LE(b.length, 0);
-    parts.push(len, b);
-  }
-  return Buffer.concat(parts);
+/** Bytes of a tensor's payload: the typed array's, or per string a u32 length and its UTF-8. */
+function payloadBytes(data: TensorData): number {
+  if (!Array.isArray(data)) return data.byteLength;
+  let n = 4 * data.length;
+  for (const s of data) n += Buffer.byteLength(s, "utf8");
+  return n;
 }
 
 export function encodePrediction(value: CachedPrediction): Buffer {
-  const entries = Object.entries(value.outputs);
-  // Sized first and written into one buffer: the entry is made on every cache miss.
-  const names = entries.map(([name]) => Buffer.from(name, "utf8"));
-  const payloads = entries.map(([, t]) => (Array.isArray(t.data) ? stringPayload(t.data) : rawBytes(t.data)));
+  const outputs = value.outputs;
+  const names = Object.keys(outputs);
+  // Sized first and written into one buffer, names and strings in place: the entry is made on every cache miss.
   let size = 7;
-  entries.forEach(([, t], i) => {
-    size += 2 + (names[i] as Buffer).length + 2 + 8 * t.shape.length + 4 + (payloads[i] as Uint8Array).byteLength;
-  });
+  for (const name of names) {
+    const t = outputs[name] as Tensor;
+    size += 2 + Buffer.byteLength(name, "utf8") + 2 + 8 * t.shape.length + 4 + payloadBytes(t.data);
+  }
   // Not from Node's shared pool: an entry lives long, and a pooled slice would keep its whole 8 KiB pool alive.
   const out = Buffer.allocUnsafeSlow(size);
   out.writeUInt32LE(MAGIC, 0);
   out.writeUInt8(FORMAT, 4);
-  let o = out.writeUInt16LE(entries.length, 5);
-  entries.forEach(([, t], i) => {
-    const name = names[i] as Buffer;
-    const payload = payloads[i] as Uint8Array;
-    o = out.writeUInt16LE(name.length, o);
-    o += name.copy(out, o);
+  let o = out.writeUInt16LE(names.length, 5);
+  for (const name of names) {
+    const t = outputs[name] as Tensor;
+    const nameBytes = out.write(name, o + 2, "utf8");
+    o = out.writeUInt16LE(nameBytes, o) + nameBytes;
     o = out.writeUInt8(DTYPES.indexOf(t.dtype), o);
     o = out.writeUInt8(t.shape.length, o);
     for (const d of t.shape) o = out.writeDoubleLE(d, o);
-    o = out.writeUInt32LE(payload.byteLength, o);
-    out.set(payload, o);
-    o += payload.byteLength;
-  });
+    const start = o + 4;
+    let end = start;
+    if (Array.isArray(t.data)) {
+      for (const s of t.data) {
+        const n = out.write(s, end + 4, "utf8");
+        out.writeUInt32LE(n, end);
+        end += 4 + n;
+      }
+    } else {
+      out.set(rawBytes(t.data), start);
+      end = start + t.data.byteLength;
+    }
+    out.writeUInt32LE(end - start, o);
+    o = end;
+  }
   return out;
 }
 

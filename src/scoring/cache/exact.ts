@@ -1,6 +1,7 @@
 import { hash } from "node:crypto";
 import type { Tensor } from "../../core/index.js";
 import type { Orientation } from "../types.js";
+import { OldestFirst } from "./oldest.js";
 
 /**
  * One answered request body: what scoring computed for it, and a place where the transport keeps the response it
@@ -58,6 +59,7 @@ function tensorBytes(tensors: Record<string, Tensor> | undefined): number {
  */
 export class ExactMemo {
   private readonly slots = new Map<string, Slot>();
+  private readonly oldest = new OldestFirst(this.slots);
   private bytes = 0;
   private readonly maxBytes: number;
   private readonly maxEntries: number;
@@ -104,7 +106,7 @@ export class ExactMemo {
     // CLOCK: the oldest entry goes unless it was used since its last turn, then it moves to the back once.
     let turns = this.slots.size;
     while ((this.slots.size > this.maxEntries || this.bytes > this.maxBytes) && this.slots.size > 0) {
-      const [oldKey, oldSlot] = this.slots.entries().next().value as [string, Slot];
+      const [oldKey, oldSlot] = this.oldest.next() as [string, Slot];
       this.slots.delete(oldKey);
       if (oldKey === key || (oldSlot.touched && turns-- > 0)) {
         oldSlot.touched = false;
@@ -117,6 +119,7 @@ export class ExactMemo {
 
   clear(): void {
     this.slots.clear();
+    this.oldest.reset();
     this.bytes = 0;
   }
 

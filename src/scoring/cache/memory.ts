@@ -1,4 +1,5 @@
 import { decodePrediction, encodePrediction } from "./codec.js";
+import { OldestFirst } from "./oldest.js";
 import type { CachedPrediction, PredictionCache } from "./types.js";
 
 export interface MemoryCacheOptions {
@@ -30,6 +31,7 @@ export class MemoryPredictionCache implements PredictionCache {
   private readonly now: () => number;
   // A Map iterates in insertion order: re-inserting on a hit makes the first key the least recently used.
   private readonly entries = new Map<string, Entry>();
+  private readonly oldest = new OldestFirst(this.entries);
   private bytes = 0;
 
   constructor(options: MemoryCacheOptions = {}) {
@@ -80,6 +82,7 @@ export class MemoryPredictionCache implements PredictionCache {
 
   close(): Promise<void> {
     this.entries.clear();
+    this.oldest.reset();
     this.bytes = 0;
     return Promise.resolve();
   }
@@ -90,9 +93,10 @@ export class MemoryPredictionCache implements PredictionCache {
   }
 
   private evict(): void {
-    for (const [key, entry] of this.entries) {
-      if (this.bytes <= this.maxBytes && this.entries.size <= this.maxEntries) return;
-      this.remove(key, entry);
+    while (this.bytes > this.maxBytes || this.entries.size > this.maxEntries) {
+      const oldest = this.oldest.next();
+      if (oldest === undefined) return;
+      this.remove(oldest[0], oldest[1]);
     }
   }
 }

@@ -1,11 +1,10 @@
-import { randomUUID } from "node:crypto";
 import { Metadata, Server, ServerCredentials, setLogger } from "@grpc/grpc-js";
 import type { sendUnaryData, ServerUnaryCall, ServiceDefinition, UntypedServiceImplementation } from "@grpc/grpc-js";
 import { ERROR_CODES, GrpcStatus, MlshipError, silentLogger, toMlshipError } from "../../core/index.js";
 import type { ErrorCode, Logger, Tensor } from "../../core/index.js";
 import { parseModelRef } from "../../registry/index.js";
 import type { ModelRef, Registry } from "../../registry/index.js";
-import { v2TensorMetadata } from "../../scoring/index.js";
+import { newRequestId, v2TensorMetadata } from "../../scoring/index.js";
 import type { ScoringService } from "../../scoring/index.js";
 import { mlshipVersion } from "../http/index.js";
 import type { InferenceTokens } from "../http/inference-auth.js";
@@ -243,7 +242,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
     return (call: ServerUnaryCall<Q, R>, callback: sendUnaryData<R>): void => {
       const given = call.metadata.get("x-request-id")[0];
       const bodyId = (call.request as { id?: unknown } | null)?.id;
-      const requestId = typeof given === "string" && given !== "" ? given : typeof bodyId === "string" && bodyId !== "" ? bodyId : randomUUID();
+      const requestId = typeof given === "string" && given !== "" ? given : typeof bodyId === "string" && bodyId !== "" ? bodyId : newRequestId();
       const keyValue = call.metadata.get("mlship-key")[0];
       const info: CallInfo = { requestId, key: typeof keyValue === "string" && keyValue !== "" ? keyValue : undefined };
       // grpc-js emits `cancelled` when the client's deadline passes or it cancels, and also once the answer is

@@ -1,9 +1,9 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
+import { collectDefaultMetrics, Counter, Gauge, Registry } from "prom-client";
 import type { LoadedInfo, ScoringService } from "../../scoring/index.js";
 
 export type { RequestRecord, RequestSnapshot } from "./request-series.js";
-import { RequestSeries, type RequestRecord, type RequestSnapshot } from "./request-series.js";
+import { PlainHistogram, RequestSeries, type RequestRecord, type RequestSnapshot } from "./request-series.js";
 import { peekState } from "./state.js";
 import type { RouteConfig } from "./types.js";
 
@@ -76,24 +76,25 @@ export function createRequestMetrics(scoring: ScoringService, register: Registry
     },
   });
 
-  const batchSize = new Histogram({
+  // Observed once per batch and once per request it carries: plain numbers per version (prom-client would validate
+  // and hash a label object on every observation), exposed as histograms when scraped.
+  const batchSize = new PlainHistogram(register, {
     name: "mlship_batch_size",
     help: "Rows per run sent to the runtime (adaptive batching merges requests), by model and version.",
-    labelNames: ["model", "version"] as const,
+    labelNames: ["model", "version"],
     buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512],
-    registers: [register],
   });
-  const queueWait = new Histogram({
+  const queueWait = new PlainHistogram(register, {
     name: "mlship_queue_wait_seconds",
     help: "Seconds a request waited in its version's queue before its run was sent, by model and version.",
-    labelNames: ["model", "version"] as const,
+    labelNames: ["model", "version"],
     buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
-    registers: [register],
   });
   const unsubscribe = scoring.onBatch((b) => {
     const labels = { model: b.model, version: String(b.version) };
-    batchSize.observe(labels, b.rows);
-    for (const w of b.waits) queueWait.observe(labels, w);
+    batchSize.child(labels).observe(b.rows);
+    const wait = queueWait.child(labels);
+    for (const w of b.waits) wait.observe(w);
   });
   return {
     register,

@@ -90,6 +90,78 @@ class AccumulatedHistogram extends Histogram<string> {
   }
 }
 
+/** Appends one label set's bucket, sum and count samples, as prom-client exposes a histogram. */
+function pushHistogramSamples(out: Sample[], name: string, bounds: readonly number[], labels: Labels, buckets: readonly number[], sum: number, count: number): void {
+  let cumulative = 0;
+  bounds.forEach((bound, i) => {
+    cumulative += buckets[i] as number;
+    out.push({ labels: { le: String(bound), ...labels }, value: cumulative, metricName: `${name}_bucket` });
+  });
+  out.push({ labels: { le: "+Inf", ...labels }, value: count, metricName: `${name}_bucket` });
+  out.push({ labels, value: sum, metricName: `${name}_sum` });
+  out.push({ labels, value: count, metricName: `${name}_count` });
+}
+
+/** Index of the bucket a value falls in (the first bound >= value; bounds.length is +Inf). */
+function bucketOf(bounds: readonly number[], value: number): number {
+  let i = 0;
+  while (i < bounds.length && value > (bounds[i] as number)) i++;
+  return i;
+}
+
+/** One label set of a `PlainHistogram`. */
+export interface PlainHistogramChild {
+  observe(value: number): void;
+}
+
+/**
+ * A histogram kept as plain numbers per label set and exposed through prom-client at scrape time, for series
+ * observed on the hot path (see `AccumulatedHistogram`). `child(labels)` is cheap to call again: one map lookup.
+ */
+export class PlainHistogram {
+  private readonly sets = new Map<string, { labels: Labels; buckets: number[]; sum: number; count: number; child: PlainHistogramChild }>();
+  private readonly bounds: readonly number[];
+  private readonly labelNames: readonly string[];
+
+  constructor(register: Registry, config: { name: string; help: string; labelNames: string[]; buckets: number[] }) {
+    this.bounds = [...config.buckets];
+    this.labelNames = [...config.labelNames];
+    const name = config.name;
+    new AccumulatedHistogram(
+      () => {
+        const out: Sample[] = [];
+        for (const s of this.sets.values()) pushHistogramSamples(out, name, this.bounds, s.labels, s.buckets, s.sum, s.count);
+        return out;
+      },
+      { ...config, buckets: [...config.buckets], registers: [register] },
+    );
+  }
+
+  child(labels: Labels): PlainHistogramChild {
+    const key = this.labelNames.map((n) => labels[n] ?? "").join("\u0000");
+    const known = this.sets.get(key);
+    if (known !== undefined) return known.child;
+    const bounds = this.bounds;
+    const buckets = new Array<number>(bounds.length + 1).fill(0);
+    const set = {
+      labels: Object.fromEntries(this.labelNames.map((n) => [n, labels[n] ?? ""])),
+      buckets,
+      sum: 0,
+      count: 0,
+      child: {
+        observe: (value: number) => {
+          const i = bucketOf(bounds, value);
+          buckets[i] = (buckets[i] as number) + 1;
+          set.sum += value;
+          set.count += 1;
+        },
+      },
+    };
+    this.sets.set(key, set);
+    return set.child;
+  }
+}
+
 /**
  * Request counters and the latency histogram of one server, kept as plain numbers per (model, version, protocol)
  * and exposed through prom-client: `mlship_requests_total`, `mlship_request_errors_total`, `mlship_rows_total`
@@ -158,8 +230,7 @@ export class RequestSeries {
     } else {
       s.rows += r.rows;
     }
-    let i = 0;
-    while (i < this.bounds.length && r.seconds > (this.bounds[i] as number)) i++;
+    const i = bucketOf(this.bounds, r.seconds);
     s.buckets[i] = (s.buckets[i] as number) + 1;
     s.sum += r.seconds;
     s.count += 1;
@@ -197,17 +268,7 @@ export class RequestSeries {
 
   private durationSamples(name: string): Sample[] {
     const out: Sample[] = [];
-    for (const s of this.series.values()) {
-      const labels = { model: s.model, version: s.version, protocol: s.protocol };
-      let cumulative = 0;
-      this.bounds.forEach((bound, i) => {
-        cumulative += s.buckets[i] as number;
-        out.push({ labels: { le: String(bound), ...labels }, value: cumulative, metricName: `${name}_bucket` });
-      });
-      out.push({ labels: { le: "+Inf", ...labels }, value: s.count, metricName: `${name}_bucket` });
-      out.push({ labels, value: s.sum, metricName: `${name}_sum` });
-      out.push({ labels, value: s.count, metricName: `${name}_count` });
-    }
+    for (const s of this.series.values()) pushHistogramSamples(out, name, this.bounds, { model: s.model, version: s.version, protocol: s.protocol }, s.buckets, s.sum, s.count);
     return out;
   }
 }
