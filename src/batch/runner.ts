@@ -1,7 +1,10 @@
 import { performance } from "node:perf_hooks";
-import { MlshipError, toMlshipError, type Logger } from "../core/index.js";
+import { MlshipError, toMlshipError, type Logger, type Tensor } from "../core/index.js";
 import type { Registry } from "../registry/index.js";
-import { formatMlflowResponse, type ScoringService } from "../scoring/index.js";
+import type { Manifest } from "../package/index.js";
+import { formatMlflowResponse, type ScoreResult, type ScoringService } from "../scoring/index.js";
+import { cellOf, chunkCells, type ChunkCells } from "./readers.js";
+import { tensorRowsSink, type TensorRows } from "./sinks.js";
 import type { RunCounters, RunStore } from "./runs.js";
 import { idText } from "./shard.js";
 import type { BatchCell, BatchReject, BatchRun, PredictionSink, ProgressReporter, RowChunk, RowSource, ScoredRow } from "./types.js";
@@ -84,6 +87,34 @@ interface Layout {
 }
 
 /**
+ * How rows whose features are all numbers can be scored as a tensor, skipping the MLflow body: the model's declared
+ * columns feed its only input, a float tensor, with no tabular pre-processing. For such rows the MLflow path would
+ * cast each number into the same tensor (conventions.md "Inputs"), so the predictions are the same.
+ */
+interface TensorPlan {
+  input: string;
+  dtype: "float32" | "float64";
+  /** The input's dims after the batch one, as the declared columns fill them. */
+  trailing: number[];
+}
+
+function tensorPlanOf(manifest: Manifest): TensorPlan | undefined {
+  const { inputs, columnsInput, columns } = manifest.signature;
+  // Pre-processing (tabular steps, images) belongs to the MLflow path.
+  if (manifest.preprocess.length > 0 || inputs.length !== 1 || columns === undefined || columns.length === 0) return undefined;
+  const input = inputs[0];
+  if (input === undefined || (columnsInput !== undefined && columnsInput !== input.name)) return undefined;
+  if (input.dtype !== "float32" && input.dtype !== "float64") return undefined;
+  // The declared columns fill the dims after the batch one (one of them may be free), as the MLflow path packs them.
+  const trailing = input.shape.slice(1);
+  const free = trailing.filter((d) => d < 0).length;
+  const known = trailing.reduce((product, d) => (d < 0 ? product : product * d), 1);
+  if (free > 1 || known === 0) return undefined;
+  if (free === 0 ? known !== columns.length : columns.length % known !== 0) return undefined;
+  return { input: input.name, dtype: input.dtype, trailing: trailing.map((d) => (d < 0 ? columns.length / known : d)) };
+}
+
+/**
  * Scores an input file into a sink, chunk by chunk, recording the run (counters and heartbeat every chunk) and the
  * rows it rejects. Counters describe the whole input of this run: a resumed run counts the rows it skips because
  * the sink already has their id in `rowsIn` and `rowsOut` (they have their prediction), so a resumed run that
@@ -102,6 +133,7 @@ export async function runBatch(options: RunBatchOptions): Promise<BatchRun> {
   let model: string;
   let version: number;
   let features: string[] | undefined;
+  let plan: TensorPlan | undefined;
   try {
     if (options.resume !== undefined) {
       model = options.resume.model;
@@ -113,8 +145,9 @@ export async function runBatch(options: RunBatchOptions): Promise<BatchRun> {
       model = resolved.version.name;
       version = resolved.version.version;
     }
-    const declared = (await scoring.resolve(`${model}@${version}`)).version.manifest.signature.columns;
-    features = declared?.map((c) => c.name);
+    const manifest = (await scoring.resolve(`${model}@${version}`)).version.manifest;
+    features = manifest.signature.columns?.map((c) => c.name);
+    plan = features === undefined ? undefined : tensorPlanOf(manifest);
   } catch (error) {
     await sink.close().catch(() => undefined);
     throw error;
@@ -141,6 +174,7 @@ export async function runBatch(options: RunBatchOptions): Promise<BatchRun> {
   logger.info({ runId, model, version, input: run.input, target: run.target, resumed: options.resume !== undefined }, "batch run started");
 
   const counters: RunCounters = { rowsIn: 0, rowsOut: 0, rowsRejected: 0 };
+  const tensorSink = tensorRowsSink(sink);
   const started = performance.now();
   let layout: Layout | undefined;
 
@@ -213,39 +247,219 @@ export async function runBatch(options: RunBatchOptions): Promise<BatchRun> {
     }
   };
 
-  const processChunk = async (chunk: RowChunk): Promise<void> => {
+  /**
+   * Chunks are written in order, one at a time, each while the next is scored: its write (and the run's record) is
+   * awaited before the next chunk's starts, so counters and progress only ever describe written chunks. A resumed
+   * run also waits for it before asking the sink which ids it already has.
+   */
+  let writing: Promise<void> | undefined;
+  /** True while a chunk's write is in flight. */
+  let writeBusy = false;
+  const settleWrite = async (): Promise<void> => {
+    const pending = writing;
+    writing = undefined;
+    if (pending !== undefined) await pending;
+  };
+
+  /**
+   * A columnar chunk (CSV, Parquet) for a model with a tensor plan: rows whose features are all numbers are scored as
+   * tensors built straight from the columns; the others (text, empty cells...) take the MLflow path, which casts or
+   * rejects them with their reason as before. Scored rows come back in input order.
+   */
+  const scoreColumns = async (
+    chunk: RowChunk,
+    cells: ChunkCells,
+    tensorPlan: TensorPlan,
+    featureNames: string[],
+    rejects: BatchReject[],
+  ): Promise<{ scored: ScoredRow[]; parts?: TensorRows[]; skipped: number }> => {
+    const { idIndex, featureIndexes } = layout as Layout;
+    const n = cells.length;
+    const idColumn = cells.columns[idIndex];
+    const featureColumns = featureIndexes.map((i) => cells.columns[i]);
+    const k = featureColumns.length;
+    // Rows with a feature cell that is not a number.
+    const mixed = new Uint8Array(n);
+    const numberColumns: Float64Array[] = [];
+    for (const column of featureColumns) {
+      if (column === undefined || column.kind === "cells") {
+        mixed.fill(1);
+        break;
+      }
+      numberColumns.push(column.values);
+      if (column.others !== null) for (const r of column.others.keys()) mixed[r] = 1;
+    }
+    const ids = new Array<string>(n);
+    let candidates: number[] = [];
+    for (let r = 0; r < n; r++) {
+      const id = idColumn === undefined ? null : rowId(cellOf(idColumn, r));
+      if (id === null) {
+        const rowNumber = chunk.rowNumbers[r] ?? chunk.firstRow + r;
+        rejects.push({ runId, rowNumber, rowId: null, field: options.idColumn, reason: `the id column "${options.idColumn}" is empty` });
+        continue;
+      }
+      ids[r] = id;
+      candidates.push(r);
+    }
+    let skipped = 0;
+    if (options.resume !== undefined && candidates.length > 0) {
+      await settleWrite();
+      const have = await sink.existing(model, candidates.map((r) => ids[r] as string));
+      if (have.size > 0) {
+        const before = candidates.length;
+        candidates = candidates.filter((r) => !have.has(ids[r] as string));
+        skipped = before - candidates.length;
+      }
+    }
+    const pendingOf = (r: number): PendingRow => ({
+      id: ids[r] as string,
+      rowNumber: chunk.rowNumbers[r] ?? chunk.firstRow + r,
+      data: featureColumns.map((column) => (column === undefined ? null : featureCell(cellOf(column, r)))),
+    });
+    const fast: number[] = [];
+    const slow: number[] = [];
+    for (const r of candidates) (mixed[r] === 1 ? slow : fast).push(r);
+
+    const byRow = new Array<ScoredRow | undefined>(n);
+    const place = (rows: readonly number[], outcome: { scored: ScoredRow[]; rejects: BatchReject[] }, pending: readonly PendingRow[]): void => {
+      // The MLflow path returns the good rows in order, without the rejected ones (known by their row number).
+      const rejected = new Set(outcome.rejects.map((reject) => reject.rowNumber));
+      let next = 0;
+      for (let i = 0; i < pending.length; i++) {
+        if (rejected.has((pending[i] as PendingRow).rowNumber)) continue;
+        const row = outcome.scored[next++];
+        if (row !== undefined) byRow[rows[i] as number] = row;
+      }
+      rejects.push(...outcome.rejects);
+    };
+    // Results of the tensor slices, in order; a slice that fell back to the MLflow path has none.
+    const results: Array<{ slice: readonly number[]; result: ScoreResult } | undefined> = [];
+    const scoreFast = async (slice: readonly number[], index: number): Promise<void> => {
+      const m = slice.length;
+      const data = tensorPlan.dtype === "float32" ? new Float32Array(m * k) : new Float64Array(m * k);
+      for (let j = 0; j < k; j++) {
+        const values = numberColumns[j] as Float64Array;
+        for (let t = 0; t < m; t++) data[t * k + j] = values[slice[t] as number] as number;
+      }
+      const tensor: Tensor = { dtype: tensorPlan.dtype, shape: [m, ...tensorPlan.trailing], data };
+      try {
+        const result = await scoring.score(nameAtVersion, { kind: "tensors", feeds: { [tensorPlan.input]: tensor } }, { protocol: "batch" });
+        results[index] = { slice, result };
+      } catch (error) {
+        if (!isInputError(error)) throw error;
+        const pending = slice.map(pendingOf);
+        place(slice, await scoreRows(pending, featureNames), pending);
+      }
+    };
+    const work: Promise<void>[] = [];
+    let slices = 0;
+    if (fast.length > 0) {
+      const sliceRows = Math.max(MIN_SLICE_ROWS, Math.ceil(fast.length / parallelism));
+      for (let i = 0; i < fast.length; i += sliceRows) work.push(scoreFast(fast.slice(i, i + sliceRows), slices++));
+    }
+    if (slow.length > 0) {
+      const pending = slow.map(pendingOf);
+      work.push(scoreRows(pending, featureNames).then((outcome) => place(slow, outcome, pending)));
+    }
+    await Promise.all(work);
+    // Every row scored as tensors: a sink that formats rows itself takes them as they are, unless it is still busy
+    // with the previous chunk (this thread would only wait for it: it formats them meanwhile instead).
+    const done = results.filter((r) => r !== undefined);
+    if (tensorSink !== undefined && !writeBusy && slow.length === 0 && slices > 0 && done.length === slices) {
+      const parts = done.map(({ slice, result }) => ({
+        ids: slice.map((r) => ids[r] as string),
+        rows: slice.length,
+        outputs: Object.entries(result.outputs).map(([name, t]) => ({ name, dtype: t.dtype, shape: t.shape, data: t.data })),
+      }));
+      return { scored: [], parts, skipped };
+    }
+    for (const { slice, result } of done) {
+      // One record per row, as the MLflow path gives them for dataframe input.
+      const predictions = formatMlflowResponse({ ...result, orientation: "records" }).predictions as Array<Record<string, unknown>>;
+      slice.forEach((r, t) => {
+        byRow[r] = { id: ids[r] as string, outputs: predictions[t] ?? {} };
+      });
+    }
+    const scored: ScoredRow[] = [];
+    for (let r = 0; r < n; r++) {
+      const row = byRow[r];
+      if (row !== undefined) scored.push(row);
+    }
+    return { scored, skipped };
+  };
+
+  /** A chunk scored, to be written. */
+  interface ScoredChunk {
+    scored: ScoredRow[];
+    /** The scored rows as tensors, for a sink that takes them (then `scored` is empty). */
+    parts?: TensorRows[];
+    rejects: BatchReject[];
+    rowsIn: number;
+    skipped: number;
+  }
+
+  const scoreChunk = async (chunk: RowChunk): Promise<ScoredChunk> => {
     layout ??= planLayout(chunk.columns, options.idColumn, features);
     const featureNames = layout.featureIndexes.map((i) => chunk.columns[i] as string);
     const unreadable = unreadableRows(chunk);
     const rejects: BatchReject[] = unreadable.map((p) => ({ runId, rowNumber: p.rowNumber, rowId: p.rowId, field: null, reason: p.reason }));
-    const pending: PendingRow[] = [];
-    for (let r = 0; r < chunk.rows.length; r++) {
-      const cells = chunk.rows[r] as BatchCell[];
-      const rowNumber = chunk.rowNumbers[r] ?? chunk.firstRow + r;
-      const id = rowId(cells[layout.idIndex]);
-      if (id === null) {
-        rejects.push({ runId, rowNumber, rowId: null, field: options.idColumn, reason: `the id column "${options.idColumn}" is empty` });
-        continue;
-      }
-      pending.push({ id, rowNumber, data: layout.featureIndexes.map((i) => featureCell(cells[i])) });
-    }
-    let toScore = pending;
+    const cells = plan === undefined ? undefined : chunkCells(chunk);
+    let rowCount: number;
+    let scored: ScoredRow[];
+    let parts: TensorRows[] | undefined;
     let skipped = 0;
-    if (options.resume !== undefined && pending.length > 0) {
-      const have = await sink.existing(model, pending.map((p) => p.id));
-      if (have.size > 0) {
-        toScore = pending.filter((p) => !have.has(p.id));
-        skipped = pending.length - toScore.length;
+    if (cells !== undefined && plan !== undefined) {
+      rowCount = cells.length;
+      ({ scored, parts, skipped } = await scoreColumns(chunk, cells, plan, featureNames, rejects));
+    } else {
+      rowCount = chunk.rows.length;
+      const pending: PendingRow[] = [];
+      for (let r = 0; r < chunk.rows.length; r++) {
+        const cells = chunk.rows[r] as BatchCell[];
+        const rowNumber = chunk.rowNumbers[r] ?? chunk.firstRow + r;
+        const id = rowId(cells[layout.idIndex]);
+        if (id === null) {
+          rejects.push({ runId, rowNumber, rowId: null, field: options.idColumn, reason: `the id column "${options.idColumn}" is empty` });
+          continue;
+        }
+        pending.push({ id, rowNumber, data: layout.featureIndexes.map((i) => featureCell(cells[i])) });
       }
+      let toScore = pending;
+      if (options.resume !== undefined && pending.length > 0) {
+        await settleWrite();
+        const have = await sink.existing(model, pending.map((p) => p.id));
+        if (have.size > 0) {
+          toScore = pending.filter((p) => !have.has(p.id));
+          skipped = pending.length - toScore.length;
+        }
+      }
+      const outcome = toScore.length === 0 ? { scored: [], rejects: [] } : await scoreRows(toScore, featureNames);
+      rejects.push(...outcome.rejects);
+      scored = outcome.scored;
     }
-    const outcome = toScore.length === 0 ? { scored: [], rejects: [] } : await scoreRows(toScore, featureNames);
-    rejects.push(...outcome.rejects);
-    if (outcome.scored.length > 0) {
-      await sink.write(outcome.scored, { model, version, runId, scoredAt: now().toISOString() });
+    return { scored, ...(parts === undefined ? {} : { parts }), rejects, rowsIn: rowCount + unreadable.length, skipped };
+  };
+
+  /** Writes a scored chunk, then records its rejects and the run's counters (heartbeat). */
+  const writeChunk = async (chunk: ScoredChunk): Promise<void> => {
+    writeBusy = true;
+    try {
+      await writeScored(chunk);
+    } finally {
+      writeBusy = false;
+    }
+  };
+  const writeScored = async ({ scored, parts, rejects, rowsIn, skipped }: ScoredChunk): Promise<void> => {
+    let written = scored.length;
+    if (parts !== undefined && tensorSink !== undefined) {
+      written = parts.reduce((sum, part) => sum + part.rows, 0);
+      if (written > 0) await tensorSink.writeTensorRows(parts, { model, version, runId, scoredAt: now().toISOString() });
+    } else if (scored.length > 0) {
+      await sink.write(scored, { model, version, runId, scoredAt: now().toISOString() });
     }
     await runs.reject(rejects, now());
-    counters.rowsIn += chunk.rows.length + unreadable.length;
-    counters.rowsOut += outcome.scored.length + skipped;
+    counters.rowsIn += rowsIn;
+    counters.rowsOut += written + skipped;
     counters.rowsRejected += rejects.length;
     await runs.progress(runId, counters, now());
     report();
@@ -262,8 +476,13 @@ export async function runBatch(options: RunBatchOptions): Promise<BatchRun> {
       next = iterator.next();
       // A rejected read-ahead is seen when awaited; until then it must not count as unhandled.
       next.catch(() => undefined);
-      await processChunk(step.value);
+      const scoredChunk = await scoreChunk(step.value);
+      await settleWrite();
+      writing = writeChunk(scoredChunk);
+      // A failed write is seen when awaited (before the next write, or below); until then it is not unhandled.
+      writing.catch(() => undefined);
     }
+    await settleWrite();
     if (options.signal?.aborted === true) {
       await iterator.return?.().catch(() => undefined);
       await sink.close();
@@ -282,6 +501,8 @@ export async function runBatch(options: RunBatchOptions): Promise<BatchRun> {
     options.progress?.done(ended);
     return ended;
   } catch (error) {
+    // A write still in flight ends before the sink closes (its outcome does not change this one's).
+    await settleWrite().catch(() => undefined);
     await sink.close().catch(() => undefined);
     if (options.signal?.aborted === true) {
       // Stopping can fail the request in flight: that is still an interruption, not a failure.

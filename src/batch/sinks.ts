@@ -7,13 +7,15 @@
  */
 import fs from "node:fs";
 import fsp from "node:fs/promises";
+import { createRequire } from "node:module";
 import path from "node:path";
 import readline from "node:readline";
+import { Worker } from "node:worker_threads";
 import type BetterSqlite3 from "better-sqlite3";
 import { asyncBufferFromFile, parquetMetadataAsync, parquetReadObjects } from "hyparquet";
 import { ByteWriter, ParquetWriter } from "hyparquet-writer";
-import { Kysely, PostgresDialect, type Transaction } from "kysely";
-import pg from "pg";
+import { Kysely, PostgresDialect, sql, type Transaction } from "kysely";
+import type pg from "pg";
 import { MlshipError } from "../core/index.js";
 import { isUniqueViolation, isUnavailable, mapStoreError, redactUrl, type SqlStore } from "../store/index.js";
 import type { PredictionSink, ScoredRow, SinkWriteMeta } from "./types.js";
@@ -120,8 +122,15 @@ export async function openSink(target: string | undefined, options: OpenSinkOpti
 const COLUMNS = ["model", "id", "version", "run_id", "scored_at", "outputs"] as const;
 /** SQLite's historical default limit is 999 bound variables per statement: 166 rows of 6. */
 const SQLITE_INSERT_ROWS = Math.floor(999 / COLUMNS.length);
+/** Rows per statement of the writer thread, which binds an id and outputs per row plus 4 constants: under 999. */
+const SQLITE_PAIR_ROWS = Math.floor((999 - 4) / 2);
 /** PostgreSQL allows 65535 parameters per statement; 1000 rows keeps statements moderate. */
 const POSTGRES_INSERT_ROWS = 1000;
+/**
+ * Rows per PostgreSQL upsert through `unnest`: ids and outputs go as two text arrays (two parameters whatever the
+ * row count), so one statement carries a whole chunk; the bound keeps a statement's arrays moderate.
+ */
+const POSTGRES_UNNEST_ROWS = 10_000;
 /** Ids per `existing`/`readPredictions` query (under SQLite's 999 variables, with the model). */
 const LOOKUP_CHUNK = 900;
 
@@ -162,6 +171,9 @@ interface SqlTarget {
   db: Kysely<PredictionTables>;
   /** Runs `fn` in one write transaction. */
   write<T>(fn: (db: Kysely<PredictionTables>, raw: BetterSqlite3.Database | undefined) => Promise<T>): Promise<T>;
+  /** A SQLite file's writer thread: when set, predictions are written there (see SqliteWriterThread). */
+  thread?: SqliteWriterThread;
+
   close(): Promise<void>;
 }
 
@@ -239,14 +251,26 @@ async function openStoreSink(store: SqlStore, table: string): Promise<Prediction
       throw intoError(store.location, error);
     }
   }
+  // A store in a file: predictions are written by a thread of their own, on its own connection.
+  const sqlite = store.sqlite;
+  if (sqlite !== undefined && !sqlite.memory && store.location !== ":memory:" && fs.existsSync(store.location)) {
+    const busyTimeoutMs = Number(sqlite.pragma("busy_timeout", { simple: true })) || 5000;
+    const thread = new SqliteWriterThread(store.location, table, busyTimeoutMs);
+    // Where a thread cannot open the file (or load the driver), the store's own connection writes, as it always could.
+    if (await thread.ready) {
+      target.thread = thread;
+      target.close = () => thread.close();
+    } else await thread.close().catch(() => undefined);
+  }
   return new SqlSink(target);
 }
 
 async function openPostgresSink(url: string, table: string): Promise<PredictionSink> {
   const location = redactUrl(url);
+  const { default: driver } = await import("pg");
   let pool: pg.Pool;
   try {
-    pool = new pg.Pool({ connectionString: url, max: 4, connectionTimeoutMillis: 10_000 });
+    pool = new driver.Pool({ connectionString: url, max: 4, connectionTimeoutMillis: 10_000 });
   } catch (error) {
     throw new MlshipError("MLSHIP_ERR_INPUT_INVALID", `--into ${location} is not a valid PostgreSQL URL: ${errorText(error)}`, {
       field: "into",
@@ -274,6 +298,360 @@ async function openPostgresSink(url: string, table: string): Promise<PredictionS
   return new SqlSink(target);
 }
 
+/** One output tensor of a scoring result, as a sink that formats rows itself takes it. */
+export interface OutputTensor {
+  name: string;
+  dtype: string;
+  shape: number[];
+  data: ArrayLike<unknown>;
+}
+
+/**
+ * Scored rows as the scoring service returned them: ids in row order and the result's outputs (in the result's
+ * order). The sink formats each row as `formatMlflowResponse` does for dataframe input (one record per row).
+ */
+export interface TensorRows {
+  ids: string[];
+  rows: number;
+  outputs: OutputTensor[];
+}
+
+/** A sink that takes scored rows as tensors (formatting them where it writes them). */
+export interface TensorRowsSink extends PredictionSink {
+  writeTensorRows(parts: readonly TensorRows[], meta: SinkWriteMeta): Promise<void>;
+}
+
+/** The sink as a TensorRowsSink, when it takes tensors. */
+export function tensorRowsSink(sink: PredictionSink): TensorRowsSink | undefined {
+  return sink instanceof SqlSink && sink.takesTensors ? sink : undefined;
+}
+
+/**
+ * The worker a SqliteWriterThread runs (CommonJS, evaluated): one connection to the store's file, one transaction per
+ * write (BEGIN IMMEDIATE, multi-row upserts, COMMIT), retried like the store's own writes when the file stays locked.
+ */
+const SQLITE_WRITER_SOURCE = `
+const { parentPort, workerData } = require("node:worker_threads");
+const Database = require(workerData.driver);
+const { file, table, busyTimeoutMs, columns, maxRows, attempts } = workerData;
+const db = new Database(file, { timeout: busyTimeoutMs });
+db.pragma("busy_timeout = " + busyTimeoutMs);
+db.pragma("synchronous = NORMAL");
+// A larger page cache than SQLite's 2 MB default: upserts into a big table touch index pages all over it.
+db.pragma("cache_size = -65536");
+parentPort.postMessage({ ready: true });
+const statements = new Map();
+// The run's constants are bound once per statement, ids and outputs in pairs ("where true": SQLite's upsert syntax
+// after a select).
+const statement = (rows) => {
+  let found = statements.get(rows);
+  if (found === undefined) {
+    found = db.prepare(
+      'insert into "' + table + '" (' + columns.map((c) => '"' + c + '"').join(", ") + ") " +
+        "select ?, column1, ?, ?, ?, column2 from (values " + new Array(rows).fill("(?, ?)").join(", ") + ") where true" +
+        " on conflict (model, id) do update set version = excluded.version, run_id = excluded.run_id," +
+        " scored_at = excluded.scored_at, outputs = excluded.outputs",
+    );
+    if (statements.size > 8) statements.clear();
+    statements.set(rows, found);
+  }
+  return found;
+};
+const sleep = new Int32Array(new SharedArrayBuffer(4));
+const transient = (error) => typeof error?.code === "string" && (error.code.startsWith("SQLITE_BUSY") || error.code.startsWith("SQLITE_LOCKED"));
+// formatMlflowResponse (src/scoring/format.ts) for dataframe input, one JSON text per row: keep the two alike.
+const fromFloat16Bits = (h) => {
+  const sign = h & 0x8000 ? -1 : 1;
+  const exp = (h >>> 10) & 0x1f;
+  const mant = h & 0x3ff;
+  if (exp === 0) return sign * mant * 2 ** -24;
+  if (exp === 0x1f) return mant === 0 ? sign * Number.POSITIVE_INFINITY : Number.NaN;
+  return sign * (1 + mant / 1024) * 2 ** (exp - 15);
+};
+const tensorValues = ({ data, dtype }) => {
+  if (Array.isArray(data)) return data;
+  const n = data.length;
+  const out = new Array(n);
+  if (data instanceof BigInt64Array || data instanceof BigUint64Array) for (let i = 0; i < n; i++) out[i] = Number(data[i]);
+  else if (dtype === "bool") for (let i = 0; i < n; i++) out[i] = data[i] !== 0;
+  else if (dtype === "float16") for (let i = 0; i < n; i++) out[i] = fromFloat16Bits(data[i]);
+  else for (let i = 0; i < n; i++) out[i] = data[i];
+  return out;
+};
+const nester = (shape) => {
+  const rank = shape.length;
+  if (rank === 0) return (flat, offset) => flat[offset];
+  const strides = new Array(rank);
+  let size = 1;
+  for (let d = rank - 1; d >= 0; d--) {
+    strides[d] = size;
+    size *= shape[d];
+  }
+  const build = (flat, dim, at) => {
+    const n = shape[dim];
+    if (dim === rank - 1) return flat.slice(at, at + n);
+    const step = strides[dim];
+    const out = new Array(n);
+    for (let i = 0; i < n; i++) out[i] = build(flat, dim + 1, at + i * step);
+    return out;
+  };
+  return (flat, offset) => build(flat, 0, offset);
+};
+// JSON.stringify's text for a value, without building the row object: numbers, strings (repeated labels are
+// encoded once), booleans; anything else through JSON.stringify itself.
+const encoded = new Map();
+const jsonScalar = (v) => {
+  if (typeof v === "number") return Number.isFinite(v) ? String(v) : "null";
+  if (typeof v === "string") {
+    let text = encoded.get(v);
+    if (text === undefined) {
+      text = JSON.stringify(v);
+      if (encoded.size < 10000) encoded.set(v, text);
+    }
+    return text;
+  }
+  if (typeof v === "boolean") return v ? "true" : "false";
+  return JSON.stringify(v);
+};
+const INDEX_KEY = /^(0|[1-9][0-9]*)$/;
+/** rowsJson for the usual outputs (a scalar or a flat list per row, names that are not array indexes), else null. */
+const plainRowsJson = ({ rows: n, outputs }) => {
+  const lists = [];
+  for (const t of outputs) {
+    if (INDEX_KEY.test(t.name)) return null;
+    const values = tensorValues(t);
+    const key = JSON.stringify(t.name) + ":";
+    const batched = t.shape.length > 0 && t.shape[0] === n;
+    if (!batched) {
+      const whole = JSON.stringify(nester(t.shape)(values, 0));
+      if (whole !== undefined) lists.push({ key, whole });
+      continue;
+    }
+    const inner = t.shape.slice(1);
+    const step = inner.reduce((a, b) => a * b, 1);
+    if (step !== 1 && inner.length !== 1) return null;
+    if (values.length < n * step) return null;
+    lists.push({ key, values, step });
+  }
+  const json = new Array(n);
+  for (let r = 0; r < n; r++) {
+    let text = "{";
+    for (let i = 0; i < lists.length; i++) {
+      const o = lists[i];
+      if (i > 0) text += ",";
+      text += o.key;
+      if (o.whole !== undefined) text += o.whole;
+      else if (o.step === 1) {
+        const v = o.values[r];
+        if (v === undefined || v === null || typeof v === "object") return null;
+        text += jsonScalar(v);
+      } else {
+        text += "[";
+        const at = r * o.step;
+        for (let j = 0; j < o.step; j++) {
+          const v = o.values[at + j];
+          if (v === undefined || v === null || typeof v === "object") return null;
+          text += (j > 0 ? "," : "") + jsonScalar(v);
+        }
+        text += "]";
+      }
+    }
+    json[r] = text + "}";
+  }
+  return json;
+};
+const rowsJson = (part) => plainRowsJson(part) ?? objectRowsJson(part);
+const objectRowsJson = ({ rows: n, outputs }) => {
+  const lists = outputs.map((t) => {
+    const values = tensorValues(t);
+    const batched = t.shape.length > 0 && t.shape[0] === n;
+    const inner = batched ? t.shape.slice(1) : t.shape;
+    const step = batched ? inner.reduce((a, b) => a * b, 1) : values.length;
+    return { name: t.name, values, batched, step, nest: nester(inner), whole: batched ? undefined : nester(t.shape)(values, 0) };
+  });
+  const json = new Array(n);
+  for (let r = 0; r < n; r++) {
+    const row = {};
+    for (const o of lists) {
+      if (!o.batched) row[o.name] = o.whole;
+      else if (o.step === 1) row[o.name] = o.values[r];
+      else row[o.name] = o.nest(o.values, r * o.step);
+    }
+    json[r] = JSON.stringify(row);
+  }
+  return json;
+};
+/** Ids and outputs of tensor parts; one row per id, the last one's outputs (as the sink's other writes). */
+const fromParts = (parts) => {
+  const byId = new Map();
+  for (const part of parts) {
+    const json = rowsJson(part);
+    for (let r = 0; r < part.rows; r++) byId.set(part.ids[r], json[r]);
+  }
+  return { ids: [...byId.keys()], outputs: [...byId.values()] };
+};
+const write = (message) => {
+  const { model, version, runId, scoredAt } = message;
+  const { ids, outputs } = message.parts === undefined ? message : fromParts(message.parts);
+  db.exec("BEGIN IMMEDIATE");
+  try {
+    for (let start = 0; start < ids.length; start += maxRows) {
+      const count = Math.min(maxRows, ids.length - start);
+      const values = new Array(4 + count * 2);
+      values[0] = model;
+      values[1] = version;
+      values[2] = runId;
+      values[3] = scoredAt;
+      let at = 4;
+      for (let row = start; row < start + count; row += 1) {
+        values[at++] = ids[row];
+        values[at++] = outputs[row];
+      }
+      statement(count).run(values);
+    }
+    db.exec("COMMIT");
+  } catch (error) {
+    if (db.inTransaction) db.exec("ROLLBACK");
+    throw error;
+  }
+};
+parentPort.on("message", (message) => {
+  if (message.close === true) {
+    db.close();
+    parentPort.postMessage({ closed: true });
+    return;
+  }
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      write(message);
+      parentPort.postMessage({ id: message.id, ok: true });
+      return;
+    } catch (error) {
+      if (transient(error) && attempt < attempts) {
+        Atomics.wait(sleep, 0, 0, 10 * attempt + Math.random() * 40);
+        continue;
+      }
+      parentPort.postMessage({ id: message.id, ok: false, error: { message: String(error?.message ?? error), code: error?.code, name: error?.name } });
+      return;
+    }
+  }
+});
+`;
+
+/**
+ * Writes a store sink's predictions into the store's SQLite file from a worker thread, so that binding and inserting
+ * (the costliest part of a batch run into SQLite) run beside the reading and scoring instead of between them. Each
+ * write is one transaction, as through the store; writes are answered in order. The thread is referenced only while
+ * a write is pending, and ends on `close`.
+ */
+/** A typed array that is its buffer's whole (copied when it is a view on a larger one); other arrays as they are. */
+function ownArray(data: ArrayLike<unknown>): ArrayLike<unknown> {
+  if (ArrayBuffer.isView(data) && !(data instanceof DataView)) {
+    const view = data as unknown as { byteLength: number; buffer: ArrayBufferLike; slice(): ArrayLike<unknown> };
+    return view.byteLength === view.buffer.byteLength ? data : view.slice();
+  }
+  return data;
+}
+
+class SqliteWriterThread {
+  readonly #worker: Worker;
+  /** True once the thread has opened the file; false when it could not. */
+  readonly ready: Promise<boolean>;
+  readonly #waiting = new Map<number, { resolve: () => void; reject: (error: unknown) => void }>();
+  #next = 0;
+  #broken: Error | undefined;
+  #closing: Promise<void> | undefined;
+
+  constructor(file: string, table: string, busyTimeoutMs: number) {
+    const driver = createRequire(import.meta.url).resolve("better-sqlite3");
+    this.#worker = new Worker(SQLITE_WRITER_SOURCE, {
+      eval: true,
+      workerData: { driver, file, table, busyTimeoutMs, columns: [...COLUMNS], maxRows: SQLITE_PAIR_ROWS, attempts: 4 },
+    });
+    let started: (ok: boolean) => void = () => undefined;
+    this.ready = new Promise<boolean>((resolve) => {
+      started = resolve;
+    });
+    this.#worker.on("message", (message: { ready?: boolean; id?: number; ok?: boolean; error?: { message: string; code?: string; name?: string } }) => {
+      if (message.ready === true) {
+        this.#worker.unref();
+        started(true);
+        return;
+      }
+      if (message.id === undefined) return;
+      const waiting = this.#waiting.get(message.id);
+      if (waiting === undefined) return;
+      this.#waiting.delete(message.id);
+      if (this.#waiting.size === 0) this.#worker.unref();
+      if (message.ok === true) waiting.resolve();
+      else waiting.reject(Object.assign(new Error(message.error?.message ?? "the SQLite writer failed"), { code: message.error?.code, name: message.error?.name ?? "Error" }));
+    });
+    const fail = (error: Error): void => {
+      started(false);
+      this.#broken ??= error;
+      for (const waiting of this.#waiting.values()) waiting.reject(error);
+      this.#waiting.clear();
+    };
+    this.#worker.on("error", fail);
+    this.#worker.on("exit", (code) => fail(new Error(`the SQLite writer thread ended (exit code ${code})`)));
+  }
+
+  write(records: readonly PredictionRow[], meta: SinkWriteMeta): Promise<void> {
+    if (this.#broken !== undefined) return Promise.reject(this.#broken);
+    const id = this.#next++;
+    const ids = new Array<string>(records.length);
+    const outputs = new Array<string>(records.length);
+    for (let i = 0; i < records.length; i++) {
+      const record = records[i] as PredictionRow;
+      ids[i] = record.id;
+      outputs[i] = record.outputs;
+    }
+    return new Promise<void>((resolve, reject) => {
+      this.#waiting.set(id, { resolve, reject });
+      this.#worker.ref();
+      this.#worker.postMessage({ id, ids, outputs, model: meta.model, version: meta.version, runId: meta.runId, scoredAt: meta.scoredAt });
+    });
+  }
+
+  /** Like `write`, with rows as tensors: the thread formats them. */
+  writeTensors(parts: readonly TensorRows[], meta: SinkWriteMeta): Promise<void> {
+    if (this.#broken !== undefined) return Promise.reject(this.#broken);
+    const id = this.#next++;
+    const plain = parts.map((part) => ({
+      ids: part.ids,
+      rows: part.rows,
+      // Views are sent as arrays of their own (a view's whole buffer would be copied otherwise).
+      outputs: part.outputs.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape, data: ownArray(t.data) })),
+    }));
+    return new Promise<void>((resolve, reject) => {
+      this.#waiting.set(id, { resolve, reject });
+      this.#worker.ref();
+      this.#worker.postMessage({ id, parts: plain, model: meta.model, version: meta.version, runId: meta.runId, scoredAt: meta.scoredAt });
+    });
+  }
+
+  /** Waits for the pending writes, closes the connection and ends the thread. */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      await Promise.allSettled([...this.#waiting.values()].map((waiting) => new Promise<void>((done) => {
+        const { resolve, reject } = waiting;
+        waiting.resolve = () => { resolve(); done(); };
+        waiting.reject = (error) => { reject(error); done(); };
+      })));
+      if (this.#broken === undefined) {
+        this.#worker.ref();
+        await new Promise<void>((done) => {
+          this.#worker.once("message", () => done());
+          this.#worker.once("exit", () => done());
+          this.#worker.postMessage({ close: true });
+        });
+      }
+      await this.#worker.terminate();
+    })();
+    return this.#closing;
+  }
+}
+
 class SqlSink implements PredictionSink {
   readonly kind: "sqlite" | "postgres";
   readonly description: string;
@@ -288,13 +666,37 @@ class SqlSink implements PredictionSink {
     this.description = target.description;
   }
 
+  /** True when rows can be written as tensors (a SQLite file written by its thread). */
+  get takesTensors(): boolean {
+    return this.#target.thread !== undefined;
+  }
+
+  async writeTensorRows(parts: readonly TensorRows[], meta: SinkWriteMeta): Promise<void> {
+    this.#checkOpen();
+    checkMeta(meta);
+    const thread = this.#target.thread;
+    if (thread === undefined) throw new Error("this sink does not take tensors");
+    if (parts.every((part) => part.rows === 0)) return;
+    try {
+      await thread.writeTensors(parts, meta);
+    } catch (error) {
+      throw intoError(this.#target.location, error);
+    }
+  }
+
   async write(rows: readonly ScoredRow[], meta: SinkWriteMeta): Promise<void> {
     this.#checkOpen();
     const records = toRows(rows, meta);
     if (records.length === 0) return;
     try {
+      const thread = this.#target.thread;
+      if (thread !== undefined) {
+        await thread.write(records, meta);
+        return;
+      }
       await this.#target.write(async (db, raw) => {
         if (raw !== undefined) this.#writeSqlite(raw, records);
+        else if (this.#target.kind === "postgres") await this.#writePostgres(db, records, meta);
         else await this.#writeKysely(db, records);
       });
     } catch (error) {
@@ -338,6 +740,23 @@ class SqlSink implements PredictionSink {
       this.#statements.set(rows, statement);
     }
     return statement;
+  }
+
+  /**
+   * One statement per POSTGRES_UNNEST_ROWS rows: the run's constants as scalars, ids and outputs as arrays unnested
+   * into rows. PostgreSQL parses and plans it once, instead of binding six parameters per row.
+   */
+  async #writePostgres(db: Kysely<PredictionTables>, records: readonly PredictionRow[], meta: SinkWriteMeta): Promise<void> {
+    for (let start = 0; start < records.length; start += POSTGRES_UNNEST_ROWS) {
+      const slice = records.slice(start, start + POSTGRES_UNNEST_ROWS);
+      const ids = slice.map((record) => record.id);
+      const outputs = slice.map((record) => record.outputs);
+      await sql`insert into ${sql.table(this.#target.table)} (model, id, version, run_id, scored_at, outputs)
+        select ${meta.model}::text, u.id, ${meta.version}::integer, ${meta.runId}::text, ${meta.scoredAt}::text, u.outputs
+        from unnest(${ids}::text[], ${outputs}::text[]) as u(id, outputs)
+        on conflict (model, id) do update set version = excluded.version, run_id = excluded.run_id,
+          scored_at = excluded.scored_at, outputs = excluded.outputs`.execute(db);
+    }
   }
 
   async #writeKysely(db: Kysely<PredictionTables>, records: readonly PredictionRow[]): Promise<void> {

@@ -123,7 +123,9 @@ function scoreCommand(ctx: CliContext): Command {
       const o = command.optsWithGlobals<ScoreFlags>();
       const chunkFlag = chunkRowsFlag(o.chunkRows);
       const shard = o.shard === undefined ? undefined : parseShard(o.shard);
-      const app = await ctx.app(o, chunkFlag === undefined ? {} : { "batch.chunkRows": chunkFlag });
+      // Each row is scored once: an in-process prediction cache would only cost time and memory. A backend set in the
+      // config file or the environment (a shared Redis, say) is kept.
+      const app = await ctx.app(o, chunkFlag === undefined ? {} : { "batch.chunkRows": chunkFlag }, { "cache.backend": "off" });
       const into = o.into === undefined || !isFileTarget(o.into) ? o.into : path.resolve(ctx.io.cwd, o.into);
       const stderr = ctx.io.stderr as { write(chunk: string): unknown; isTTY?: boolean };
       const stop = stopSignal(ctx);
