@@ -494,7 +494,32 @@ function stepsLines(manifest: Manifest): string[] {
   return lines;
 }
 
+/** `name@version` of a version's `metadata.lineage.parent`, or undefined when it was not derived from one. */
+function parentText(v: VersionRecord): string | undefined {
+  const parent = v.manifest.metadata.lineage?.parent;
+  return parent === undefined ? undefined : `${parent.model}@${parent.version}`;
+}
+
+/** The lines of a version's `metadata.lineage` (parent, what derived it, the transform settings); none without it. */
+function lineageLines(v: VersionRecord): string[] {
+  const lineage = v.manifest.metadata.lineage;
+  if (lineage === undefined) return [];
+  const lines: string[] = [];
+  const parent = parentText(v);
+  if (parent !== undefined) {
+    const digest = lineage.parent?.digest;
+    lines.push(`  parent:  ${parent}${digest === undefined ? "" : ` (digest ${digest})`}`);
+  }
+  if (lineage.derived_by !== undefined) lines.push(`  derived by: ${lineage.derived_by}`);
+  const transform = Object.entries(lineage.transform ?? {})
+    .map(([k, x]) => `${k}=${Array.isArray(x) ? `[${x.join("; ")}]` : String(x)}`);
+  if (transform.length > 0) lines.push(`  transform: ${transform.join(", ")}`);
+  return lines;
+}
+
 function showModelText(model: ModelRecord, versions: VersionRecord[], selected: VersionRecord | null): string {
+  // The PARENT column appears only when some version was derived from another (e.g. by `models optimize`).
+  const derived = versions.some((v) => parentText(v) !== undefined);
   const out = [
     `model        ${model.name}`,
     `description  ${model.description ?? "-"}`,
@@ -503,7 +528,7 @@ function showModelText(model: ModelRecord, versions: VersionRecord[], selected: 
     `created      ${model.createdAt}`,
     "",
     formatTable(
-      ["VERSION", "STATUS", "ALIASES", "CREATED", "BY", "DIGEST"],
+      ["VERSION", "STATUS", "ALIASES", "CREATED", "BY", "DIGEST", ...(derived ? ["PARENT"] : [])],
       versions.map((v) => [
         String(v.version),
         v.status,
@@ -511,6 +536,7 @@ function showModelText(model: ModelRecord, versions: VersionRecord[], selected: 
         v.createdAt,
         v.createdBy,
         v.digest.slice(0, 12),
+        ...(derived ? [parentText(v) ?? "-"] : []),
       ]),
     ),
   ];
@@ -522,6 +548,7 @@ function showModelText(model: ModelRecord, versions: VersionRecord[], selected: 
       `  status:  ${selected.status}`,
       `  digest:  ${selected.digest}`,
       `  source:  ${selected.source}`,
+      ...lineageLines(selected),
       `  flavor:  ${selected.manifest.flavor}${selected.manifest.metadata.framework === undefined ? "" : ` (${selected.manifest.metadata.framework})`}`,
       `  description: ${selected.description ?? "-"}`,
       `  tags:    ${formatKv(selected.tags) || "-"}`,

@@ -39,5 +39,5 @@ export {
 export type { Agreement, InputInfo, OptimizeLevel, Predictions, Quality, ValidationSet } from "./evaluate.js";
 export { measure, methodName, optimizeModel, reportLines } from "./optimize.js";
 export type { MeasureOptions, ModelMeasure, OptimizeReport, OptimizeResult, OptimizeSpec } from "./optimize.js";
-export { checkOptimizeOptions, optimizeVersion } from "./version.js";
+export { checkOptimizeOptions, derivedBy, optimizeVersion } from "./version.js";
 export type { OptimizeVersionDeps, OptimizeVersionOptions, OptimizeVersionResult } from "./version.js";

@@ -1,8 +1,9 @@
 /**
  * `mlship models optimize`: optimizes a registered version's ONNX model, measures parent and child, applies the
  * accuracy gate and, when it passes, registers the child as a new version: the parent's package with the new
- * model file and its lineage in the manifest metadata (tags `mlship.parent`, `mlship.parent_digest`,
- * `mlship.optimization`; params `optimization.*`) and in the version's `source` (`models:/NAME/VERSION`).
+ * model file and its lineage in the manifest metadata (`metadata.lineage`: parent model/version/digest,
+ * `derived_by`, `transform`; also, for search, tags `mlship.parent`, `mlship.parent_digest`, `mlship.optimization`
+ * and params `optimization.*`) and in the version's `source` (`models:/NAME/VERSION`).
  */
 import { randomUUID } from "node:crypto";
 import { cp, mkdir, readFile, rm, writeFile } from "node:fs/promises";
@@ -91,6 +92,25 @@ export function checkOptimizeOptions(o: OptimizeVersionOptions): void {
   }
 }
 
+/**
+ * The command line that derived the child from `parentRef` (`metadata.lineage.derived_by`): the flags that shape
+ * the model, not those that only measure or name it (--validate, --max-accuracy-drop, --runs, --name, --description);
+ * the calibration file by its base name.
+ */
+export function derivedBy(parentRef: string, o: OptimizeVersionOptions): string {
+  const args = ["mlship", "models", "optimize", parentRef];
+  if (o.quantize !== undefined) args.push("--quantize", o.quantize);
+  if (o.calibration !== undefined) args.push("--calibration", path.basename(o.calibration));
+  if (o.calibrationMethod !== undefined) args.push("--calibration-method", o.calibrationMethod);
+  if (o.percentile !== undefined) args.push("--percentile", String(o.percentile));
+  if (o.perChannel === true) args.push("--per-channel");
+  if (o.conv === true) args.push("--include-conv");
+  if (o.fp16 === true) args.push("--fp16");
+  if (o.keepFloat32 !== undefined && o.keepFloat32.length > 0) args.push("--keep-float32", o.keepFloat32.join(","));
+  if (o.level !== undefined) args.push("--optimize-level", o.level);
+  return args.map((a) => (/^[\w@:/.,=+-]+$/.test(a) ? a : JSON.stringify(a))).join(" ");
+}
+
 function lineageParams(optimization: OptimizeVersionResult["optimization"]): Record<string, string | number | boolean> {
   const out: Record<string, string | number | boolean> = {};
   for (const [k, v] of Object.entries(optimization)) out[`optimization.${k}`] = Array.isArray(v) ? v.join("; ") : v;
@@ -161,6 +181,12 @@ export async function optimizeVersion(deps: OptimizeVersionDeps, options: Optimi
         "mlship.optimization": report.method,
       },
       params: { ...pkg.manifest.metadata.params, ...lineageParams(optimization) },
+      // The parent's own lineage (if it was derived too) is replaced: this one points at the parent, which points on.
+      lineage: {
+        parent: { model: parent.name, version: parent.version, digest: parent.digest },
+        derived_by: derivedBy(parentRef, options),
+        transform: { ...optimization },
+      },
     };
     const description = options.description ?? `${report.method} of ${parentRef}`;
     metadata.description = description;

@@ -10,6 +10,7 @@ import type {
   ColumnSpec,
   Manifest,
   ModelPackage,
+  PackageLineage,
   PackageMetadata,
   PostprocessStep,
   PreprocessStep,
@@ -26,6 +27,8 @@ export const RESIZE_KERNELS: readonly ResizeKernel[] = ["nearest", "area", "line
 /** The request keys an input example may hold (MLflow scoring protocol). */
 export const EXAMPLE_KEYS = ["dataframe_split", "dataframe_records", "instances", "inputs"] as const;
 
+/** A registry model name (the registry's own rule, src/registry/refs.ts), for `metadata.lineage.parent.model`. */
+const MODEL_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 const FLOAT_DTYPES: readonly DType[] = ["float16", "float32", "float64"];
 const INDEX_DTYPES: readonly DType[] = [
   "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "bool",
@@ -657,7 +660,7 @@ class ManifestChecker {
   private metadata(value: unknown): PackageMetadata {
     const obj = this.record(value, "metadata");
     this.keys(obj, ["framework", "created_at", "params", "metrics", "tags", "source_run",
-      "training_data_fingerprint", "class_labels", "description"], "metadata");
+      "training_data_fingerprint", "class_labels", "description", "lineage"], "metadata");
     const meta: PackageMetadata = {};
     if (obj.framework !== undefined) meta.framework = this.str(obj.framework, "metadata.framework");
     if (obj.created_at !== undefined) {
@@ -714,7 +717,51 @@ class ManifestChecker {
     if (obj.class_labels !== undefined) {
       meta.class_labels = this.strList(obj.class_labels, "metadata.class_labels", false);
     }
+    if (obj.lineage !== undefined) meta.lineage = this.lineage(obj.lineage);
     return meta;
+  }
+
+  /** `metadata.lineage`: the parent version (model, version, digest), what derived it and the transform settings. */
+  private lineage(value: unknown): PackageLineage {
+    const at = "metadata.lineage";
+    const obj = this.record(value, at);
+    this.keys(obj, ["parent", "derived_by", "transform"], at);
+    const lineage: PackageLineage = {};
+    if (obj.parent !== undefined) {
+      const parent = this.record(obj.parent, `${at}.parent`);
+      this.keys(parent, ["model", "version", "digest"], `${at}.parent`);
+      if (parent.model === undefined) throw this.fail("model is required", `${at}.parent.model`);
+      const model = this.str(parent.model, `${at}.parent.model`);
+      if (model.length > 200 || !MODEL_NAME_RE.test(model)) {
+        throw this.fail(`model name ${JSON.stringify(model)} is not valid: use at most 200 of A-Z a-z 0-9 _ . - starting with a letter or digit`,
+          `${at}.parent.model`);
+      }
+      if (parent.version === undefined) throw this.fail("version is required", `${at}.parent.version`);
+      const out: NonNullable<PackageLineage["parent"]> = { model, version: this.posInt(parent.version, `${at}.parent.version`) };
+      if (parent.digest !== undefined) {
+        const digest = this.str(parent.digest, `${at}.parent.digest`);
+        if (!/^[0-9a-f]{64}$/.test(digest)) {
+          throw this.fail("expected a sha256 digest (64 lowercase hex digits)", `${at}.parent.digest`);
+        }
+        out.digest = digest;
+      }
+      lineage.parent = out;
+    }
+    if (obj.derived_by !== undefined) lineage.derived_by = this.str(obj.derived_by, `${at}.derived_by`);
+    if (obj.transform !== undefined) {
+      const transform = this.record(obj.transform, `${at}.transform`);
+      const out: NonNullable<PackageLineage["transform"]> = {};
+      for (const [k, v] of Object.entries(transform)) {
+        if (typeof v === "string" || typeof v === "boolean" || (typeof v === "number" && Number.isFinite(v))) out[k] = v;
+        else if (Array.isArray(v) && v.every((x) => typeof x === "string")) out[k] = [...(v as string[])];
+        else {
+          throw this.fail(`a transform setting is a string, number, boolean or list of strings, got ${describe(v)}`,
+            `${at}.transform.${k}`);
+        }
+      }
+      lineage.transform = out;
+    }
+    return lineage;
   }
 
   /** Class labels must fit at least one [batch, classes] output when the model has any with a known width. */

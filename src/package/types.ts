@@ -73,6 +73,18 @@ export interface PackageMetadata {
   /** Class labels in output order, when known. */
   class_labels?: string[];
   description?: string;
+  /** The registered version this package was derived from, and how (written by `mlship models optimize`). */
+  lineage?: PackageLineage;
+}
+
+/** `metadata.lineage`: where a derived package comes from (see docs/model-package.md "Metadata"). */
+export interface PackageLineage {
+  /** The registered version it was derived from: model name, version number and that version's package digest. */
+  parent?: { model: string; version: number; digest?: string };
+  /** What derived it, as a command line (`mlship models optimize bc@1 --quantize int8-dynamic`). */
+  derived_by?: string;
+  /** The settings of the transformation (for an optimization: method, per_channel, calibration_rows...). */
+  transform?: Record<string, string | number | boolean | string[]>;
 }
 
 /** The `mlship.yaml` manifest at a package root (spec: docs/model-package.md). */

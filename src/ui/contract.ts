@@ -12,6 +12,9 @@
 import type { FeatureDrift, RuleResult } from "../monitor/index.js";
 import type { AliasEvent, VersionRecord } from "../registry/index.js";
 
+/** `record.manifest.metadata.lineage` of a version: the version it was derived from, what derived it, the settings. */
+export type { PackageLineage } from "../package/index.js";
+
 /** `GET /api/v1/server`: what the UI needs to know about the server before anything else. */
 export interface ServerInfo {
   name: "mlship";

@@ -1,6 +1,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { PackageLineage } from "../../src/package/index.js";
 import { fixture, runCli, tempDir } from "../cli/helpers.js";
 
 const home = tempDir("optimize");
@@ -11,7 +12,14 @@ const dia = fixture("diabetes_linear");
 const bcProd = path.join(bc.dir, "prod.csv");
 
 interface VersionJson {
-  version: { version: number; source: string; tags: Record<string, string>; metrics: Record<string, number>; manifest: { metadata: { params?: Record<string, unknown> } } };
+  version: {
+    version: number;
+    digest: string;
+    source: string;
+    tags: Record<string, string>;
+    metrics: Record<string, number>;
+    manifest: { metadata: { params?: Record<string, unknown>; lineage?: PackageLineage } };
+  };
 }
 
 describe("mlship models optimize", () => {
@@ -48,6 +56,31 @@ describe("mlship models optimize", () => {
     expect(v.tags["mlship.parent_digest"]).toMatch(/^[0-9a-f]{64}$/);
     expect(v.manifest.metadata.params?.["optimization.method"]).toBe("int8-dynamic");
     expect(v.metrics["optimize.agreement"]).toBeGreaterThanOrEqual(0.98);
+
+    // First-class lineage in the child's manifest: the parent version with its package digest, the command, the settings.
+    const parent = (JSON.parse((await cli("models", "show", "bc@1", "--json")).stdout) as VersionJson).version;
+    const lineage = v.manifest.metadata.lineage;
+    expect(lineage?.parent).toStrictEqual({ model: "bc", version: 1, digest: parent.digest });
+    expect(lineage?.derived_by).toBe("mlship models optimize bc@1 --quantize int8-dynamic");
+    expect(lineage?.transform).toMatchObject({ method: "int8-dynamic", per_channel: false, conv: false });
+    expect(lineage?.transform?.quantized_nodes).toEqual(expect.arrayContaining([expect.stringMatching(/./)]));
+    expect(lineage?.transform).toStrictEqual((out as unknown as { optimization: unknown }).optimization);
+    expect(v.tags["mlship.parent_digest"]).toBe(parent.digest);
+    expect(parent.manifest.metadata.lineage).toBeUndefined();
+
+    // `models show`: the version's parent, what derived it and the settings; a PARENT column in the versions table.
+    const text = await cli("models", "show", "bc@2");
+    expect(text.code, text.stderr).toBe(0);
+    expect(text.stdout).toContain(`  parent:  bc@1 (digest ${parent.digest})`);
+    expect(text.stdout).toContain("  derived by: mlship models optimize bc@1 --quantize int8-dynamic");
+    expect(text.stdout).toMatch(/^ {2}transform: method=int8-dynamic, per_channel=false, conv=false, quantized_nodes=\[.+\]$/m);
+    const table = text.stdout.split("\n");
+    expect(table.find((l) => l.startsWith("VERSION"))).toMatch(/DIGEST\s+PARENT$/);
+    expect(table.find((l) => l.startsWith("1 "))).toMatch(/\s-$/);
+    expect(table.find((l) => l.startsWith("2 "))).toMatch(/\sbc@1$/);
+    const plain = await cli("models", "show", "dia");
+    expect(plain.stdout).not.toContain("PARENT");
+    expect(plain.stdout).not.toContain("parent:");
 
     // The child is servable: predict through the normal scoring path.
     const rows = JSON.stringify({ dataframe_split: { columns: bc.features, data: bc.expected.inputs.slice(0, 3) } });

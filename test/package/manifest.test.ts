@@ -168,6 +168,37 @@ describe("manifest validation errors name the file and the YAML path", () => {
       "postprocess[0].output", /softmax needs a float32\/float64 output; "label" is int64/],
     ["columnsInput naming no input", mutated((m) => { m.signature.columnsInput = "features"; }),
       "signature.columnsInput", /columnsInput "features" is not a signature input/],
+    ["lineage that is not a mapping", mutated((m) => { (m.metadata as Record<string, unknown>).lineage = "bc@1"; }),
+      "metadata.lineage", /expected a mapping, got the string "bc@1"/],
+    ["unknown lineage field", mutated((m) => { (m.metadata as Record<string, unknown>).lineage = { parents: [] }; }),
+      "metadata.lineage.parents", /unknown field "parents" \(allowed: parent, derived_by, transform\)/],
+    ["lineage parent without a model", mutated((m) => { (m.metadata as Record<string, unknown>).lineage = { parent: { version: 1 } }; }),
+      "metadata.lineage.parent.model", /model is required/],
+    ["lineage parent with an invalid model name", mutated((m) => {
+      m.metadata.lineage = { parent: { model: "breast cancer", version: 1 } };
+    }), "metadata.lineage.parent.model", /model name "breast cancer" is not valid/],
+    ["lineage parent without a version", mutated((m) => { (m.metadata as Record<string, unknown>).lineage = { parent: { model: "bc" } }; }),
+      "metadata.lineage.parent.version", /version is required/],
+    ["lineage parent version that is not a positive integer", mutated((m) => {
+      m.metadata.lineage = { parent: { model: "bc", version: 1.5 } };
+    }), "metadata.lineage.parent.version", /expected a positive integer, got number 1.5/],
+    ["lineage parent version given as text", mutated((m) => {
+      (m.metadata as Record<string, unknown>).lineage = { parent: { model: "bc", version: "1" } };
+    }), "metadata.lineage.parent.version", /expected a positive integer, got the string "1"/],
+    ["lineage parent digest that is not a sha256", mutated((m) => {
+      m.metadata.lineage = { parent: { model: "bc", version: 1, digest: "ABC" } };
+    }), "metadata.lineage.parent.digest", /expected a sha256 digest \(64 lowercase hex digits\)/],
+    ["unknown lineage parent field", mutated((m) => {
+      (m.metadata as Record<string, unknown>).lineage = { parent: { model: "bc", version: 1, alias: "production" } };
+    }), "metadata.lineage.parent.alias", /unknown field "alias" \(allowed: model, version, digest\)/],
+    ["empty derived_by", mutated((m) => { m.metadata.lineage = { derived_by: "" }; }),
+      "metadata.lineage.derived_by", /expected a non-empty string, got the string ""/],
+    ["transform setting that is a mapping", mutated((m) => {
+      (m.metadata as Record<string, unknown>).lineage = { transform: { calibration: { rows: 426 } } };
+    }), "metadata.lineage.transform.calibration", /a transform setting is a string, number, boolean or list of strings, got a mapping/],
+    ["transform list that holds numbers", mutated((m) => {
+      (m.metadata as Record<string, unknown>).lineage = { transform: { sizes: [1, 2] } };
+    }), "metadata.lineage.transform.sizes", /got a list/],
   ];
 
   it.each(cases)("%s", async (_name, manifest, field, message) => {
@@ -318,6 +349,41 @@ describe("mkdir guard", () => {
     expect(error.code).toBe("MLSHIP_ERR_PACKAGE_NOT_FOUND");
     await mkdir(dir);
     await expect(writePackage(dir, baseManifest())).resolves.toBeDefined();
+  });
+});
+
+describe("metadata.lineage", () => {
+  const lineage = {
+    parent: { model: "bc", version: 1, digest: "b".repeat(64) },
+    derived_by: "mlship models optimize bc@1 --quantize int8-static --calibration train.csv",
+    transform: { method: "int8-static", per_channel: false, calibration_rows: 426, percentile: 99.9, skipped_nodes: ["n1: no weight", "n2: tiny"] },
+  };
+
+  it("validates, writes and reads back the parent, derived_by and transform", async () => {
+    const manifest = baseManifest();
+    manifest.metadata.lineage = lineage;
+    expect(validateManifest(manifest).metadata.lineage).toStrictEqual(lineage);
+    const dir = await packageDir("placeholder: 1");
+    await writePackage(dir, manifest);
+    const text = await readFile(path.join(dir, "mlship.yaml"), "utf8");
+    const loaded = await loadPackage(dir);
+    expect(loaded.manifest.metadata.lineage).toStrictEqual(lineage);
+    expect(loaded.manifest).toStrictEqual(manifest);
+    expect(stringifyManifest(loaded.manifest)).toBe(text);
+    // Under metadata, in the documented field order.
+    expect((YAML.parse(text) as { metadata: { lineage: unknown } }).metadata.lineage).toEqual(lineage);
+    expect(text.indexOf("parent:")).toBeLessThan(text.indexOf("derived_by:"));
+    expect(text.indexOf("derived_by:")).toBeLessThan(text.indexOf("transform:"));
+  });
+
+  it("every field is optional; a parent needs only model and version", () => {
+    const cases = [{}, { parent: { model: "bc.v2_x-1", version: 3 } }, { derived_by: "a notebook" }, { transform: {} }];
+    for (const value of cases) {
+      const m = validateManifest({ ...baseManifest(), metadata: { lineage: value } });
+      expect(m.metadata.lineage).toStrictEqual(value);
+      expect(parseManifest(stringifyManifest(m)).metadata.lineage).toStrictEqual(value);
+    }
+    expect(validateManifest(baseManifest()).metadata.lineage).toBeUndefined();
   });
 });
 

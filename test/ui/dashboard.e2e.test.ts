@@ -143,6 +143,7 @@ describe("the dashboard in headless Chromium against mlship serve with real data
         MLSHIP_WORKERS: "1",
         MLSHIP_LOG_LEVEL: "warn",
         MLSHIP_USER: "ui-e2e",
+        MLSHIP_REPLICA_ID: "ui-e2e-replica",
         // A 5 s live monitoring window besides the usual ones, so the drifted diabetes request below closes a window
         // (and raises its drift alerts) while the test runs.
         MLSHIP_MONITOR_WINDOWS: "5s,1h,12h,1d",
@@ -181,7 +182,7 @@ describe("the dashboard in headless Chromium against mlship serve with real data
     expect(traffic.byVariant.challenger).toBeGreaterThan(0);
     expect(traffic.outcomesAccepted).toBe((traffic.byVariant.champion ?? 0) + (traffic.byVariant.challenger ?? 0));
     const info = await api<ServerInfo>("/api/v1/server");
-    expect(info).toMatchObject({ name: "mlship", auth: { adminToken: true } });
+    expect(info).toMatchObject({ name: "mlship", auth: { adminToken: true }, replicaId: "ui-e2e-replica" });
     // /ui, /ui/ and /ui/index.html are the same page.
     const pages = await Promise.all(["/ui", "/ui/", "/ui/index.html"].map(async (route) => {
       const response = await fetch(`${url}${route}`);

@@ -1,4 +1,4 @@
-import type { AuditEntryView, VersionDetail } from "../../contract.js";
+import type { AuditEntryView, PackageLineage, VersionDetail } from "../../contract.js";
 import { getJson } from "../api.js";
 import { h, hashLink } from "../dom.js";
 import { bytes, num, timeEl } from "../format.js";
@@ -36,6 +36,22 @@ function keyValues(values: Record<string, unknown> | undefined, empty: string): 
   );
 }
 
+/** The version this one was derived from (`metadata.lineage.parent`) as a link to its page, with its digest. */
+function parentLink(parent: PackageLineage["parent"]): HTMLElement | string {
+  if (parent === undefined) return "–";
+  return h(
+    "span",
+    null,
+    h("a", { href: hashLink("models", parent.model, "versions", parent.version), "data-testid": "lineage-parent" }, `${parent.model} v${parent.version}`),
+    parent.digest === undefined ? null : [" · ", h("code", null, parent.digest)],
+  );
+}
+
+/** Transform settings for the key/value table: lists (e.g. skipped nodes) as one "; "-separated text. */
+function transformValues(transform: NonNullable<PackageLineage["transform"]>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(transform).map(([k, v]) => [k, Array.isArray(v) ? v.join("; ") : v]));
+}
+
 export async function versionPage(ctx: PageContext): Promise<void> {
   const name = ctx.params[0] ?? "";
   const version = ctx.params[2] ?? ctx.params[1] ?? "";
@@ -44,6 +60,7 @@ export async function versionPage(ctx: PageContext): Promise<void> {
     const record = detail.record;
     const manifest = record.manifest;
     const meta = manifest.metadata;
+    const lineage = meta.lineage;
     const signature = manifest.signature;
     const tensors = [
       ...signature.inputs.map((t) => ({ role: "input", ...t })),
@@ -109,12 +126,22 @@ export async function versionPage(ctx: PageContext): Promise<void> {
       section(
         "Lineage",
         facts([
+          ["Derived from", parentLink(lineage?.parent)],
+          ...(lineage?.derived_by === undefined ? [] : [["Derived by", h("code", null, lineage.derived_by)] as [string, HTMLElement]]),
           ["Registered from", h("code", null, record.source)],
           ["Digest", h("code", null, record.digest)],
           ["Source run", meta.source_run ? [meta.source_run.system, meta.source_run.id, meta.source_run.uri].filter(Boolean).join(" · ") : "–"],
           ["Training data", meta.training_data_fingerprint ? h("code", null, meta.training_data_fingerprint) : "–"],
           ["Created (package)", meta.created_at ? timeEl(meta.created_at) : "–"],
         ]),
+        lineage?.transform === undefined
+          ? null
+          : h(
+              "div",
+              { "data-testid": "lineage-transform" },
+              h("h3", null, "Transform settings"),
+              keyValues(transformValues(lineage.transform), "No settings recorded."),
+            ),
       ),
       section(
         "Files",
