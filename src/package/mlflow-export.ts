@@ -314,6 +314,7 @@ function exportMetadata(meta: PackageMetadata, origin: MlflowExportOrigin | unde
   if (Object.keys(tags).length > 0) put("tags", tags);
   // An MLflow run with an id is MLmodel's own run_id (and artifact_path); any other origin travels here.
   if (meta.source_run !== undefined && !runIdWritten) put("source_run", meta.source_run);
+  put("lineage", meta.lineage);
   return out;
 }
 

@@ -250,6 +250,11 @@ function mlshipMetadata(key: string, value: unknown, meta: PackageMetadata, tags
       }
       Object.assign(params, value);
       return true;
+    case "lineage":
+      // Validated with the rest of the manifest when the imported package is written.
+      if (!isRecord(value)) return false;
+      meta.lineage = value as PackageMetadata["lineage"];
+      return true;
     case "source_run": {
       const run = strings(value);
       // A real run_id at the top level is the better lineage; this is the non-MLflow origin of the package.

@@ -172,6 +172,22 @@ describe("exporting an ONNX package as an MLflow model folder", () => {
     expect(back.manifest.metadata.created_at).toBe("2025-03-04T05:06:07.089Z");
   });
 
+  it("a derived version's lineage travels through MLmodel's metadata and back", async () => {
+    const base = await loadPackage(BREAST);
+    const lineage = {
+      parent: { model: "breast-cancer", version: 1, digest: "a".repeat(64) },
+      derived_by: "mlship models optimize breast-cancer@1 --quantize int8-dynamic",
+      transform: { method: "int8-dynamic", per_channel: false, quantized_nodes: ["gemm_0", "gemm_1"] },
+    };
+    const pkg: ModelPackage = { ...base, manifest: { ...base.manifest, metadata: { ...base.manifest.metadata, lineage } } };
+    const dir = await out();
+    await exportMlflowModel(pkg, { outDir: dir });
+    const mlmodel = await readYaml(path.join(dir, "MLmodel"));
+    expect((mlmodel.metadata as Record<string, unknown>)["mlship.lineage"]).toEqual(lineage);
+    const back = await importModel(dir, { stagingDir: await tempDir("mlflow-export-staging-") });
+    expect(back.manifest.metadata.lineage).toEqual(lineage);
+  });
+
   it("columns feeding an image-shaped input export as tensors, with the example rows reshaped; dropped steps noted", async () => {
     const pkg = await loadPackage(DIGITS);
     const dir = await out();
