@@ -3,16 +3,12 @@
 // (`select distinct model, version, variant from prediction_log where at >= ? and at < ?`) gave: checked here
 // against that scan on SQLite and PostgreSQL, over ranges in and out of the logged spans, at their boundaries,
 // after pruning, and on predictions logged before the migration (its backfill).
-import { randomBytes } from "node:crypto";
-import fs from "node:fs/promises";
-import os from "node:os";
-import path from "node:path";
 import { sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SqlPredictionStore, type PredictionLogTable, type PredictionVersionsTable } from "../../src/feedback/store.js";
 import type { PredictionRecord, Variant } from "../../src/feedback/types.js";
-import { MIGRATIONS, openSqlStore, type SqlStore, type StoreMigration } from "../../src/store/index.js";
-import { POSTGRES_SERVER, postgresAdmin } from "../helpers/sql-stores.js";
+import { MIGRATIONS, type SqlStore, type StoreMigration } from "../../src/store/index.js";
+import { freshPostgresAlone, freshSqlite } from "../helpers/sql-stores.js";
 
 const T0 = Date.parse("2026-12-01T10:00:00.000Z");
 const MINUTE = 60_000;
@@ -83,42 +79,8 @@ interface Backend {
   dispose(): Promise<void>;
 }
 
-async function sqliteBackend(): Promise<Backend> {
-  const home = await fs.mkdtemp(path.join(os.tmpdir(), "mlship-active-"));
-  const opened: SqlStore[] = [];
-  return {
-    async open(migrations) {
-      const store = await openSqlStore({ home, ...(migrations === undefined ? {} : { migrations }) });
-      opened.push(store);
-      return store;
-    },
-    async dispose() {
-      for (const store of opened) await store.close();
-      await fs.rm(home, { recursive: true, force: true });
-    },
-  };
-}
-
-async function postgresBackend(): Promise<Backend> {
-  const admin = await postgresAdmin();
-  const name = `mlship_test_${randomBytes(6).toString("hex")}`;
-  await admin.query(`create database ${name}`);
-  const home = await fs.mkdtemp(path.join(os.tmpdir(), "mlship-active-pg-"));
-  const opened: SqlStore[] = [];
-  return {
-    async open(migrations) {
-      const store = await openSqlStore({ url: `${POSTGRES_SERVER}/${name}`, home, ...(migrations === undefined ? {} : { migrations }) });
-      opened.push(store);
-      return store;
-    },
-    async dispose() {
-      for (const store of opened) await store.close();
-      await admin.query(`drop database if exists ${name} with (force)`);
-      await admin.end();
-      await fs.rm(home, { recursive: true, force: true });
-    },
-  };
-}
+const sqliteBackend = (): Promise<Backend> => freshSqlite("mlship-active");
+const postgresBackend = (): Promise<Backend> => freshPostgresAlone("mlship-active-pg");
 
 function suite(name: string, makeBackend: () => Promise<Backend>): void {
   describe(`activeVersions on ${name}`, () => {

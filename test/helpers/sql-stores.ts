@@ -5,20 +5,21 @@ import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import pg from "pg";
-import { openSqlStore, type SqlStore } from "../../src/store/index.js";
+import { openSqlStore, type SqlStore, type StoreMigration } from "../../src/store/index.js";
 
 export const POSTGRES_SERVER = "postgres://postgres@127.0.0.1:5432";
 
 export interface FreshDatabase {
-  open(): Promise<SqlStore>;
+  /** Opens a store on the database; `migrations` (default: all of them) lets a test stop at an older schema. */
+  open(migrations?: readonly StoreMigration[]): Promise<SqlStore>;
   dispose(): Promise<void>;
 }
 
 function tracked(home: string, url: string | undefined, cleanup: () => Promise<void>): FreshDatabase {
   const opened: SqlStore[] = [];
   return {
-    async open() {
-      const store = await openSqlStore(url === undefined ? { home } : { url, home });
+    async open(migrations) {
+      const store = await openSqlStore({ home, ...(url === undefined ? {} : { url }), ...(migrations === undefined ? {} : { migrations }) });
       opened.push(store);
       return store;
     },
@@ -49,4 +50,20 @@ export async function postgresAdmin(): Promise<pg.Client> {
   const admin = new pg.Client({ connectionString: `${POSTGRES_SERVER}/postgres` });
   await admin.connect();
   return admin;
+}
+
+/** `freshPostgres` with its own admin connection, closed by `dispose()`. */
+export async function freshPostgresAlone(prefix: string): Promise<FreshDatabase> {
+  const admin = await postgresAdmin();
+  const database = await freshPostgres(admin, prefix);
+  return {
+    open: (migrations) => database.open(migrations),
+    async dispose() {
+      try {
+        await database.dispose();
+      } finally {
+        await admin.end();
+      }
+    },
+  };
 }

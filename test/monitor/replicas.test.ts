@@ -2,9 +2,6 @@
 // scoring services (as two `mlship serve` processes have) and replica ids each hear one half of the breast-cancer
 // fixture's drifted rows. The stored window must be the window of all the rows, and its drift verdict the one a single
 // monitor that heard every row computes. Also: migration 0011 keeps windows stored before it readable.
-import { randomBytes } from "node:crypto";
-import fs from "node:fs/promises";
-import os from "node:os";
 import path from "node:path";
 import { pino } from "pino";
 import { sql } from "kysely";
@@ -17,8 +14,8 @@ import type { ColumnProfile, DatasetProfile, NumericProfile, ReferenceProfile } 
 import type { StoredWindow } from "../../src/monitor/windows.js";
 import { createOnnxRuntime, type OnnxRuntime } from "../../src/runtime/index.js";
 import { createScoringService, type ScoringService } from "../../src/scoring/index.js";
-import { MIGRATIONS, openSqlStore, type SqlStore } from "../../src/store/index.js";
-import { POSTGRES_SERVER, postgresAdmin } from "../helpers/sql-stores.js";
+import { MIGRATIONS, type SqlStore } from "../../src/store/index.js";
+import { freshPostgresAlone, freshSqlite } from "../helpers/sql-stores.js";
 import { createWorld, FIXTURES, readCsv, type World } from "../scoring/world.js";
 
 const DIR = path.join(FIXTURES, "breast_cancer_mlp");
@@ -33,42 +30,8 @@ interface Place {
   dispose(): Promise<void>;
 }
 
-async function sqlitePlace(): Promise<Place> {
-  const home = await fs.mkdtemp(path.join(os.tmpdir(), "mlship-replicas-"));
-  const opened: SqlStore[] = [];
-  return {
-    async open(migrations) {
-      const store = await openSqlStore({ home, ...(migrations === undefined ? {} : { migrations }) });
-      opened.push(store);
-      return store;
-    },
-    async dispose() {
-      for (const store of opened) await store.close();
-      await fs.rm(home, { recursive: true, force: true });
-    },
-  };
-}
-
-async function postgresPlace(): Promise<Place> {
-  const admin = await postgresAdmin();
-  const name = `mlship_test_${randomBytes(6).toString("hex")}`;
-  await admin.query(`create database ${name}`);
-  const home = await fs.mkdtemp(path.join(os.tmpdir(), "mlship-replicas-pg-"));
-  const opened: SqlStore[] = [];
-  return {
-    async open(migrations) {
-      const store = await openSqlStore({ url: `${POSTGRES_SERVER}/${name}`, home, ...(migrations === undefined ? {} : { migrations }) });
-      opened.push(store);
-      return store;
-    },
-    async dispose() {
-      for (const store of opened) await store.close();
-      await admin.query(`drop database if exists ${name} with (force)`);
-      await admin.end();
-      await fs.rm(home, { recursive: true, force: true });
-    },
-  };
-}
+const sqlitePlace = (): Promise<Place> => freshSqlite("mlship-replicas");
+const postgresPlace = (): Promise<Place> => freshPostgresAlone("mlship-replicas-pg");
 
 const silent = pino({ level: "silent" });
 
