@@ -565,7 +565,8 @@ export function createScoringService(options: ScoringServiceOptions): ScoringSer
       alias = resolved.alias;
       const loading = loadResolved(resolved);
       const { active, context, lane } = loading instanceof Promise ? await loading : loading;
-      const cacheTtl = cacheTtlOf(resolved);
+      // A batch run scores each row once: hashing its chunks and keeping their outputs would only fill the cache.
+      const cacheTtl = opts.protocol === "batch" ? 0 : cacheTtlOf(resolved);
       let exactKey: string | undefined;
       if (input.kind === "json") {
         if (cacheTtl > 0 && memo !== undefined) {

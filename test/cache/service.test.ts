@@ -58,6 +58,18 @@ describe("prediction cache in the scoring service (real registry and ONNX runtim
     expect(second.rows).toBe(5);
   });
 
+  it("leaves batch scoring out of the cache: a repeated batch chunk runs the model again and is never a hit", async () => {
+    const input = v2(rows(7));
+    const before = runs();
+    const first = await w.scoring.score("bc", input, { protocol: "batch" });
+    const second = await w.scoring.score("bc", v2(rows(7)), { protocol: "batch" });
+    expect(runs()).toBe(before + 2);
+    expect([first.cached, second.cached]).toEqual([undefined, undefined]);
+    // The same rows from an online request are a miss, not a hit left behind by the batch.
+    expect((await w.scoring.score("bc", v2(rows(7)))).cached).toBe(false);
+    expect(values(second, "label")).toEqual((expected.outputs.label as number[]).slice(0, 7));
+  });
+
   it("shares one entry between V2, MLflow dataframe_split, instances, CSV, records and typed tensors", async () => {
     const data = rows(4, 10);
     const before = runs();
