@@ -121,6 +121,26 @@ export const ERROR_CODES = {
     http: 503, grpc: GrpcStatus.UNAVAILABLE, mlflow: "TEMPORARILY_UNAVAILABLE",
     description: "The worker pool is closed or a worker died; retry after the Retry-After delay.",
   },
+  MLSHIP_ERR_RUNTIME_WRAPPER: {
+    http: 500, grpc: GrpcStatus.INTERNAL, mlflow: "INTERNAL_ERROR",
+    description: "A custom model wrapper threw, returned output that does not match its signature, or its process died (it is restarted); the message names the row when the wrapper said which one.",
+  },
+  MLSHIP_ERR_RUNTIME_TIMEOUT: {
+    http: 504, grpc: GrpcStatus.UNAVAILABLE, mlflow: "TEMPORARILY_UNAVAILABLE",
+    description: "A custom model wrapper did not answer within its timeout (custom.timeout_ms); its process is killed and restarted.",
+  },
+  MLSHIP_ERR_PACKAGE_BUILD: {
+    http: 400, grpc: GrpcStatus.INVALID_ARGUMENT, mlflow: "INVALID_PARAMETER_VALUE",
+    description: "mlship package build: the wrapper source does not type-check or bundle; the message names the file and line.",
+  },
+  MLSHIP_ERR_DEPLOYMENT_NOT_FOUND: {
+    http: 404, grpc: GrpcStatus.NOT_FOUND, mlflow: "RESOURCE_DOES_NOT_EXIST",
+    description: "No deployment has this name.",
+  },
+  MLSHIP_ERR_DEPLOYMENT_EXISTS: {
+    http: 409, grpc: GrpcStatus.ALREADY_EXISTS, mlflow: "RESOURCE_ALREADY_EXISTS",
+    description: "A deployment with this name already exists (use update).",
+  },
   MLSHIP_ERR_SERVE_OVERLOADED: {
     http: 429, grpc: GrpcStatus.RESOURCE_EXHAUSTED, mlflow: "REQUEST_LIMIT_EXCEEDED",
     description: "The model version's queue is full (max_queue), or the server itself is saturated (server.maxEventLoopDelayMs); retry after the Retry-After delay.",

@@ -7,6 +7,13 @@ export interface TensorSpec {
   name: string;
   dtype: DType;
   shape: number[];
+  /**
+   * `string` tensors only. `json` (outputs): elements are JSON texts (a custom wrapper's object values, e.g.
+   * `{class: p}`); MLflow responses embed them as objects, V2 sends BYTES with `parameters.content_type: "json"`.
+   * `base64` (inputs): raw BYTES elements (V2 binary extension, gRPC raw contents) reach the model as base64 text
+   * instead of UTF-8 text, so binary payloads such as images survive.
+   */
+  content_type?: "json" | "base64";
 }
 
 /** One named column of tabular input; columns feed one input tensor in order. */
@@ -90,7 +97,7 @@ export interface PackageLineage {
 /** The `mlship.yaml` manifest at a package root (spec: docs/model-package.md). */
 export interface Manifest {
   format_version: 1;
-  flavor: "onnx" | "sparkml";
+  flavor: "onnx" | "sparkml" | "custom";
   /** Paths relative to the package root. `model` is the artifact the runtime loads. */
   files: { model: string } & Record<string, string>;
   signature: Signature;
@@ -105,6 +112,24 @@ export interface Manifest {
   monitor?: MonitorConfig;
   /** What the feedback loop needs to measure live quality (see docs/model-package.md "Feedback"). */
   feedback?: FeedbackConfig;
+  /** Flavor `custom` only: the wrapper's source, config and limits (see docs/custom-models.md). */
+  custom?: CustomSection;
+}
+
+/** `custom:` in mlship.yaml. `files.model` is the bundled module that `mlship package build` writes from `entry`. */
+export interface CustomSection {
+  /** The wrapper's TypeScript/JavaScript source (relative), bundled by `mlship package build` into `files.model`. */
+  entry?: string;
+  /** Free-form settings handed to the wrapper as `context.config`. */
+  config?: Record<string, unknown>;
+  /** Most milliseconds one `predict` call may take; past it the wrapper process is killed and restarted. Default 30000. */
+  timeout_ms?: number;
+  /** Heap limit of the wrapper process (MiB); past it the process dies and is restarted. Default 512. */
+  memory_mb?: number;
+  /** Extra absolute paths the wrapper may read (the package folder is always readable). Default none. */
+  allow_read?: string[];
+  /** Give the wrapper a scratch folder it may write to. Default false (no writes anywhere). */
+  allow_write?: boolean;
 }
 
 /**

@@ -1,5 +1,5 @@
 import type { Tensor } from "../core/index.js";
-import type { TensorSpec } from "../package/index.js";
+import type { Manifest, TensorSpec } from "../package/index.js";
 
 /** What a runtime needs to load one model version. */
 export interface LoadSpec {
@@ -11,6 +11,11 @@ export interface LoadSpec {
   options?: Record<string, unknown>;
   /** How many workers load this version (default: every worker); runs go only to those. */
   instances?: number;
+  /**
+   * The registered version the artifact belongs to: its package folder, manifest and identity. Flavors that need
+   * more than the model file (custom wrappers: other files, config, signature) read it from here.
+   */
+  package?: { root: string; manifest: Manifest; name: string; version: number };
 }
 
 export interface RunOptions {

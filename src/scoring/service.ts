@@ -325,7 +325,8 @@ export function createScoringService(options: ScoringServiceOptions): ScoringSer
         // A remote artifact store (S3) downloads the package into its local cache first.
         const packageDir = (await registry.materialize?.(resolved)) ?? resolved.packageDir;
         const modelPath = path.join(packageDir, v.manifest.files.model);
-        return runtime.load(instances === undefined ? { key, modelPath } : { key, modelPath, instances });
+        const pkg = { root: packageDir, manifest: v.manifest, name: v.name, version: v.version };
+        return runtime.load(instances === undefined ? { key, modelPath, package: pkg } : { key, modelPath, instances, package: pkg });
       })
       .then((loaded) => ({ loaded, seconds: (performance.now() - started) / 1000 }));
     const entry: LoadEntry = {
