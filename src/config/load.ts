@@ -108,6 +108,7 @@ export function loadConfigWithSources(options: LoadConfigOptions = {}): LoadedCo
       workers: pick("runtime.workers", Math.max(1, os.availableParallelism())),
       intraOpThreads: pick("runtime.intraOpThreads", 1),
       interOpThreads: pick("runtime.interOpThreads", 1),
+      inlineMaxMicros: pick("runtime.inlineMaxMicros", 200),
     },
     serving: {
       maxBatchSize: pick("serving.maxBatchSize", 64),

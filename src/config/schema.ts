@@ -80,6 +80,11 @@ export interface MlshipConfig {
     readonly intraOpThreads: number;
     /** onnxruntime inter-op threads per worker (parallel branches of a graph). Default 1. */
     readonly interOpThreads: number;
+    /**
+     * ONNX runs estimated at most this many microseconds run on the main thread instead of a worker, where the
+     * round trip costs more than the run (small models, small batches). 0 turns it off. Default 200.
+     */
+    readonly inlineMaxMicros: number;
   };
   /** Server-wide serving defaults; a version's package `serving` section and its registry override win. */
   readonly serving: {
@@ -187,6 +192,7 @@ export type ConfigKey =
   | "runtime.workers"
   | "runtime.intraOpThreads"
   | "runtime.interOpThreads"
+  | "runtime.inlineMaxMicros"
   | "serving.maxBatchSize"
   | "serving.maxDelayMs"
   | "serving.maxQueue"
@@ -329,6 +335,11 @@ export const KEYS: readonly KeyDef[] = [
     key: "runtime.interOpThreads", env: "MLSHIP_INTER_OP_THREADS", kind: "int", min: 1, max: 1024,
     unit: "threads", defaultText: "1",
     doc: "onnxruntime inter-op threads per worker.",
+  },
+  {
+    key: "runtime.inlineMaxMicros", env: "MLSHIP_INLINE_MAX_MICROS", kind: "int", min: 0, max: 1_000_000,
+    unit: "microseconds", defaultText: "200",
+    doc: "ONNX runs estimated (by a calibration when the version loads) to take at most this long run on the main thread instead of an inference worker, because the round trip would cost more than the run: small models with small batches. 0 runs everything on the workers.",
   },
   {
     key: "serving.maxBatchSize", env: "MLSHIP_MAX_BATCH_SIZE", kind: "int", min: 1, max: 65_536,

@@ -7,8 +7,20 @@ import { MlshipError, isMlshipError } from "../core/index.js";
 import type { Tensor } from "../core/index.js";
 import type { TensorSpec } from "../package/index.js";
 import type { PoolStats, WorkerPool } from "./pool/index.js";
+import type { Outputs } from "./pool/index.js";
 import type { LoadSpec, LoadedModel, ModelRuntime, RunOptions } from "./types.js";
 import { validateFeeds, validateOutputNames } from "./validate.js";
+
+/**
+ * A version's session on the caller's own thread, for the runs it finishes faster than a worker round trip costs
+ * (the ONNX flavor's small models, see onnx/inline.ts). Runs it does not accept go to the workers.
+ */
+export interface InlineRunner {
+  /** Whether a run of `rows` rows (the feeds' first dimension) should run here. */
+  accepts(rows: number): boolean;
+  run(feeds: Record<string, Tensor>, outputs: readonly string[] | undefined): Promise<Outputs>;
+  release(): Promise<void>;
+}
 
 export abstract class PooledRuntime implements ModelRuntime {
   abstract readonly flavor: string;
@@ -26,6 +38,11 @@ export abstract class PooledRuntime implements ModelRuntime {
   /** How messages name the artifact: `model file /x/model.onnx`, `Spark ML model /x/model`. */
   protected abstract describe(path: string): string;
 
+  /** An inline runner for a loaded version, when the flavor offers one and the version suits it. Never throws. */
+  protected openInline(_spec: LoadSpec, _inputs: readonly TensorSpec[], _outputs: readonly TensorSpec[]): Promise<InlineRunner | undefined> {
+    return Promise.resolve(undefined);
+  }
+
   load(spec: LoadSpec): Promise<LoadedModel> {
     if (this.pool.closed) {
       return Promise.reject(new MlshipError("MLSHIP_ERR_RUNTIME_UNAVAILABLE", `cannot load ${spec.key}: ${this.runtimeName} is closed`));
@@ -41,13 +58,17 @@ export abstract class PooledRuntime implements ModelRuntime {
   }
 
   async unload(key: string): Promise<void> {
+    const model = this.#models.get(key);
     this.#models.delete(key);
     await this.pool.unload(key);
+    await releaseInline(model);
   }
 
-  close(): Promise<void> {
+  async close(): Promise<void> {
+    const models = [...this.#models.values()];
     this.#models.clear();
-    return this.pool.close();
+    await this.pool.close();
+    for (const model of models) await releaseInline(model);
   }
 
   /** Per-worker in-flight and completed run counts, for metrics. */
@@ -67,7 +88,8 @@ export abstract class PooledRuntime implements ModelRuntime {
     await this.checkArtifact(spec);
     try {
       const signature = await this.pool.load(spec);
-      return new PooledModel(spec.key, signature.inputs, signature.outputs, this.pool);
+      const inline = await this.openInline(spec, signature.inputs, signature.outputs);
+      return new PooledModel(spec.key, signature.inputs, signature.outputs, this.pool, inline);
     } catch (error) {
       if (isMlshipError(error)) throw error;
       throw new MlshipError("MLSHIP_ERR_RUNTIME_LOAD", `cannot load ${this.describe(spec.modelPath)}: ${String(error)}`, {
@@ -78,12 +100,27 @@ export abstract class PooledRuntime implements ModelRuntime {
   }
 }
 
+async function releaseInline(model: Promise<LoadedModel> | undefined): Promise<void> {
+  const loaded = await model?.catch(() => undefined);
+  if (loaded instanceof PooledModel) await loaded.inline?.release().catch(() => undefined);
+}
+
+/** Rows of a run: the first dimension of its first feed (1 for a scalar). */
+function rowsOf(feeds: Record<string, Tensor>): number {
+  for (const name in feeds) {
+    const shape = (feeds[name] as Tensor).shape;
+    return shape.length === 0 ? 1 : (shape[0] as number);
+  }
+  return 1;
+}
+
 class PooledModel implements LoadedModel {
   constructor(
     readonly key: string,
     readonly inputs: TensorSpec[],
     readonly outputs: TensorSpec[],
     private readonly pool: WorkerPool,
+    readonly inline: InlineRunner | undefined,
   ) {}
 
   run(feeds: Record<string, Tensor>, options: RunOptions = {}): Promise<Record<string, Tensor>> {
@@ -92,6 +129,9 @@ class PooledModel implements LoadedModel {
       validateOutputNames(this.outputs, options.outputs);
     } catch (error) {
       return Promise.reject(error);
+    }
+    if (this.inline !== undefined && options.signal?.aborted !== true && this.inline.accepts(rowsOf(feeds))) {
+      return this.inline.run(feeds, options.outputs);
     }
     return this.pool.run(this.key, feeds, options);
   }

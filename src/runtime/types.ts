@@ -24,7 +24,10 @@ export interface RunOptions {
   signal?: AbortSignal;
 }
 
-/** A loaded model version; `run` never executes on the caller's event loop. */
+/**
+ * A loaded model version. `run` executes on a worker, except the small runs of a flavor that runs them inline
+ * because that is cheaper than the round trip (the ONNX flavor's `inlineMaxMicros`, see onnx/inline.ts).
+ */
 export interface LoadedModel {
   readonly key: string;
   readonly inputs: TensorSpec[];

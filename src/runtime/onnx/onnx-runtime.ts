@@ -14,6 +14,8 @@ import { MlshipError } from "../../core/index.js";
 import type { Logger } from "../../core/index.js";
 import { WorkerPool, siblingWorkerUrl } from "../pool/index.js";
 import { PooledRuntime } from "../pooled-runtime.js";
+import type { InlineRunner } from "../pooled-runtime.js";
+import type { TensorSpec } from "../../package/index.js";
 import type { LoadSpec } from "../types.js";
 import type { OnnxWorkerData } from "./worker.js";
 
@@ -26,6 +28,11 @@ export interface OnnxRuntimeOptions {
   interOpThreads?: number;
   /** How long `close()` waits for in-flight runs (ms, default 5000). */
   drainTimeoutMs?: number;
+  /**
+   * Runs estimated (by a calibration at load) to take at most this many microseconds execute on the caller's
+   * thread instead of a worker, where the round trip would cost more than the run (see inline.ts). Default 0: off.
+   */
+  inlineMaxMicros?: number;
   logger?: Logger;
 }
 
@@ -36,6 +43,8 @@ export interface OnnxRuntimeOptions {
  */
 export class OnnxRuntime extends PooledRuntime {
   readonly flavor = "onnx";
+  readonly #inlineMaxMicros: number;
+  readonly #logger: Logger | undefined;
 
   constructor(options: OnnxRuntimeOptions = {}) {
     const intraOpThreads = options.intraOpThreads ?? 1;
@@ -62,6 +71,22 @@ export class OnnxRuntime extends PooledRuntime {
       }),
       "the ONNX runtime",
     );
+    const inlineMaxMicros = options.inlineMaxMicros ?? 0;
+    if (!Number.isFinite(inlineMaxMicros) || inlineMaxMicros < 0) {
+      throw new MlshipError("MLSHIP_ERR_CONFIG_INVALID", `inlineMaxMicros must be a non-negative number, got ${String(inlineMaxMicros)}`, {
+        field: "inlineMaxMicros",
+      });
+    }
+    this.#inlineMaxMicros = inlineMaxMicros;
+    this.#logger = options.logger;
+  }
+
+  protected override async openInline(spec: LoadSpec, inputs: readonly TensorSpec[], outputs: readonly TensorSpec[]): Promise<InlineRunner | undefined> {
+    // Restricted to some workers (`instances`), a version is meant to stay off the others: keep it off this thread too.
+    if (this.#inlineMaxMicros <= 0 || spec.instances !== undefined) return undefined;
+    // Loaded on first use, so a process that runs no ONNX model inline never loads onnxruntime on its main thread.
+    const { openInline } = await import("./inline.js");
+    return openInline(spec, inputs, outputs, { maxMicros: this.#inlineMaxMicros, logger: this.#logger });
   }
 
   protected async checkArtifact(spec: LoadSpec): Promise<void> {
