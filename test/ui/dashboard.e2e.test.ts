@@ -306,10 +306,24 @@ describe("the dashboard in headless Chromium against mlship serve with real data
     expect(radiusKind.toLowerCase()).not.toMatch(/^\s*none\b/);
     const rules = page.locator(byTestId("rule-row"));
     expect(await rules.count()).toBeGreaterThan(0);
-    const passed = await rules.evaluateAll((rows) => rows.map((r) => r.getAttribute("data-passed")));
-    expect(passed.every((p) => p === "true" || p === "false"), JSON.stringify(passed)).toBe(true);
+    const results = await rules.evaluateAll((rows) => rows.map((r) => ({ passed: r.getAttribute("data-passed"), severity: r.getAttribute("data-severity") })));
+    expect(results.every((r) => r.passed === "true" || r.passed === "false"), JSON.stringify(results)).toBe(true);
+    // The summary counts the rules that did not pass by severity: the planted step breaks learned ranges (warnings).
+    const failing = results.filter((r) => r.passed === "false");
+    const [errors, warnings] = [failing.filter((r) => r.severity === "error").length, failing.filter((r) => r.severity === "warning").length];
+    expect(warnings, "learned range rules broken by the drifted rows").toBeGreaterThan(0);
+    const rulesSummary = (await page.locator(byTestId("rules-summary")).textContent()) ?? "";
+    expect(rulesSummary).toContain(`${warnings} warning`);
+    if (errors === 0) expect(rulesSummary).not.toContain("failed");
+    else expect(rulesSummary).toContain(`${errors} failed`);
+    // A test's chart draws its statistic too, on a second axis at the right (the p-value decides, the statistic moves).
+    const radiusChart = page.locator(byTestId(`chart-drift-${safe("mean radius")}`));
+    expect(await radiusChart.locator(".u-legend").textContent()).toContain("ks statistic");
+    expect(await radiusChart.locator(".u-axis").count(), "x, y and the statistic's axis").toBe(3);
+    // Prediction drift: per output the score over the windows and the reference/current histogram.
     expect(await page.locator(`[data-testid^="chart-pred-"]`).count()).toBeGreaterThan(0);
     await expectChartDrawn(`chart-pred-${safe("probabilities[1]")}`);
+    await expectChartDrawn(`chart-hist-pred-${safe("probabilities[1]")}`);
     // Each window says how many features drifted ("3 of 30"), next to the dataset verdict.
     const windowRows = await page.locator(byTestId("drift-window")).count();
     const driftedCells = await page.locator(`${byTestId("drift-window")} ${byTestId("window-drifted")}`).allTextContents();

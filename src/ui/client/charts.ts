@@ -16,6 +16,8 @@ export interface SeriesSpec {
   color?: string;
   dash?: number[];
   width?: number;
+  /** Draw against the chart's second y scale (`y2`, its axis on the right) instead of the first. */
+  y2?: boolean;
 }
 
 export type ChartData = [number[], ...(number | null)[][]];
@@ -39,6 +41,11 @@ interface ChartOptions {
   height?: number;
   /** Fixed y range, e.g. [0, 1] for rates. */
   yRange?: [number, number];
+  /**
+   * A second y scale, its axis on the right, for series marked `y2` whose values are not on the first one's
+   * scale (a test's statistic next to its p-value).
+   */
+  y2?: { format: (value: number) => string };
   /** Labels of the x positions (index axis). */
   xLabels?: string[];
   /** Longer names of the x positions for the legend (index axis), e.g. a bin's full range; default `xLabels`. */
@@ -74,6 +81,11 @@ function showPoints(u: uPlot): boolean {
   return (count - 1) * POINT_SPACING_PX <= Math.abs(u.valToPos(last, "x") - u.valToPos(first, "x"));
 }
 
+/** A y range from 0 (or the data's minimum when it is negative) to a little above the data's maximum. */
+function fromZero(_u: uPlot, min: number | null, max: number | null): uPlot.Range.MinMax {
+  return [Math.min(0, min ?? 0), max === null || max <= 0 ? 1 : max * 1.1];
+}
+
 function widthOf(element: HTMLElement): number {
   return Math.max(240, Math.floor(element.getBoundingClientRect().width || element.parentElement?.getBoundingClientRect().width || 600));
 }
@@ -87,6 +99,7 @@ export function chart(options: ChartOptions, data: ChartData, signal: AbortSigna
   const format = options.format ?? ((v: number) => num(v));
   const fmt = (v: number | null | undefined): string => (v === null || v === undefined ? "–" : format(v));
   const time = options.time ?? true;
+  const y2Format = options.y2?.format;
   const labels = options.xLabels;
   const legendLabels = options.xLegendLabels ?? labels;
   const barsBuilder = options.bars ? uPlot.paths.bars : undefined;
@@ -98,6 +111,10 @@ export function chart(options: ChartOptions, data: ChartData, signal: AbortSigna
       const stroke = s.color ?? color(i);
       const base: uPlot.Series = { label: s.label, stroke, width: s.width ?? 1.5, value: (_u: uPlot, v: number | null) => fmt(v) };
       if (s.dash) base.dash = s.dash;
+      if (s.y2 === true && y2Format !== undefined) {
+        base.scale = "y2";
+        base.value = (_u: uPlot, v: number | null) => (v === null || v === undefined ? "–" : y2Format(v));
+      }
       if (time) base.points = { show: showPoints };
       if (barsBuilder !== undefined) {
         const count = options.series.length;
@@ -138,9 +155,8 @@ export function chart(options: ChartOptions, data: ChartData, signal: AbortSigna
           ? { time: true }
           : { time: true, range: trailingRange }
         : { time: false, range: (_u: uPlot, min: number, max: number): uPlot.Range.MinMax => [Math.min(min, 0) - 0.5, Math.max(max, (labels?.length ?? 1) - 1) + 0.5] },
-      y: options.yRange
-        ? { range: options.yRange }
-        : { range: (_u: uPlot, min: number | null, max: number | null): uPlot.Range.MinMax => [Math.min(0, min ?? 0), max === null || max <= 0 ? 1 : max * 1.1] },
+      y: options.yRange ? { range: options.yRange } : { range: fromZero },
+      ...(y2Format === undefined ? {} : { y2: { range: fromZero } }),
     },
     axes: [
       time
@@ -155,6 +171,18 @@ export function chart(options: ChartOptions, data: ChartData, signal: AbortSigna
             size: labels !== undefined && labels.length > 8 ? 70 : 40,
           },
       { stroke: "#64748b", grid: { stroke: "#e2e8f0" }, values: (_u: uPlot, splits: number[]) => splits.map((v) => format(v)), size: 70 },
+      ...(y2Format === undefined
+        ? []
+        : [
+            {
+              scale: "y2",
+              side: 1,
+              stroke: "#64748b",
+              grid: { show: false },
+              values: (_u: uPlot, splits: number[]) => splits.map((v) => y2Format(v)),
+              size: 60,
+            },
+          ]),
     ],
     legend: { live: true },
     // The shown x range on the wrapper (data-x-min/-max, axis units), so tests and tools can read what is on screen.

@@ -72,16 +72,20 @@ function featureCard(ctx: PageContext, f: FeatureDriftSummary, prefix: "drift" |
   const isTest = f.operator === "<";
   const scoreLabel = isTest ? "p-value" : `${f.method} distance`;
   const xs = f.series.map((p) => toSeconds(p.start));
-  const data: ChartData = [xs, f.series.map((p) => p.score), f.series.map(() => f.threshold)];
+  // A test's verdict is its p-value against the threshold, but its statistic (KS D, chi-square, z) is what moves
+  // with the data: drawn too, on its own scale (right axis). A distance is both at once.
+  const data: ChartData = [xs, f.series.map((p) => p.score), f.series.map(() => f.threshold), ...(isTest ? [f.series.map((p) => p.statistic)] : [])];
   const statistic = chart(
     {
       name: `${prefix}-${id}`,
-      title: `${scoreLabel} per window (dashed: threshold ${num(f.threshold, 3)}, drift when ${isTest ? "below" : "at or above"})`,
+      title: `${scoreLabel} per window (dashed: threshold ${num(f.threshold, 3)}, drift when ${isTest ? "below" : "at or above"})${isTest ? `; ${f.method} statistic on the right axis` : ""}`,
       series: [
         { label: scoreLabel, color: "#2563eb" },
         { label: "threshold", color: "#dc2626", dash: [6, 4], width: 1 },
+        ...(isTest ? [{ label: `${f.method} statistic`, color: "#059669", width: 1, y2: true }] : []),
       ],
       format: (v) => num(v, 3),
+      ...(isTest ? { y2: { format: (v: number) => num(v, 3) } } : {}),
       height: 160,
     },
     data,
@@ -90,7 +94,9 @@ function featureCard(ctx: PageContext, f: FeatureDriftSummary, prefix: "drift" |
   const latest = f.latest;
   const kind = f.driftKind;
   let histogram: HTMLElement | null = null;
-  if (prefix === "drift" && f.histogram !== null && f.histogram.reference.length > 0) {
+  // Outputs get the same overlay as features (test ids `hist-pred-...`: an output may share a feature's name).
+  const histId = prefix === "drift" ? id : `pred-${id}`;
+  if (f.histogram !== null && f.histogram.reference.length > 0) {
     const { axis: labels, full } = binLabels(f.histogram);
     // Rotated labels hang to the right of their tick: leave room for the last one (about 6 px a character).
     const rotated = labels.length > 8;
@@ -98,7 +104,7 @@ function featureCard(ctx: PageContext, f: FeatureDriftSummary, prefix: "drift" |
     const outside = outsideNote(f.histogram);
     const histogramChart = chart(
       {
-        name: `hist-${id}`,
+        name: `hist-${histId}`,
         title: "Distribution: reference against the newest window (share of rows per bin)",
         series: [
           { label: "reference", color: "#64748b" },
@@ -115,7 +121,7 @@ function featureCard(ctx: PageContext, f: FeatureDriftSummary, prefix: "drift" |
       [labels.map((_, i) => i), f.histogram.reference, f.histogram.current.length === labels.length ? f.histogram.current : labels.map((_, i) => f.histogram?.current[i] ?? null)],
       ctx.signal,
     ).element;
-    histogram = outside === null ? histogramChart : h("div", null, histogramChart, h("p", { class: "muted chart-note", "data-testid": `hist-outside-${id}` }, outside));
+    histogram = outside === null ? histogramChart : h("div", null, histogramChart, h("p", { class: "muted chart-note", "data-testid": `hist-outside-${histId}` }, outside));
   }
   return h(
     "article",
@@ -152,7 +158,7 @@ function rulesTable(rules: RuleResult[], empty: string): HTMLElement {
     rules,
     {
       empty,
-      rowAttrs: (r) => ({ "data-testid": "rule-row", "data-passed": String(r.passed), class: r.passed ? "" : r.severity === "warning" ? "warn-row" : "bad-row" }),
+      rowAttrs: (r) => ({ "data-testid": "rule-row", "data-passed": String(r.passed), "data-severity": r.severity, class: r.passed ? "" : r.severity === "warning" ? "warn-row" : "bad-row" }),
     },
   );
 }
@@ -196,6 +202,7 @@ export async function driftPage(ctx: PageContext): Promise<void> {
     const driftedCell = (w: MonitorSummary["windows"][number]): HTMLElement => h("span", { "data-testid": "window-drifted" }, driftedText(w));
     const failedRules = summary.rules.filter((r) => !r.passed).sort((a, b) => (a.severity === b.severity ? 0 : a.severity === "error" ? -1 : 1));
     const passedRules = summary.rules.filter((r) => r.passed);
+    const ruleErrors = failedRules.filter((r) => r.severity !== "warning").length;
     // Drifted features first, then the ones closest to their threshold.
     const features = [...summary.features].sort((a, b) => rank(a) - rank(b));
     setBody(
@@ -217,7 +224,18 @@ export async function driftPage(ctx: PageContext): Promise<void> {
         facts([
           ["Newest window", summary.latestWindow === null ? "–" : h("span", null, timeEl(summary.latestWindow.start), " to ", timeEl(summary.latestWindow.end))],
           ["Features drifted (newest)", `${drifted} of ${summary.features.length}`],
-          ["Rules failed (newest)", failedRules.length === 0 ? badge("none", "ok") : badge(String(failedRules.length), "bad")],
+          [
+            "Rules (newest)",
+            // A rule of severity warning that does not pass is a warning (amber), as in its row below, not a failure.
+            failedRules.length === 0
+              ? badge(summary.rules.length === 0 ? "no results" : "all passed", summary.rules.length === 0 ? "muted" : "ok")
+              : h(
+                  "span",
+                  { class: "badges", "data-testid": "rules-summary" },
+                  ruleErrors > 0 ? badge(`${ruleErrors} failed`, "bad") : null,
+                  failedRules.length - ruleErrors > 0 ? badge(`${failedRules.length - ruleErrors} warning${failedRules.length - ruleErrors === 1 ? "" : "s"}`, "warn") : null,
+                ),
+          ],
         ]),
         table(
           [
