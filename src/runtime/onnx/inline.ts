@@ -32,6 +32,7 @@ import { fromOrtValue, toOrtTensor } from "./convert.js";
 export const INLINE_MAX_FILE_BYTES = 4 * 1024 * 1024;
 /** The row count of the second calibration run (the batcher's default batch size). */
 const CALIBRATION_ROWS = 64;
+const MAX_INLINE_ROWS = 4 * CALIBRATION_ROWS;
 const SLOW_FACTOR = 8;
 const SLOW_RUNS_TO_GIVE_UP = 5;
 
@@ -41,9 +42,22 @@ export interface InlineOptions {
   logger?: Logger | undefined;
 }
 
-function timeRun(session: ort.InferenceSession, feeds: Record<string, ort.Tensor>): Promise<number> {
-  const started = performance.now();
-  return session.run(feeds).then(() => (performance.now() - started) * 1000);
+/**
+ * Runs `session` and reports the microseconds of the run itself. onnxruntime-node runs a session inside a
+ * `setImmediate` callback that `run()` queues synchronously; a marker queued just before it fires right before it,
+ * so the time excludes the wait for that turn of the event loop (under load, the other callbacks of the turn).
+ */
+function timedRun(session: ort.InferenceSession, feeds: Record<string, ort.Tensor>, fetches?: string[]): Promise<{ result: ort.InferenceSession.OnnxValueMapType; micros: number }> {
+  let started = 0;
+  setImmediate(() => {
+    started = performance.now();
+  });
+  const running = fetches === undefined ? session.run(feeds) : session.run(feeds, fetches);
+  return running.then((result) => ({ result, micros: (performance.now() - started) * 1000 }));
+}
+
+async function timeRun(session: ort.InferenceSession, feeds: Record<string, ort.Tensor>): Promise<number> {
+  return (await timedRun(session, feeds)).micros;
 }
 
 /** Zero-filled feeds of `rows` rows, or undefined when an input is not a fixed-width numeric tensor with a batch axis. */
@@ -87,20 +101,20 @@ class InlineSession implements InlineRunner {
   async run(feeds: Record<string, Tensor>, outputs: readonly string[] | undefined): Promise<Outputs> {
     const ortFeeds: Record<string, ort.Tensor> = {};
     for (const [name, tensor] of Object.entries(feeds)) ortFeeds[name] = toOrtTensor(tensor);
-    const started = performance.now();
-    let result: ort.InferenceSession.OnnxValueMapType;
+    let run: { result: ort.InferenceSession.OnnxValueMapType; micros: number };
     try {
-      result = await this.session.run(ortFeeds, outputs === undefined ? this.fetchAll.slice() : outputs.slice());
+      run = await timedRun(this.session, ortFeeds, outputs === undefined ? this.fetchAll.slice() : outputs.slice());
     } catch (error) {
       throw new MlshipError("MLSHIP_ERR_RUNTIME_INFERENCE", `model ${this.key} failed to run: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
     }
-    this.#watch((performance.now() - started) * 1000);
+    const { result } = run;
+    this.#watch(run.micros);
     const out: Outputs = {};
     for (const [name, value] of Object.entries(result)) out[name] = fromOrtValue(name, value);
     return out;
   }
 
-  /** Live timings include the turn of the event loop the run waits for, so only a run of slow runs counts. */
+  /** A single slow run may be the machine's doing (another process on the core): only a streak counts. */
   #watch(micros: number): void {
     if (micros <= SLOW_FACTOR * this.maxMicros) {
       this.#slowRuns = 0;
@@ -136,14 +150,19 @@ export async function openInline(spec: LoadSpec, inputs: readonly TensorSpec[], 
       logSeverityLevel: 4,
       ...(spec.options as ort.InferenceSession.SessionOptions | undefined),
     });
-    // The first run of a session pays for its allocations: one untimed run, then the fastest of a few.
+    // The first runs of a session pay for its allocations and the JIT: a few untimed runs (the first one bounded, so a
+    // model far too slow costs one run), then the fastest of several.
     const first = await timeRun(session, one);
-    if (first > 50 * options.maxMicros) return await release(session);
-    const oneMicros = await fastest(session, one, 5);
+    if (first > Math.max(100 * options.maxMicros, 100_000)) return await release(session);
+    await timeRun(session, many);
+    await timeRun(session, one);
+    const oneMicros = await fastest(session, one, 7);
     if (oneMicros > options.maxMicros) return await release(session);
-    const manyMicros = await fastest(session, many, 3);
+    const manyMicros = await fastest(session, many, 5);
     const perRow = Math.max(0, (manyMicros - oneMicros) / (CALIBRATION_ROWS - 1));
-    const maxRows = perRow === 0 ? CALIBRATION_ROWS : Math.max(1, Math.min(65_536, 1 + Math.floor((options.maxMicros - oneMicros) / perRow)));
+    // The per-row cost is extrapolated at most to MAX_INLINE_ROWS: beyond a few times the calibrated size, caches
+    // and allocation sizes change what a row costs.
+    const maxRows = perRow === 0 ? MAX_INLINE_ROWS : Math.max(1, Math.min(MAX_INLINE_ROWS, 1 + Math.floor((options.maxMicros - oneMicros) / perRow)));
     options.logger?.debug({ model: spec.key, oneRowMicros: Math.round(oneMicros), perRowMicros: Math.round(perRow * 100) / 100, maxRows }, "model runs inline for small batches");
     return new InlineSession(spec.key, session, outputs.map((o) => o.name), maxRows, options.maxMicros, options.logger);
   } catch (error) {
