@@ -85,7 +85,12 @@ async function listen(ctx: CliContext, app: Mlship, defaultModel: string | null)
   let draining = false;
   // One checker for REST and gRPC; the admin token passes wherever an inference token is asked for.
   const inferenceTokens = config.server.inferenceTokens === null ? undefined : createInferenceTokens(config.server.inferenceTokens, { adminToken: config.server.adminToken });
+  // Deployments (/api/v1/deployments and /v1/deployments/{name}/invocations); their rollouts go through the feedback
+  // loop's rollout service, built below (used only once requests arrive).
+  const { createDeploymentService, deploymentRoutes } = await import("../deployments/index.js");
+  const deployments = createDeploymentService({ store: app.store, registry: app.registry, scoring: app.scoring, logger: app.logger, rollouts: () => loop.rollouts });
   const server = buildServer({
+    deploymentRef: (name) => deployments.modelOf(name),
     isDraining: () => draining,
     scoring: app.scoring,
     registry: app.registry,
@@ -180,6 +185,7 @@ async function listen(ctx: CliContext, app: Mlship, defaultModel: string | null)
     ...(loop.predictionLog === undefined ? {} : { logStats: () => (loop.predictionLog as NonNullable<typeof loop.predictionLog>).stats() }),
   });
   void server.register(rolloutRoutes, { rollouts: loop.rollouts, registry: app.registry, user: config.user, promote: loop.promote });
+  void server.register(deploymentRoutes, { deployments, user: config.user });
   // Batch predictions: lookups from the store (or the batch.lookupUrl database, whose pool closes with the server),
   // and the age of each table's last successful run in /metrics.
   void server.register(batchRoutes, { store: app.store, registry: app.registry, maxAgeMs: config.batch.maxAgeMs, lookupUrl: config.batch.lookupUrl });
@@ -262,6 +268,7 @@ async function listen(ctx: CliContext, app: Mlship, defaultModel: string | null)
         // The prediction log is flushed once no request can add to it (rows it cannot store are spilled to disk).
         .then(() => scheduler.close())
         .then(() => loop.close())
+        .then(() => deployments.close())
         .catch((err: unknown) => app.logger.warn({ err }, "the feedback loop did not close cleanly"))
         .finally(() => {
         clearTimeout(force);

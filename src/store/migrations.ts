@@ -542,8 +542,32 @@ const predictionOutcomes0012: StoreMigration = {
   },
 };
 
+/**
+ * Deployments (issue 12): named, stored bindings of a model reference to serving settings and an optional rollout,
+ * managed over `/api/v1/deployments` and served at `/v1/deployments/{name}/invocations`. Settings and rollout are
+ * kept as given (JSON text); what they changed lives in the registry (version settings) and the rollouts table.
+ */
+const deployments0013: StoreMigration = {
+  name: "0013_deployments",
+  async up(db) {
+    await db.schema
+      .createTable("deployments")
+      .ifNotExists()
+      .addColumn("name", "text", (col) => col.primaryKey())
+      .addColumn("model", "text", (col) => col.notNull())
+      .addColumn("settings", "text", (col) => col.notNull().defaultTo("{}"))
+      .addColumn("rollout", "text")
+      .addColumn("rollout_id", "text")
+      .addColumn("created_at", "text", (col) => col.notNull())
+      .addColumn("created_by", "text", (col) => col.notNull())
+      .addColumn("updated_at", "text", (col) => col.notNull())
+      .addColumn("updated_by", "text", (col) => col.notNull())
+      .execute();
+  },
+};
+
 /** Every migration, in order. Later areas append theirs here. */
-export const MIGRATIONS: readonly StoreMigration[] = [registry0001, versionSettings0002, monitor0003, feedback0004, rollout0005, batch0006, batchSchedules0007, streamStatus0008, registryNotify0009, predictionVersions0010, monitorReplicas0011, predictionOutcomes0012];
+export const MIGRATIONS: readonly StoreMigration[] = [registry0001, versionSettings0002, monitor0003, feedback0004, rollout0005, batch0006, batchSchedules0007, streamStatus0008, registryNotify0009, predictionVersions0010, monitorReplicas0011, predictionOutcomes0012, deployments0013];
 
 /** The table Kysely's Migrator records applied migrations in (and its lock table). */
 export const MIGRATION_TABLE = "mlship_migration";

@@ -76,6 +76,23 @@ export interface VersionSettingsTable {
   updated_by: string;
 }
 
+/** A deployment: a named binding of a model reference to serving settings and an optional rollout (0013). */
+export interface DeploymentsTable {
+  name: string;
+  /** The model reference it serves (`name`, `name@alias`, `name@3`). */
+  model: string;
+  /** JSON object: the settings as given (workers, batching, cache, ...). */
+  settings: string;
+  /** JSON object: the rollout as given, or null. */
+  rollout: string | null;
+  /** The rollout this deployment started, while it may still be active. */
+  rollout_id: string | null;
+  created_at: string;
+  created_by: string;
+  updated_at: string;
+  updated_by: string;
+}
+
 export interface Database {
   registry_state: RegistryStateTable;
   models: ModelsTable;
@@ -83,4 +100,5 @@ export interface Database {
   model_aliases: ModelAliasesTable;
   alias_events: AliasEventsTable;
   version_settings: VersionSettingsTable;
+  deployments: DeploymentsTable;
 }

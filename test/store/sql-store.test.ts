@@ -125,7 +125,7 @@ describe("openSqlStore", () => {
     const lite = await tableColumns(await open());
     const post = await tableColumns(await open(`${SERVER}/${pgName}`));
     expect(Object.keys(lite).sort()).toEqual(
-      ["alias_events", "audit_log", "batch_locks", "batch_predictions", "batch_rejects", "batch_runs", "batch_schedules", "business_events", "mlship_migration",
+      ["alias_events", "audit_log", "batch_locks", "batch_predictions", "batch_rejects", "batch_runs", "batch_schedules", "business_events", "deployments", "mlship_migration",
         "mlship_migration_lock", "model_aliases", "model_versions", "models", "monitor_profiles", "outcomes", "prediction_log", "prediction_versions", "registry_state",
         "rollout_policies", "rollouts", "stream_status", "version_settings"],
     );

@@ -64,13 +64,19 @@ export function createInferenceTokens(tokens: InferenceTokenMap, options: { admi
  * The model reference a request of an inference route reaches, as its handler resolves it (`RouteConfig.model`), or
  * undefined when the route names none or the reference is malformed (the handler then answers that error itself).
  */
-async function requestRef(request: FastifyRequest, scoring: ScoringService, defaultModel: string | undefined): Promise<string | undefined> {
+async function requestRef(
+  request: FastifyRequest,
+  scoring: ScoringService,
+  defaultModel: string | undefined,
+  deploymentRef: ((name: string) => Promise<string>) | undefined,
+): Promise<string | undefined> {
   const target = (request.routeOptions.config as Partial<RouteConfig> | undefined)?.model;
   if (target === undefined) return undefined;
   try {
     if (target === "default") return await defaultModelRef(scoring, defaultModel);
     const params = request.params as { name?: string; version?: string; ref?: string };
     if (target === "ref") return params.ref;
+    if (target === "deployment") return params.name === undefined || deploymentRef === undefined ? undefined : await deploymentRef(params.name);
     if (params.name === undefined) return undefined;
     return v2Ref(params.version === undefined ? { name: params.name } : { name: params.name, version: params.version });
   } catch {
@@ -79,14 +85,19 @@ async function requestRef(request: FastifyRequest, scoring: ScoringService, defa
 }
 
 /**
- * mlshipPlugin's `onRequest` hook for the inference routes (V2 infer, metadata and ready; MLflow `/invocations` and
- * `/v1/models/{ref}/invocations`): a request reaching a listed model without one of its tokens is refused before its
+ * mlshipPlugin's `onRequest` hook for the inference routes (V2 infer, metadata and ready; MLflow `/invocations`,
+ * `/v1/models/{ref}/invocations` and `/v1/deployments/{name}/invocations`, which reaches the deployment's model): a request reaching a listed model without one of its tokens is refused before its
  * body is read, 401 `MLSHIP_ERR_AUTH_REQUIRED` (with `WWW-Authenticate`) or 403 `MLSHIP_ERR_AUTH_INVALID`, in the
  * route's error format. The standalone server's fast path makes the same check (`fast.ts`).
  */
-export function inferenceTokenHook(tokens: InferenceTokens, scoring: ScoringService, defaultModel: string | undefined): onRequestHookHandler {
+export function inferenceTokenHook(
+  tokens: InferenceTokens,
+  scoring: ScoringService,
+  defaultModel: string | undefined,
+  deploymentRef?: (name: string) => Promise<string>,
+): onRequestHookHandler {
   return async function checkInferenceToken(request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply | undefined> {
-    const ref = await requestRef(request, scoring, defaultModel);
+    const ref = await requestRef(request, scoring, defaultModel, deploymentRef);
     if (ref === undefined) return undefined;
     const refusal = tokens.refusal(ref, request.headers.authorization);
     if (refusal === undefined) return undefined;

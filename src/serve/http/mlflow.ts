@@ -10,6 +10,7 @@ import { mlshipVersion } from "./version.js";
 const MLFLOW: RouteConfig = { protocol: "mlflow" };
 const MLFLOW_DEFAULT_INFER: RouteConfig = { protocol: "mlflow", inference: true, metricsProtocol: "mlflow", model: "default" };
 const MLFLOW_INFER: RouteConfig = { protocol: "mlflow", inference: true, metricsProtocol: "mlflow", model: "ref" };
+const MLFLOW_DEPLOYMENT_INFER: RouteConfig = { protocol: "mlflow", inference: true, metricsProtocol: "mlflow", model: "deployment" };
 
 /** `/invocations` serves the configured default model, or the only registered one (conventions.md). */
 export async function defaultModelRef(scoring: ScoringService, defaultModel: string | undefined): Promise<string> {
@@ -26,7 +27,13 @@ export async function defaultModelRef(scoring: ScoringService, defaultModel: str
   );
 }
 
-export function registerMlflowRoutes(app: FastifyInstance, scoring: ScoringService, bodyLimit: number, defaultModel: string | undefined): void {
+export function registerMlflowRoutes(
+  app: FastifyInstance,
+  scoring: ScoringService,
+  bodyLimit: number,
+  defaultModel: string | undefined,
+  deploymentRef?: (name: string) => Promise<string>,
+): void {
   const invoke = async (ref: string, request: FastifyRequest, reply: FastifyReply) => {
     const body = request.body;
     const input = body instanceof CsvBody ? { kind: "csv" as const, text: body.text } : { kind: "mlflow" as const, body };
@@ -44,6 +51,12 @@ export function registerMlflowRoutes(app: FastifyInstance, scoring: ScoringServi
   app.post<{ Params: { ref: string } }>("/v1/models/:ref/invocations", { config: MLFLOW_INFER, bodyLimit }, async (request, reply) =>
     invoke(request.params.ref, request, reply),
   );
+  if (deploymentRef !== undefined) {
+    // The same handler with the deployment's model reference, read per request (cached until the store changes).
+    app.post<{ Params: { name: string } }>("/v1/deployments/:name/invocations", { config: MLFLOW_DEPLOYMENT_INFER, bodyLimit }, async (request, reply) =>
+      invoke(await deploymentRef(request.params.name), request, reply),
+    );
+  }
 
   // MLflow answers 200 once the model is loaded; here: the default model resolves and is loaded (503 while it
   // loads), or with no default model, the registry answers.

@@ -38,10 +38,12 @@ export const mlshipPlugin: FastifyPluginAsync<MlshipPluginOptions> = async (app:
     });
   }
   // Encapsulated: the hook guards this plugin's inference routes only, wherever the plugin is mounted.
-  if (options.inferenceTokens !== undefined) app.addHook("onRequest", inferenceTokenHook(options.inferenceTokens, scoring, options.defaultModel));
+  if (options.inferenceTokens !== undefined) {
+    app.addHook("onRequest", inferenceTokenHook(options.inferenceTokens, scoring, options.defaultModel, options.deploymentRef));
+  }
   if (options.settingsRoutes !== false) registerSettingsRoutes(app, scoring, options.registry);
   registerV2Routes(app, scoring, bodyLimit);
-  registerMlflowRoutes(app, scoring, bodyLimit, options.defaultModel);
+  registerMlflowRoutes(app, scoring, bodyLimit, options.defaultModel, options.deploymentRef);
 };
 
 Object.defineProperty(mlshipPlugin, Symbol.for("fastify.display-name"), { value: "mlship" });

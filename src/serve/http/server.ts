@@ -130,6 +130,7 @@ export function buildServer(options: BuildServerOptions): FastifyInstance {
     isDraining: options.isDraining,
     settingsRoutes: options.settingsRoutes,
     inferenceTokens: options.inferenceTokens,
+    deploymentRef: options.deploymentRef,
   });
   return app;
 }

@@ -33,6 +33,11 @@ export interface MlshipPluginOptions {
    * `Authorization: Bearer <one of its tokens>` (401/403 otherwise). Unset: inference is open.
    */
   inferenceTokens?: InferenceTokens;
+  /**
+   * The model reference a deployment serves (`DeploymentService.modelOf`: 404 MLSHIP_ERR_DEPLOYMENT_NOT_FOUND for an
+   * unknown name). When set, `POST /v1/deployments/{name}/invocations` answers like `/v1/models/{ref}/invocations`.
+   */
+  deploymentRef?: (name: string) => Promise<string>;
 }
 
 export interface BuildServerOptions extends Omit<MlshipPluginOptions, "prefix"> {
@@ -74,7 +79,7 @@ export interface RouteConfig {
   metricsProtocol?: string;
   /**
    * How the route names the model it reaches, for the inference tokens: `v2` (`:name` and `:version`), `ref`
-   * (`:ref`) or `default` (`/invocations`: the default model). Unset: no model.
+   * (`:ref`), `default` (`/invocations`: the default model) or `deployment` (`:name`, a deployment's model). Unset: no model.
    */
-  model?: "v2" | "ref" | "default";
+  model?: "v2" | "ref" | "default" | "deployment";
 }

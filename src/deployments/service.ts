@@ -1,0 +1,322 @@
+import { MlshipError, type Logger } from "../core/index.js";
+import type { Registry, ResolvedVersion } from "../registry/index.js";
+import type { Rollout, RolloutService } from "../rollout/index.js";
+import type { ScoringService } from "../scoring/index.js";
+import type { SqlStore } from "../store/index.js";
+import { DeploymentStore, deploymentNotFound } from "./store.js";
+import type {
+  CreateDeploymentInput,
+  Deployment,
+  DeploymentActor,
+  DeploymentRecord,
+  DeploymentRollout,
+  UpdateDeploymentInput,
+} from "./types.js";
+import { DEPLOYMENT_NAME, invalid, mergeSettings, overlayServing, toServingSettings, validateCreate, validateDeploymentName, validateUpdate } from "./validate.js";
+
+export interface CreateDeploymentServiceOptions {
+  store: SqlStore;
+  registry: Registry;
+  scoring: ScoringService;
+  /**
+   * The rollout service that routes this server's traffic (a function: the server builds it after the routes).
+   * Deployments with a `rollout` start and end rollouts through it.
+   */
+  rollouts: () => RolloutService;
+  logger: Logger;
+  /** How often (at most) the store's change token is read to drop cached references. Default 500 ms. */
+  refreshMs?: number;
+  now?: () => Date;
+}
+
+export interface DeploymentService {
+  create(input: CreateDeploymentInput, actor: DeploymentActor): Promise<Deployment>;
+  update(name: string, input: UpdateDeploymentInput, actor: DeploymentActor): Promise<Deployment>;
+  /** Removes the binding and ends the rollout it started (if still active); version settings stay. */
+  delete(name: string, actor: DeploymentActor): Promise<void>;
+  get(name: string): Promise<Deployment>;
+  list(): Promise<Deployment[]>;
+  /**
+   * The model reference a deployment serves, for the inference route: cached until the store's change token moves
+   * (or this service changes a deployment), so a PATCH reaches the next request. 404 DEPLOYMENT_NOT_FOUND.
+   */
+  modelOf(name: string): Promise<string>;
+  close(): void;
+}
+
+/** Why the last warm-up of a version failed, by deployment (kept in memory: this server's view of its loads). */
+interface WarmFailure {
+  model: string;
+  version: number;
+  error: string;
+}
+
+const MAX_CACHED = 10_000;
+
+/**
+ * Deployments over the SQL store: create/update apply the settings to the resolved version (and a rollout's
+ * candidate) as registry overrides, start or update the rollout, and warm the versions through scoring.
+ */
+export function createDeploymentService(options: CreateDeploymentServiceOptions): DeploymentService {
+  const { registry, scoring, logger } = options;
+  const store = new DeploymentStore(options.store);
+  const now = options.now ?? (() => new Date());
+  const refreshMs = options.refreshMs ?? 500;
+  const failures = new Map<string, WarmFailure>();
+
+  // name -> model reference; cleared whenever the store's change token moves.
+  const refs = new Map<string, string>();
+  let token: string | undefined;
+  let checkedAt = Number.NEGATIVE_INFINITY;
+  let checking: Promise<void> | undefined;
+  const fresh = async (): Promise<void> => {
+    if (Date.now() - checkedAt < refreshMs) return;
+    checking ??= (async () => {
+      try {
+        const next = await options.store.changeToken();
+        if (next !== token) refs.clear();
+        token = next;
+        checkedAt = Date.now();
+      } finally {
+        checking = undefined;
+      }
+    })();
+    await checking;
+  };
+  // PostgreSQL: another replica's change reaches this one at once, not at the next poll.
+  const unsubscribe = options.store.onChange?.(() => {
+    checkedAt = Number.NEGATIVE_INFINITY;
+  });
+  const changed = (): void => {
+    refs.clear();
+    checkedAt = Number.NEGATIVE_INFINITY;
+  };
+
+  const versionOf = async (model: string, candidate: string | number, field: string): Promise<number> => {
+    if (typeof candidate === "number") {
+      await registry.getVersion(model, candidate);
+      return candidate;
+    }
+    const ref = /^\d+$/.test(candidate) ? `${model}@${candidate}` : candidate;
+    const resolved = await registry.resolve(ref);
+    if (resolved.version.name !== model) throw invalid(field, `must be a version of ${model}, got ${JSON.stringify(candidate)}`);
+    return resolved.version.version;
+  };
+
+  /** The registry overrides of `versions`, with the deployment's settings laid over them, audited with the actor. */
+  const applySettings = async (record: DeploymentRecord, model: string, versions: readonly number[], actor: DeploymentActor): Promise<void> => {
+    const change = toServingSettings(record.settings);
+    if (Object.keys(change).length === 0) return;
+    for (const version of new Set(versions)) {
+      const current = await registry.getVersionSettings(model, version);
+      await registry.setVersionSettings(model, version, overlayServing(current, change), { by: actor.by, reason: `deployment ${record.name}` });
+    }
+    await scoring.refresh();
+  };
+
+  /** Starts, replaces or ends the deployment's rollout; returns the id of the rollout it leaves active (or null). */
+  const applyRollout = async (
+    record: DeploymentRecord,
+    resolved: ResolvedVersion,
+    rollout: DeploymentRollout | null,
+    candidate: number | undefined,
+    actor: DeploymentActor,
+  ): Promise<string | null> => {
+    const rollouts = options.rollouts();
+    const reason = actor.reason ?? `deployment ${record.name}`;
+    const model = resolved.version.name;
+    const ours = record.rollout_id === null ? undefined : await rollouts.get(record.rollout_id).catch(() => undefined);
+    const ourActive = ours?.state === "active" ? ours : undefined;
+    if (rollout === null || candidate === undefined) {
+      if (ourActive !== undefined) await rollouts.abort(ourActive.id, { by: actor.by, reason });
+      return null;
+    }
+    const alias = resolved.alias;
+    if (alias === undefined) {
+      throw invalid("rollout", `needs the deployment's model to follow an alias (e.g. ${model}@production): ${record.model} names a fixed version`);
+    }
+    const wanted = { mode: rollout.strategy, percent: rollout.percent ?? 10, sticky: rollout.sticky ?? true };
+    if (ourActive !== undefined) {
+      const same = (r: Rollout): boolean =>
+        r.model === model && r.alias === alias && r.challenger === candidate && r.mode === wanted.mode && r.percent === wanted.percent && r.sticky === wanted.sticky &&
+        JSON.stringify(r.guard) === JSON.stringify(rollout.guard ?? {});
+      if (same(ourActive)) return ourActive.id;
+      // The rollout module has no in-place change: the old rollout ends (audited) and the new one starts.
+      await rollouts.abort(ourActive.id, { by: actor.by, reason: `${reason}: rollout changed` });
+    }
+    const started = await rollouts.start({
+      model,
+      alias,
+      challenger: candidate,
+      ...wanted,
+      ...(rollout.guard === undefined ? {} : { guard: rollout.guard }),
+      by: actor.by,
+      reason,
+    });
+    return started.id;
+  };
+
+  /** Loads the versions that will answer; a failure is remembered for the deployment's `state`, never thrown. */
+  const warm = async (name: string, model: string, versions: readonly number[]): Promise<void> => {
+    failures.delete(name);
+    for (const version of new Set(versions)) {
+      try {
+        await scoring.load(`${model}@${version}`);
+      } catch (error) {
+        if (error instanceof MlshipError && error.code === "MLSHIP_ERR_MODEL_NOT_READY") continue;
+        const message = error instanceof Error ? error.message : String(error);
+        failures.set(name, { model, version, error: message });
+        logger.warn({ err: error, deployment: name, model, version }, "deployment: the model failed to load");
+        return;
+      }
+    }
+  };
+
+  const view = async (record: DeploymentRecord): Promise<Deployment> => {
+    let resolved: ResolvedVersion;
+    try {
+      resolved = await scoring.resolve(record.model);
+    } catch (error) {
+      return { ...record, resolved: null, state: "failed", error: error instanceof Error ? error.message : String(error) };
+    }
+    const target = { model: resolved.version.name, version: resolved.version.version };
+    const failure = failures.get(record.name);
+    if (failure !== undefined && failure.model === target.model && failure.version === target.version) {
+      return { ...record, resolved: target, state: "failed", error: failure.error };
+    }
+    try {
+      const ready = await scoring.isReady(`${target.model}@${target.version}`);
+      return { ...record, resolved: target, state: ready ? "ready" : "loading" };
+    } catch (error) {
+      return { ...record, resolved: target, state: "failed", error: error instanceof Error ? error.message : String(error) };
+    }
+  };
+
+  /** Settings, rollout and warm-up for a record whose model resolves to `resolved`. */
+  const apply = async (record: DeploymentRecord, resolved: ResolvedVersion, actor: DeploymentActor, rolloutGiven: boolean): Promise<DeploymentRecord> => {
+    const model = resolved.version.name;
+    const candidate = record.rollout === null ? undefined : await versionOf(model, record.rollout.candidate, "rollout.candidate");
+    // Refused before anything changes: a rollout splits an alias's traffic, so the reference must follow one.
+    if (rolloutGiven && candidate !== undefined && resolved.alias === undefined) {
+      throw invalid("rollout", `needs the deployment's model to follow an alias (e.g. ${model}@production): ${record.model} names a fixed version`);
+    }
+    if (rolloutGiven && candidate !== undefined && resolved.alias !== undefined) {
+      if (candidate === resolved.version.version) {
+        throw invalid("rollout.candidate", `is version ${candidate}, which ${model}@${resolved.alias} already points to: choose another version`);
+      }
+      const active = await options.rollouts().active(model, resolved.alias);
+      if (active !== undefined && active.id !== record.rollout_id) {
+        throw new MlshipError(
+          "MLSHIP_ERR_ROLLOUT_CONFLICT",
+          `rollout ${active.id} of ${model}@${resolved.alias} is already active (not started by this deployment): promote or abort it first`,
+          { field: "rollout" },
+        );
+      }
+    }
+    const versions = candidate === undefined ? [resolved.version.version] : [resolved.version.version, candidate];
+    await applySettings(record, model, versions, actor);
+    let rolloutId = record.rollout_id;
+    if (rolloutGiven) rolloutId = await applyRollout(record, resolved, record.rollout, candidate, actor);
+    const next = { ...record, rollout_id: rolloutId };
+    await warm(record.name, model, versions);
+    return next;
+  };
+
+  return {
+    async create(raw, actor) {
+      const input = validateCreate(raw);
+      if ((await store.find(input.name)) !== undefined) throw new MlshipError("MLSHIP_ERR_DEPLOYMENT_EXISTS", `a deployment named '${input.name}' already exists (change it with PATCH /api/v1/deployments/${input.name})`, { field: "name" });
+      const resolved = await registry.resolve(input.model);
+      const at = now().toISOString();
+      const record: DeploymentRecord = {
+        name: input.name,
+        model: input.model,
+        settings: input.settings ?? {},
+        rollout: input.rollout ?? null,
+        rollout_id: null,
+        created_at: at,
+        created_by: actor.by,
+        updated_at: at,
+        updated_by: actor.by,
+      };
+      // Checked before anything changes, so a bad candidate leaves no settings behind.
+      if (record.rollout !== null) await versionOf(resolved.version.name, record.rollout.candidate, "rollout.candidate");
+      // The row first: the primary key settles a race between two creators before either changes anything.
+      await store.insert(record);
+      changed();
+      let applied: DeploymentRecord;
+      try {
+        applied = await apply(record, resolved, actor, record.rollout !== null);
+      } catch (error) {
+        await store.delete(record.name).catch(() => undefined);
+        changed();
+        throw error;
+      }
+      if (applied.rollout_id !== record.rollout_id) await store.update(applied);
+      logger.info({ deployment: record.name, model: record.model, by: actor.by }, "deployment created");
+      return view(applied);
+    },
+
+    async update(name, raw, actor) {
+      validateDeploymentName(name);
+      const input = validateUpdate(raw, name);
+      const current = await store.get(name);
+      const model = input.model ?? current.model;
+      const resolved = await registry.resolve(model);
+      const record: DeploymentRecord = {
+        ...current,
+        model,
+        settings: input.settings === undefined ? current.settings : mergeSettings(current.settings, input.settings),
+        rollout: input.rollout === undefined ? current.rollout : input.rollout,
+        updated_at: now().toISOString(),
+        updated_by: actor.by,
+      };
+      if (record.rollout !== null) await versionOf(resolved.version.name, record.rollout.candidate, "rollout.candidate");
+      // The rollout is (re)applied when it was given or when the model moved (its alias may have changed).
+      const applied = await apply(record, resolved, actor, input.rollout !== undefined || model !== current.model);
+      await store.update(applied);
+      changed();
+      logger.info({ deployment: name, model, by: actor.by }, "deployment updated");
+      return view(applied);
+    },
+
+    async delete(name, actor) {
+      validateDeploymentName(name);
+      const deleted = await store.delete(name);
+      changed();
+      failures.delete(name);
+      if (deleted.rollout_id !== null) {
+        const rollouts = options.rollouts();
+        const rollout = await rollouts.get(deleted.rollout_id).catch(() => undefined);
+        if (rollout?.state === "active") await rollouts.abort(rollout.id, { by: actor.by, reason: actor.reason ?? `deployment ${name} deleted` });
+      }
+      logger.info({ deployment: name, by: actor.by }, "deployment deleted");
+    },
+
+    async get(name) {
+      if (!DEPLOYMENT_NAME.test(name)) throw deploymentNotFound(name);
+      return view(await store.get(name));
+    },
+
+    async list() {
+      const records = await store.list();
+      return Promise.all(records.map(view));
+    },
+
+    async modelOf(name) {
+      // A name no deployment can have is not looked up.
+      if (!DEPLOYMENT_NAME.test(name)) throw deploymentNotFound(name);
+      await fresh();
+      const cached = refs.get(name);
+      if (cached !== undefined) return cached;
+      const record = await store.get(name);
+      if (refs.size >= MAX_CACHED) refs.clear();
+      refs.set(name, record.model);
+      return record.model;
+    },
+
+    close() {
+      unsubscribe?.();
+    },
+  };
+}
