@@ -234,6 +234,10 @@ function detailsText(entry: AuditEntry): string {
   if (entry.action.startsWith("alias.")) return `${String(d.alias ?? "")} ${d.from === null || d.from === undefined ? "-" : String(d.from)} -> ${d.to === null || d.to === undefined ? "-" : String(d.to)}`.trim();
   if (entry.action === "rollout.start") return `${String(d.mode)} ${String(d.percent)}% ${String(d.champion)} vs ${String(d.challenger)} on ${String(d.alias)}`;
   if (entry.action === "rollout.promote") return `${String(d.alias)} ${String(d.from)} -> ${String(d.to)}`;
+  if (entry.action.startsWith("deployment.")) {
+    const changed = typeof d.changes === "object" && d.changes !== null ? ` changed ${Object.keys(d.changes).join(", ")}` : "";
+    return `${String(d.deployment)} -> ${String(d.model)}${changed}`;
+  }
   return "";
 }
 

@@ -1,6 +1,6 @@
 import { MlshipError, type Logger } from "../core/index.js";
-import type { Registry, ResolvedVersion } from "../registry/index.js";
-import type { Rollout, RolloutService } from "../rollout/index.js";
+import { parseModelRef, type Registry, type ResolvedVersion } from "../registry/index.js";
+import { SqlAuditLog, type AuditAction, type AuditLog, type Rollout, type RolloutService } from "../rollout/index.js";
 import type { ScoringService } from "../scoring/index.js";
 import type { SqlStore } from "../store/index.js";
 import { DeploymentStore, deploymentNotFound } from "./store.js";
@@ -24,6 +24,11 @@ export interface CreateDeploymentServiceOptions {
    */
   rollouts: () => RolloutService;
   logger: Logger;
+  /**
+   * Where `deployment.create|update|delete` entries are written. Default: the audit log over `store` (the table the
+   * rollout module, alias moves and version archiving write, so `mlship audit` and `GET /api/v1/audit` show them).
+   */
+  audit?: AuditLog;
   /** How often (at most) the store's change token is read to drop cached references. Default 500 ms. */
   refreshMs?: number;
   now?: () => Date;
@@ -53,6 +58,28 @@ interface WarmFailure {
 
 const MAX_CACHED = 10_000;
 
+/** What a PATCH changed: each field of the deployment whose value differs, before and after. */
+type DeploymentChanges = Partial<Record<"model" | "settings" | "rollout", { from: unknown; to: unknown }>>;
+
+function changesOf(before: DeploymentRecord, after: DeploymentRecord): DeploymentChanges {
+  const changes: DeploymentChanges = {};
+  for (const key of ["model", "settings", "rollout"] as const) {
+    // Both sides come from the same validation and merge, so equal values serialize alike.
+    if (JSON.stringify(before[key]) !== JSON.stringify(after[key])) changes[key] = { from: before[key], to: after[key] };
+  }
+  return changes;
+}
+
+/** The model name of a stored reference, for the audit entry's `model` column (so `--model NAME` finds it). */
+function modelNameOf(ref: string): string | undefined {
+  try {
+    return parseModelRef(ref).name;
+  } catch {
+    // A stored reference was validated when written; an unreadable one still leaves the entry (without a model).
+    return undefined;
+  }
+}
+
 /**
  * Deployments over the SQL store: create/update apply the settings to the resolved version (and a rollout's
  * candidate) as registry overrides, start or update the rollout, and warm the versions through scoring.
@@ -63,6 +90,28 @@ export function createDeploymentService(options: CreateDeploymentServiceOptions)
   const now = options.now ?? (() => new Date());
   const refreshMs = options.refreshMs ?? 500;
   const failures = new Map<string, WarmFailure>();
+  const audit = options.audit ?? new SqlAuditLog(options.store);
+
+  /**
+   * One audit entry per deployment change, written after the change took effect (as the rollout module does): the
+   * entry's model/version are what the deployment resolves to, `details` names the deployment and its reference.
+   */
+  const writeAudit = async (
+    action: AuditAction,
+    actor: DeploymentActor,
+    target: { model?: string | undefined; version?: number | undefined; rolloutId?: string | null },
+    details: Record<string, unknown>,
+  ): Promise<void> => {
+    await audit.record({
+      actor: actor.by,
+      action,
+      ...(target.model === undefined ? {} : { model: target.model }),
+      ...(target.version === undefined ? {} : { version: target.version }),
+      ...(target.rolloutId === undefined || target.rolloutId === null ? {} : { rolloutId: target.rolloutId }),
+      ...(actor.reason === undefined ? {} : { reason: actor.reason }),
+      details,
+    });
+  };
 
   // name -> model reference; cleared whenever the store's change token moves.
   const refs = new Map<string, string>();
@@ -253,6 +302,12 @@ export function createDeploymentService(options: CreateDeploymentServiceOptions)
         throw error;
       }
       if (applied.rollout_id !== record.rollout_id) await store.update(applied);
+      await writeAudit(
+        "deployment.create",
+        actor,
+        { model: resolved.version.name, version: resolved.version.version, rolloutId: applied.rollout_id },
+        { deployment: applied.name, model: applied.model, settings: applied.settings, rollout: applied.rollout },
+      );
       logger.info({ deployment: record.name, model: record.model, by: actor.by }, "deployment created");
       return view(applied);
     },
@@ -276,6 +331,13 @@ export function createDeploymentService(options: CreateDeploymentServiceOptions)
       const applied = await apply(record, resolved, actor, input.rollout !== undefined || model !== current.model);
       await store.update(applied);
       changed();
+      await writeAudit(
+        "deployment.update",
+        actor,
+        // The rollout the change started, or the one it ended.
+        { model: resolved.version.name, version: resolved.version.version, rolloutId: applied.rollout_id ?? current.rollout_id },
+        { deployment: name, model, changes: changesOf(current, applied) },
+      );
       logger.info({ deployment: name, model, by: actor.by }, "deployment updated");
       return view(applied);
     },
@@ -290,6 +352,14 @@ export function createDeploymentService(options: CreateDeploymentServiceOptions)
         const rollout = await rollouts.get(deleted.rollout_id).catch(() => undefined);
         if (rollout?.state === "active") await rollouts.abort(rollout.id, { by: actor.by, reason: actor.reason ?? `deployment ${name} deleted` });
       }
+      // The version it served last, when the reference still resolves (the model may be gone).
+      const resolved = await registry.resolve(deleted.model).catch(() => undefined);
+      await writeAudit(
+        "deployment.delete",
+        actor,
+        { model: resolved?.version.name ?? modelNameOf(deleted.model), version: resolved?.version.version, rolloutId: deleted.rollout_id },
+        { deployment: name, model: deleted.model, settings: deleted.settings, rollout: deleted.rollout },
+      );
       logger.info({ deployment: name, by: actor.by }, "deployment deleted");
     },
 

@@ -34,6 +34,9 @@ export const AUDIT_ACTIONS: readonly AuditAction[] = [
   "gate.fail",
   "retrain.trigger",
   "policy.set",
+  "deployment.create",
+  "deployment.update",
+  "deployment.delete",
 ];
 
 const ALIAS_ACTIONS: Readonly<Record<string, AuditAction>> = { set: "alias.set", delete: "alias.delete", rollback: "alias.rollback" };

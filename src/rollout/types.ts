@@ -101,7 +101,10 @@ export type AuditAction =
   | "gate.pass"
   | "gate.fail"
   | "retrain.trigger"
-  | "policy.set";
+  | "policy.set"
+  | "deployment.create"
+  | "deployment.update"
+  | "deployment.delete";
 
 export interface AuditEntry {
   id: number;

@@ -12,6 +12,8 @@ const TOKEN = "deploy-admin-token-0123456789";
 const bc = fixture("breast_cancer_mlp");
 const home = tempDir("deployments");
 const env = { MLSHIP_HOME: home, MLSHIP_USER: "tester", MLSHIP_WORKERS: "1", MLSHIP_ADMIN_TOKEN: TOKEN };
+/** Audit entries of this run are at or after this time. */
+const startedAt = new Date().toISOString();
 const records = bc.expected.inputs.map((row) => Object.fromEntries(bc.features.map((f, i) => [f, row[i]])));
 
 let url = "";
@@ -172,6 +174,66 @@ describe("deployments over REST through MlshipClient", () => {
     expect(await failure(client.getDeployment("bc"))).toMatchObject({ status: 404, code: "MLSHIP_ERR_DEPLOYMENT_NOT_FOUND" });
     expect(await failure(client.predict("bc", records))).toMatchObject({ status: 404, code: "MLSHIP_ERR_DEPLOYMENT_NOT_FOUND" });
     expect(await failure(client.deleteDeployment("bc"))).toMatchObject({ status: 404 });
+  });
+
+  it("audits create, update and delete (who, when, what changed) on GET /api/v1/audit and `mlship audit`", async () => {
+    type Entry = { id: number; at: string; actor: string; action: string; model: string | null; version: number | null; rolloutId: string | null; reason: string | null; details: Record<string, unknown> };
+    const read = async (query: string): Promise<Entry[]> => {
+      const response = await fetch(`${url}/api/v1/audit?${query}`);
+      expect(response.status).toBe(200);
+      return ((await response.json()) as { entries: Entry[] }).entries.filter((e) => e.action.startsWith("deployment.") && e.details.deployment === "bc");
+    };
+    // Oldest first: create, the three PATCHes of the test above, delete. The refused creates wrote nothing.
+    const entries = (await read("model=breast-cancer")).reverse();
+    expect(entries.map((e) => `${e.action} ${e.actor}`)).toEqual([
+      "deployment.create alice",
+      "deployment.update alice",
+      "deployment.update alice",
+      "deployment.update alice",
+      // The DELETE above sent no x-mlship-user: the server's user (MLSHIP_USER) made it.
+      "deployment.delete tester",
+    ]);
+    for (const e of entries) {
+      expect(e.at >= startedAt && e.at <= new Date().toISOString()).toBe(true);
+      expect(e.model).toBe("breast-cancer");
+    }
+    const [create, toVersion1, withRollout, withoutRollout, deleted] = entries as [Entry, Entry, Entry, Entry, Entry];
+    const settings = { workers: 1, batching: { enabled: true, max_batch_size: 8, max_delay_ms: 2 }, cache: { enabled: false }, max_queue: 50 };
+    expect(create).toMatchObject({ version: 2, rolloutId: null, details: { deployment: "bc", model: "breast-cancer@production", settings, rollout: null } });
+    // An update names only what changed, before and after.
+    expect(toVersion1).toMatchObject({ version: 1, details: { model: "breast-cancer@1", changes: { model: { from: "breast-cancer@production", to: "breast-cancer@1" } } } });
+    expect(Object.keys(toVersion1.details.changes as object)).toEqual(["model"]);
+    const rolloutId = withRollout.rolloutId;
+    expect(rolloutId).toEqual(expect.any(String));
+    expect(withRollout).toMatchObject({
+      version: 2,
+      details: {
+        model: "breast-cancer@production",
+        changes: { model: { from: "breast-cancer@1", to: "breast-cancer@production" }, rollout: { from: null, to: { strategy: "canary", candidate: "breast-cancer@1", percent: 100 } } },
+      },
+    });
+    expect(Object.keys(withRollout.details.changes as object).sort()).toEqual(["model", "rollout"]);
+    expect(withoutRollout).toMatchObject({ rolloutId, details: { changes: { rollout: { from: { strategy: "canary", percent: 100 }, to: null } } } });
+    expect(Object.keys(withoutRollout.details.changes as object)).toEqual(["rollout"]);
+    // The rollout had ended with the last PATCH: the deployment no longer held one when deleted.
+    expect(deleted).toMatchObject({ version: 2, rolloutId: null, details: { deployment: "bc", model: "breast-cancer@production", settings, rollout: null } });
+
+    // The action filter of the HTTP route knows the new actions.
+    expect((await read("action=deployment.update")).map((e) => e.action)).toEqual(["deployment.update", "deployment.update", "deployment.update"]);
+    expect(await read("model=diabetes")).toEqual([]);
+
+    // `mlship audit` reads the same store: JSON with the details, filtered by model and action, and the table.
+    const json = await runCli(["audit", "--model", "breast-cancer", "--action", "deployment.delete", "--json"], { env, cwd: home });
+    expect(json.stderr).toBe("");
+    const fromCli = (JSON.parse(json.stdout) as Entry[]).filter((e) => e.details.deployment === "bc");
+    expect(fromCli).toEqual([deleted]);
+    const table = await runCli(["audit", "--model", "breast-cancer", "--action", "deployment.create"], { env, cwd: home });
+    expect(table.code).toBe(0);
+    expect(table.stdout).toMatch(/\salice\s+deployment\.create\s+breast-cancer\s+2\b/);
+    // The table's details name the deployment and its model reference.
+    expect(table.stdout).toMatch(/deployment\.create\s+breast-cancer\s+2\s+bc -> breast-cancer/);
+    const updates = await runCli(["audit", "--model", "breast-cancer", "--action", "deployment.update"], { env, cwd: home });
+    expect(updates.stdout).toMatch(/bc -> \S+ changed /);
   });
 
   it("wraps a server that cannot be reached in a client error naming the URL", async () => {
