@@ -10,7 +10,7 @@ import { loadConfig, type MlshipConfig } from "./config/index.js";
 import { importModel, type ImportOptions, type SparkClassOption } from "./package/index.js";
 import { openArtifactStore, openSqlStore, redactUrl, type ArtifactStore, type SqlStore } from "./store/index.js";
 import { createRegistry, validateAliasName, validateModelName, type Registry, type VersionRecord } from "./registry/index.js";
-import { createOnnxRuntime, createSparkmlRuntime, type ModelRuntime } from "./runtime/index.js";
+import { createCustomRuntime, createOnnxRuntime, createSparkmlRuntime, type ModelRuntime } from "./runtime/index.js";
 import { createPredictionCache, createScoringService, type PredictionCache, type ScoringService } from "./scoring/index.js";
 import type { Registry as PromRegistry } from "prom-client";
 import { compareArms, computeQuality, createFeedbackService, feedbackSpecOf, PredictionLogger, predictionLogMetrics, SqlPredictionStore, type FeedbackService, type PredictionStore } from "./feedback/index.js";
@@ -109,10 +109,13 @@ export async function createMlship(config: MlshipConfig = loadConfig(), options:
         workers: config.runtime.workers,
         intraOpThreads: config.runtime.intraOpThreads,
         interOpThreads: config.runtime.interOpThreads,
+        inlineMaxMicros: config.runtime.inlineMaxMicros,
         logger,
       }),
       // Spark ML saved models, scored natively (no JVM); its workers start on the first sparkml load.
       sparkml: createSparkmlRuntime({ workers: config.runtime.workers, logger }),
+      // Custom wrappers: a child process per loaded version, started on its load (docs/custom-models.md).
+      custom: createCustomRuntime({ logger }),
     };
     return runtimes;
   };

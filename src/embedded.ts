@@ -16,7 +16,7 @@ import {
   type ResolvedVersion,
   type VersionRecord,
 } from "./registry/index.js";
-import { createOnnxRuntime, type ModelRuntime } from "./runtime/index.js";
+import { createCustomRuntime, createOnnxRuntime, type ModelRuntime } from "./runtime/index.js";
 import { digestDirectory } from "./store/index.js";
 import {
   createScoringService,
@@ -196,13 +196,17 @@ async function loadFromPath(target: string, options: LoadModelOptions): Promise<
   const runtime = createOnnxRuntime({
     workers: options.workers ?? 1,
     intraOpThreads: options.config?.runtime.intraOpThreads ?? 1,
+    inlineMaxMicros: options.config?.runtime.inlineMaxMicros ?? 200,
     logger: options.logger,
   });
-  const runtimes: Record<string, ModelRuntime> = { onnx: runtime };
+  // A custom wrapper package runs in a child process of its own; none starts unless the package is one.
+  const custom = createCustomRuntime({ logger: options.logger });
+  const runtimes: Record<string, ModelRuntime> = { onnx: runtime, custom };
   const scoring = createScoringService({ registry, runtimes, logger: options.logger, backgroundRefresh: false, workers: options.workers ?? 1 });
   const cleanup = async (): Promise<void> => {
     await scoring.close();
     await runtime.close();
+    await custom.close();
     if (temp !== undefined) await fs.rm(temp, { recursive: true, force: true });
   };
   try {

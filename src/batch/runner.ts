@@ -365,7 +365,8 @@ export async function runBatch(options: RunBatchOptions): Promise<BatchRun> {
     // Every row scored as tensors: a sink that formats rows itself takes them as they are, unless it is still busy
     // with the previous chunk (this thread would only wait for it: it formats them meanwhile instead).
     const done = results.filter((r) => r !== undefined);
-    if (tensorSink !== undefined && !writeBusy && slow.length === 0 && slices > 0 && done.length === slices) {
+    // (Not for a custom wrapper's json outputs: the sink would write their JSON text as a string, not the value.)
+    if (tensorSink !== undefined && !writeBusy && slow.length === 0 && slices > 0 && done.length === slices && done.every((d) => d.result.jsonOutputs === undefined)) {
       const parts = done.map(({ slice, result }) => ({
         ids: slice.map((r) => ids[r] as string),
         rows: slice.length,

@@ -247,7 +247,9 @@ async function fromMlship(dir: string, staging: string): Promise<Manifest> {
   const modelPath = path.join(pkg.root, pkg.manifest.files.model);
   const spark = pkg.manifest.flavor === SPARKML_FLAVOR;
   if (spark) await checkSparkSignature(modelPath, pkg.manifest, file);
-  else checkSignatureAgainstGraph(pkg.manifest.signature, await inspectOnnx(modelPath), file);
+  // A custom wrapper declares its own signature (files.model is its bundle, checked to exist by loadPackage); its
+  // ONNX artifacts, if any, are the wrapper's business, opened through context.onnx.
+  else if (pkg.manifest.flavor !== "custom") checkSignatureAgainstGraph(pkg.manifest.signature, await inspectOnnx(modelPath), file);
   const rels = [...Object.values(pkg.manifest.files)];
   if (pkg.manifest.input_example !== undefined) rels.push(pkg.manifest.input_example);
   for (const rel of new Set(rels.map((r) => path.normalize(r)))) {

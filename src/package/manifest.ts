@@ -8,6 +8,7 @@ import type { MlshipError } from "../core/index.js";
 import type { DType } from "../core/index.js";
 import type {
   ColumnSpec,
+  CustomSection,
   Manifest,
   ModelPackage,
   PackageLineage,
@@ -22,7 +23,7 @@ import type {
 import { describe, invalid, isRecord, notFound, resolveInside, unsupported, yamlReason } from "./util.js";
 
 export const MANIFEST_FILE = "mlship.yaml";
-export const SUPPORTED_FLAVORS = ["onnx", "sparkml"] as const;
+export const SUPPORTED_FLAVORS = ["onnx", "sparkml", "custom"] as const;
 export const RESIZE_KERNELS: readonly ResizeKernel[] = ["nearest", "area", "linear", "cubic", "lanczos3"];
 /** The request keys an input example may hold (MLflow scoring protocol). */
 export const EXAMPLE_KEYS = ["dataframe_split", "dataframe_records", "instances", "inputs"] as const;
@@ -89,6 +90,7 @@ function toPlain(manifest: Manifest): Record<string, unknown> {
   if (manifest.serving !== undefined) plain.serving = manifest.serving;
   if (manifest.monitor !== undefined) plain.monitor = monitorSectionPlain(manifest.monitor);
   if (manifest.feedback !== undefined) plain.feedback = feedbackSectionPlain(manifest.feedback);
+  if (manifest.custom !== undefined) plain.custom = dropUndefined(manifest.custom);
   return plain;
 }
 
@@ -99,7 +101,9 @@ function compact<T extends object>(value: T): T {
 }
 
 function specPlain(spec: TensorSpec): Record<string, unknown> {
-  return { name: spec.name, dtype: spec.dtype, shape: [...spec.shape] };
+  const plain: Record<string, unknown> = { name: spec.name, dtype: spec.dtype, shape: [...spec.shape] };
+  if (spec.content_type !== undefined) plain.content_type = spec.content_type;
+  return plain;
 }
 
 function dropUndefined<T extends object>(value: T): Record<string, unknown> {
@@ -153,7 +157,13 @@ export async function checkPackageFiles(root: string, manifest: Manifest, file: 
     const found = key === "model" && manifest.flavor === "sparkml"
       ? await resolveFolderInside(root, rel)
       : await resolveInside(root, rel);
-    if ("problem" in found) throw invalid(file, found.problem, `files.${key}`);
+    if ("problem" in found) {
+      // A custom package's model is the bundle `mlship package build` writes: say so rather than "no such file".
+      const hint = key === "model" && manifest.flavor === "custom"
+        ? ` (files.model is the wrapper bundle: run \`mlship package build ${root}\` first)`
+        : "";
+      throw invalid(file, `${found.problem}${hint}`, `files.${key}`);
+    }
   }
   if (manifest.input_example !== undefined) {
     const found = await resolveInside(root, manifest.input_example);
@@ -310,7 +320,7 @@ class ManifestChecker {
   manifest(raw: unknown): Manifest {
     const top = this.record(raw, "(root)");
     this.keys(top, ["format_version", "flavor", "files", "signature", "input_example", "preprocess", "postprocess",
-      "metadata", "serving", "monitor", "feedback"], "");
+      "metadata", "serving", "monitor", "feedback", "custom"], "");
     if (top.format_version === undefined) throw this.fail("format_version is required", "format_version");
     if (typeof top.format_version !== "number" || !Number.isInteger(top.format_version)) {
       throw this.fail(`format_version must be the integer 1, got ${describe(top.format_version)}`, "format_version");
@@ -348,6 +358,14 @@ class ManifestChecker {
     if (top.serving !== undefined && top.serving !== null) {
       manifest.serving = checkServingSettings(top.serving, "serving", (what, field) => this.fail(what, field));
     }
+    if (flavor === "custom") {
+      this.checkCustomSignature(signature);
+      if (top.custom !== undefined && top.custom !== null) manifest.custom = this.custom(top.custom);
+    } else if (top.custom !== undefined && top.custom !== null) {
+      throw this.fail(`the custom section is only for flavor custom (this package is ${flavor})`, "custom");
+    } else {
+      this.checkNoContentTypes(signature);
+    }
     return manifest;
   }
 
@@ -366,7 +384,7 @@ class ManifestChecker {
     return items.map((item, i) => {
       const where = `${at}[${i}]`;
       const obj = this.record(item, where);
-      this.keys(obj, ["name", "dtype", "shape"], where);
+      this.keys(obj, ["name", "dtype", "shape", "content_type"], where);
       const name = this.str(obj.name, `${where}.name`);
       if (seen.has(name)) throw this.fail(`duplicate tensor name ${JSON.stringify(name)}`, `${where}.name`);
       seen.add(name);
@@ -378,8 +396,77 @@ class ManifestChecker {
         }
         return d;
       });
-      return { name, dtype, shape };
+      const spec: TensorSpec = { name, dtype, shape };
+      if (obj.content_type !== undefined) {
+        // json: an output whose values are JSON texts; base64: an input whose raw BYTES arrive as base64 text.
+        const wanted = at.endsWith("outputs") ? "json" : "base64";
+        if (obj.content_type !== wanted) {
+          throw this.fail(`content_type of ${at.endsWith("outputs") ? "an output" : "an input"} can only be ${
+            JSON.stringify(wanted)}, got ${describe(obj.content_type)}`, `${where}.content_type`);
+        }
+        if (dtype !== "string") throw this.fail(`content_type ${wanted} needs dtype string, got ${dtype}`, `${where}.content_type`);
+        spec.content_type = wanted;
+      }
+      return spec;
     });
+  }
+
+  /** Custom wrappers: no float16 (rows are JS numbers); a json output holds one JSON value per row. */
+  private checkCustomSignature(signature: Signature): void {
+    for (const [list, at] of [[signature.inputs, "signature.inputs"], [signature.outputs, "signature.outputs"]] as const) {
+      list.forEach((spec, i) => {
+        if (spec.dtype === "float16") throw this.fail("a custom wrapper's tensors cannot be float16 (declare float32)", `${at}[${i}].dtype`);
+        if (spec.shape.length === 0 || (spec.shape[0] as number) !== -1) {
+          throw this.fail(`a custom wrapper's tensors are batched: the first dimension must be -1 (rows), got [${spec.shape.join(", ")}]`, `${at}[${i}].shape`);
+        }
+        if (spec.content_type === "json" && spec.shape.length !== 1) {
+          throw this.fail(`a content_type json output holds one JSON value per row: its shape is [-1], got [${spec.shape.join(", ")}]`, `${at}[${i}].shape`);
+        }
+      });
+    }
+  }
+
+  /** content_type is a custom-flavor feature: other flavors' string tensors are plain text. */
+  private checkNoContentTypes(signature: Signature): void {
+    for (const [list, at] of [[signature.inputs, "signature.inputs"], [signature.outputs, "signature.outputs"]] as const) {
+      list.forEach((spec, i) => {
+        if (spec.content_type !== undefined) throw this.fail("content_type is only for flavor custom", `${at}[${i}].content_type`);
+      });
+    }
+  }
+
+  private custom(value: unknown): CustomSection {
+    const obj = this.record(value, "custom");
+    this.keys(obj, ["entry", "config", "timeout_ms", "memory_mb", "allow_read", "allow_write"], "custom");
+    const section: CustomSection = {};
+    if (obj.entry !== undefined) {
+      const entry = this.str(obj.entry, "custom.entry");
+      if (path.isAbsolute(entry) || path.normalize(entry).split(/[\\/]/).includes("..")) {
+        throw this.fail(`the entry ${JSON.stringify(entry)} must be a path inside the package`, "custom.entry");
+      }
+      section.entry = entry;
+    }
+    if (obj.config !== undefined && obj.config !== null) section.config = this.record(obj.config, "custom.config");
+    if (obj.timeout_ms !== undefined) section.timeout_ms = this.posInt(obj.timeout_ms, "custom.timeout_ms");
+    if (obj.memory_mb !== undefined) {
+      const mb = this.posInt(obj.memory_mb, "custom.memory_mb");
+      if (mb < 16) throw this.fail(`memory_mb must be at least 16 (MiB), got ${mb}`, "custom.memory_mb");
+      section.memory_mb = mb;
+    }
+    if (obj.allow_read !== undefined) {
+      section.allow_read = this.list(obj.allow_read, "custom.allow_read").map((p, i) => {
+        const at = `custom.allow_read[${i}]`;
+        const dir = this.str(p, at);
+        if (!path.isAbsolute(dir)) throw this.fail(`expected an absolute path, got ${JSON.stringify(dir)}`, at);
+        if (dir.includes(",")) throw this.fail("a path with a comma cannot be granted (Node's permission flags)", at);
+        return dir;
+      });
+    }
+    if (obj.allow_write !== undefined) {
+      if (typeof obj.allow_write !== "boolean") throw this.fail(`expected true or false, got ${describe(obj.allow_write)}`, "custom.allow_write");
+      section.allow_write = obj.allow_write;
+    }
+    return section;
   }
 
   private signature(value: unknown): Signature {

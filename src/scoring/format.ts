@@ -1,6 +1,6 @@
 import { elementCount, V2_DATATYPE } from "../core/index.js";
 import type { Tensor } from "../core/index.js";
-import type { TensorSpec } from "../package/index.js";
+import type { Manifest, TensorSpec } from "../package/index.js";
 import type { ScoreResult, V2TensorMetadata } from "./types.js";
 
 /** IEEE 754 half bits -> number. */
@@ -37,6 +37,34 @@ export function tensorValues(tensor: Tensor): JsonScalar[] {
   return out;
 }
 
+const jsonOutputsCache = new WeakMap<Manifest, ReadonlySet<string> | null>();
+
+/** The outputs a manifest declares `content_type: json` (custom wrappers), or undefined when none. Cached per manifest. */
+export function jsonOutputNames(manifest: Manifest): ReadonlySet<string> | undefined {
+  let names = jsonOutputsCache.get(manifest);
+  if (names === undefined) {
+    const json = manifest.signature.outputs.filter((o) => o.content_type === "json").map((o) => o.name);
+    names = json.length === 0 ? null : new Set(json);
+    jsonOutputsCache.set(manifest, names);
+  }
+  return names ?? undefined;
+}
+
+/** A json output's elements parsed back into values (a text that is not JSON stays the text). */
+function parsedJson(values: readonly JsonScalar[]): unknown[] {
+  return values.map((v) => {
+    if (typeof v !== "string") return v;
+    try {
+      return JSON.parse(v) as unknown;
+    } catch {
+      return v;
+    }
+  });
+}
+
+/** Output parameters V2 (REST and gRPC) attaches to a json output. */
+export const JSON_OUTPUT_PARAMETERS = { content_type: "json" } as const;
+
 export function v2TensorMetadata(spec: TensorSpec): V2TensorMetadata {
   return { name: spec.name, datatype: V2_DATATYPE[spec.dtype], shape: spec.shape.slice() };
 }
@@ -45,6 +73,8 @@ export interface V2OutputTensor {
   name: string;
   shape: number[];
   datatype: string;
+  /** `{content_type: "json"}` on a custom wrapper's json outputs (BYTES elements holding JSON texts). */
+  parameters?: Record<string, unknown>;
   data: JsonScalar[];
 }
 
@@ -60,7 +90,9 @@ export interface V2InferResponse {
 export function formatV2Response(result: ScoreResult): V2InferResponse {
   const outputs: V2OutputTensor[] = [];
   for (const [name, t] of Object.entries(result.outputs)) {
-    outputs.push({ name, shape: t.shape.slice(), datatype: V2_DATATYPE[t.dtype], data: tensorValues(t) });
+    const out: V2OutputTensor = { name, shape: t.shape.slice(), datatype: V2_DATATYPE[t.dtype], data: tensorValues(t) };
+    if (result.jsonOutputs?.has(name) === true) out.parameters = { ...JSON_OUTPUT_PARAMETERS };
+    outputs.push(out);
   }
   return result.id === undefined
     ? { model_name: result.model, model_version: String(result.version), outputs }
@@ -98,14 +130,17 @@ function nester(shape: readonly number[]): (flat: readonly JsonScalar[], offset:
  */
 export function formatMlflowResponse(result: ScoreResult): { predictions: unknown } {
   const entries = Object.entries(result.outputs);
+  // A json output's values are embedded as the objects they encode, not as their JSON text.
+  const valuesOf = (name: string, t: Tensor): JsonScalar[] =>
+    result.jsonOutputs?.has(name) === true ? (parsedJson(tensorValues(t)) as JsonScalar[]) : tensorValues(t);
   if (result.orientation === "columnar") {
     const predictions: Record<string, unknown> = {};
-    for (const [name, t] of entries) predictions[name] = nester(t.shape)(tensorValues(t), 0);
+    for (const [name, t] of entries) predictions[name] = nester(t.shape)(valuesOf(name, t), 0);
     return { predictions };
   }
   const n = result.rows;
   const lists = entries.map(([name, t]) => {
-    const values = tensorValues(t);
+    const values = valuesOf(name, t);
     const batched = t.shape.length > 0 && t.shape[0] === n;
     const inner = batched ? t.shape.slice(1) : t.shape;
     const step = batched ? elementCount(inner) : values.length;

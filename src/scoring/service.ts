@@ -12,6 +12,7 @@ import { ExactMemo, predictionKey, type ExactEntry } from "./cache/index.js";
 import { parseJsonBody } from "./json-body.js";
 import { newRequestId } from "./request-id.js";
 import { buildContext, type ModelContext } from "./context.js";
+import { jsonOutputNames } from "./format.js";
 import { mlflowToFeeds } from "./mlflow-input.js";
 import { runPostprocess } from "./package-ops.js";
 import { checkTensorFeeds } from "./tensor-input.js";
@@ -462,6 +463,8 @@ export function createScoringService(options: ScoringServiceOptions): ScoringSer
     }
     const result: ScoreResult = { model: v.name, version: v.version, alias: resolved.alias, outputs: hit.outputs, rows: hit.rows, orientation: hit.orientation, id: hit.id, parameters: hit.parameters, latencyMs, cached: true, requestId: opts.requestId as string };
     if (rendered !== undefined) result.rendered = rendered;
+    const json = jsonOutputNames(v.manifest);
+    if (json !== undefined) result.jsonOutputs = json;
     if (decision !== undefined) {
       result.variant = decision.variant;
       result.rolloutId = decision.rolloutId;
@@ -639,6 +642,8 @@ export function createScoringService(options: ScoringServiceOptions): ScoringSer
       const latencyMs = performance.now() - started;
       if (listening()) events.emit("scored", { model, version, alias, protocol: opts.protocol, requestId: opts.requestId, rows, latencyMs, ok: true, inputs: feeds, outputs, at: new Date(), ...eventTags(opts, decision) } satisfies ScoringEvent);
       const result: ScoreResult = { model, version, alias, outputs, rows, orientation: prepared.orientation, id: prepared.id, parameters: prepared.parameters, latencyMs, cached: cacheKey === undefined ? undefined : false, requestId: opts.requestId as string };
+      const json = jsonOutputNames(resolved.version.manifest);
+      if (json !== undefined) result.jsonOutputs = json;
       if (decision !== undefined) {
         result.variant = decision.variant;
         result.rolloutId = decision.rolloutId;

@@ -174,6 +174,11 @@ export interface ScoreResult {
   requestId: string;
   /** Set when a rollout routed the request: which variant answered, and the rollout. */
   variant?: "champion" | "challenger";
+  /**
+   * Outputs declared `content_type: json` (custom wrappers): string tensors of JSON texts. MLflow responses embed
+   * them as parsed values; V2 sends them as BYTES with `parameters.content_type: "json"`.
+   */
+  jsonOutputs?: ReadonlySet<string>;
   rolloutId?: string;
   /**
    * Only for `json` inputs the exact-body memo holds: the transport's encoded responses for this body, by format

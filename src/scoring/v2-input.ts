@@ -124,13 +124,17 @@ function binarySlices(inputs: readonly unknown[], binary: Uint8Array | undefined
   return slices;
 }
 
-/** BYTES elements sent as binary: base64 for image inputs (the image decoder takes base64), UTF-8 text otherwise. */
-function bytesToStrings(buffers: readonly Buffer[], image: boolean, field: string): string[] {
+/**
+ * BYTES elements sent as binary: base64 for image inputs (the image decoder takes base64) and for `content_type:
+ * base64` inputs (custom wrappers decode them), UTF-8 text otherwise.
+ */
+function bytesToStrings(buffers: readonly Buffer[], image: boolean, field: string, base64 = false): string[] {
   return buffers.map((b, j) => {
     if (image) {
       if (b.length === 0) throw invalid(field, `${field}: element ${j} is an empty image (send the encoded PNG/JPEG/WebP bytes)`);
       return b.toString("base64");
     }
+    if (base64) return b.toString("base64");
     try {
       return UTF8.decode(b);
     } catch {
@@ -259,7 +263,7 @@ export async function v2RequestToFeeds(body: unknown, ctx: ModelContext, binary?
     let out: TensorData;
     if (slice !== undefined) {
       const raw = decodeRaw(slice, spec.dtype, elementCount(shape), sizeField, `input '${name}' (${expected} ${shapeText(shape)})`);
-      out = spec.dtype === "string" ? bytesToStrings(raw as Buffer[], false, sizeField) : (raw as TensorData);
+      out = spec.dtype === "string" ? bytesToStrings(raw as Buffer[], false, sizeField, spec.content_type === "base64") : (raw as TensorData);
     } else {
       const describeInput = (): string => `input '${name}' is ${expected} ${shapeText(shape)}`;
       out = allocate(spec.dtype, checkDataSize(data as unknown[], shape, `${field}.data`, describeInput));

@@ -36,7 +36,7 @@ export interface WrapperContext {
   readonly config: Readonly<Record<string, unknown>>;
   /** The declared signature (inputs and outputs with dtypes and shapes). */
   readonly signature: {
-    inputs: ReadonlyArray<{ name: string; dtype: string; shape: readonly number[] }>;
+    inputs: ReadonlyArray<{ name: string; dtype: string; shape: readonly number[]; content_type?: "base64" }>;
     outputs: ReadonlyArray<{ name: string; dtype: string; shape: readonly number[]; content_type?: "json" }>;
   };
   /** Opens an ONNX model from one of the package's artifacts (by `files` key), once; later calls return the same session. */

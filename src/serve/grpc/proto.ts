@@ -91,6 +91,8 @@ export interface InferOutputTensor {
   name: string;
   datatype: string;
   shape: number[];
+  /** `{content_type: {string_param: "json"}}` on a custom wrapper's json outputs. */
+  parameters?: Record<string, InferParameter>;
   contents?: OutputContents;
 }
 

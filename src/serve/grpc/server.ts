@@ -353,7 +353,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
         throw new MlshipError(e.code, e.message, { field: e.field, cause: e, details: { ...e.details, model: model.name, version: model.version } });
       }
       const result = await scoring.score(ref, { kind: "tensors", feeds }, { outputs, protocol: "grpc", requestId: info.requestId, signal, ...(info.key === undefined ? {} : { key: info.key }) });
-      const encoded = encodeOutputs(result.outputs, raw);
+      const encoded = encodeOutputs(result.outputs, raw, result.jsonOutputs);
       return {
         response: {
           model_name: result.model,

@@ -215,12 +215,14 @@ const UTF8 = new TextDecoder("utf-8", { fatal: true });
  * BYTES elements become the strings the scoring pipeline takes: base64 for image inputs (it decodes the
  * images from base64), UTF-8 text for string tensors (ONNX strings are text).
  */
-function bytesToStrings(buffers: readonly Buffer[], image: boolean, where: (j: number) => string): string[] {
+function bytesToStrings(buffers: readonly Buffer[], image: boolean, where: (j: number) => string, base64 = false): string[] {
   return buffers.map((b, j) => {
     if (image) {
       if (b.length === 0) throw fail("MLSHIP_ERR_INPUT_INVALID", where(j), `${where(j)}: empty image (send the encoded PNG/JPEG/WebP bytes)`);
       return b.toString("base64");
     }
+    // A `content_type: base64` input (custom wrappers) takes any bytes; the wrapper gets them as base64 text.
+    if (base64) return b.toString("base64");
     try {
       return UTF8.decode(b);
     } catch {
@@ -303,7 +305,7 @@ export function decodeInputs(request: ModelInferRequest, model: ModelInfo): Reco
       data = fromContents(input.contents, dtype, count, `${field}.contents`, d);
       where = (j) => `${field}.contents.bytes_contents[${j}]`;
     }
-    if (dtype === "string") data = bytesToStrings(data as Buffer[], info.imageTarget !== undefined, where);
+    if (dtype === "string") data = bytesToStrings(data as Buffer[], info.imageTarget !== undefined, where, spec.content_type === "base64");
     if (info.imageTarget !== undefined && feeds[info.imageTarget] !== undefined) {
       throw fail("MLSHIP_ERR_INPUT_INVALID", `${field}.name`, `${field}.name: input '${info.imageTarget}' is given twice (directly and as image input '${name}')`);
     }
@@ -347,13 +349,18 @@ function typedContents(t: Tensor): OutputContents {
 }
 
 /** Response tensors: typed contents, or one `raw_output_contents` entry per output (see `wantsRawOutput`). */
-export function encodeOutputs(outputs: Record<string, Tensor>, raw: boolean): { outputs: InferOutputTensor[]; raw_output_contents: Buffer[] } {
+export function encodeOutputs(
+  outputs: Record<string, Tensor>,
+  raw: boolean,
+  jsonOutputs?: ReadonlySet<string>,
+): { outputs: InferOutputTensor[]; raw_output_contents: Buffer[] } {
   const entries = Object.entries(outputs);
   const useRaw = raw || entries.some(([, t]) => t.dtype === "float16");
   const tensors: InferOutputTensor[] = [];
   const rawContentsList: Buffer[] = [];
   for (const [name, t] of entries) {
-    const base = { name, datatype: V2_DATATYPE[t.dtype], shape: t.shape.slice() };
+    const base: InferOutputTensor = { name, datatype: V2_DATATYPE[t.dtype], shape: t.shape.slice() };
+    if (jsonOutputs?.has(name) === true) base.parameters = { content_type: { string_param: "json" } };
     if (useRaw) {
       tensors.push(base);
       rawContentsList.push(encodeRaw(t));

@@ -71,7 +71,7 @@ interface HeaderOutput {
   name: string;
   shape: number[];
   datatype: string;
-  parameters?: { binary_data_size: number };
+  parameters?: { binary_data_size?: number; content_type?: string };
   data?: JsonScalar[];
 }
 
@@ -84,12 +84,14 @@ export function binaryResponse(result: ScoreResult, binary: ReadonlySet<string>)
   const blobs: Buffer[] = [];
   for (const [name, t] of Object.entries(result.outputs)) {
     const base = { name, shape: t.shape.slice(), datatype: V2_DATATYPE[t.dtype] };
+    // A custom wrapper's json output says so, in either form (its BYTES elements are JSON texts).
+    const json = result.jsonOutputs?.has(name) === true ? { content_type: "json" } : undefined;
     if (binary.has(name)) {
       const bytes = encodeRaw(t);
       blobs.push(bytes);
-      outputs.push({ ...base, parameters: { binary_data_size: bytes.length } });
+      outputs.push({ ...base, parameters: { ...json, binary_data_size: bytes.length } });
     } else {
-      outputs.push({ ...base, data: tensorValues(t) });
+      outputs.push(json === undefined ? { ...base, data: tensorValues(t) } : { ...base, parameters: json, data: tensorValues(t) });
     }
   }
   const header = Buffer.from(
