@@ -4,12 +4,14 @@ import { Command, CommanderError } from "commander";
 import { toMlshipError, type MlshipError } from "../core/index.js";
 import { CliContext } from "./context.js";
 import { configCommand } from "./config-command.js";
+import { deploymentsCommand } from "./deployments.js";
 import { defaultIo, type CliIo } from "./io.js";
 import { batchCommand } from "./batch.js";
 import { batchStatusCommand } from "./batch-status.js";
 import { feedbackCommand } from "./feedback.js";
 import { modelsCommand } from "./models.js";
 import { monitorCommand } from "./monitor.js";
+import { packageCommand } from "./package.js";
 import { predictCommand } from "./predict.js";
 import { promoteCommand } from "./promote.js";
 import { auditCommand, rolloutCommand } from "./rollout.js";
@@ -76,9 +78,11 @@ export function buildProgram(ctx: CliContext): Command {
   program.addCommand(feedbackCommand(ctx));
   program.addCommand(rolloutCommand(ctx));
   program.addCommand(auditCommand(ctx));
+  program.addCommand(deploymentsCommand(ctx));
   program.addCommand(serveCommand(ctx));
   program.addCommand(quickstartCommand(ctx));
   program.addCommand(configCommand(ctx));
+  program.addCommand(packageCommand(ctx));
   // addCommand does not copy settings; apply them to the whole tree.
   const apply = (cmd: Command): void => {
     cmd.exitOverride();

@@ -43,3 +43,15 @@ export type {
   TensorValue as OnnxTensorValue,
   ValueSpec as OnnxValueSpec,
 } from "./onnx-build.js";
+export {
+  buildWrapperPackage,
+  initWrapperPackage,
+  readWrapperManifest,
+  typecheckWrapper,
+  WRAPPER_EXTERNALS,
+  WRAPPER_TEMPLATES,
+  wrapperBundleStale,
+  wrapperModulePath,
+  wrapperTemplateDir,
+} from "./wrapper-build.js";
+export type { WrapperBuildResult, WrapperInitOptions, WrapperInitResult, WrapperManifestInfo, WrapperTemplate } from "./wrapper-build.js";
