@@ -356,7 +356,9 @@ export function createScoringService(options: ScoringServiceOptions): ScoringSer
           name: v.name,
           version: v.version,
           settings: () => entry.laneSettings,
-          scheduler,
+          // A custom wrapper runs in a process of its own, not on the shared workers: it gets a scheduler of its own,
+          // so wrappers that hang until their timeout cannot hold the runs other models need.
+          scheduler: flavor === "custom" ? new Scheduler(1) : scheduler,
           retryAfterSeconds,
           onBatch: (b) => {
             if (events.listenerCount("batch") > 0) events.emit("batch", { model: v.name, version: v.version, ...b } satisfies BatchInfo);

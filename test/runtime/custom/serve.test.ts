@@ -201,6 +201,10 @@ describe("a custom model served like any other flavor", () => {
     const hung = http.inject({ method: "POST", url: "/v1/models/hanging/invocations", payload: { inputs: { x: [1] } } }).finally(() => {
       hungSettled = true;
     });
+    // A second stuck call, in flight while the first is (with one inference worker, two runs would fill the shared
+    // worker pool's capacity: a custom model has a scheduler of its own, so the ONNX model still gets its run).
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const hung2 = http.inject({ method: "POST", url: "/v1/models/hanging/invocations", payload: { inputs: { x: [1] } } });
     await new Promise((resolve) => setTimeout(resolve, 100));
     const onnx = await http.inject({
       method: "POST",
@@ -214,6 +218,8 @@ describe("a custom model served like any other flavor", () => {
     const res = await hung;
     expect(res.statusCode, res.body).toBe(504);
     expect(res.json()).toMatchObject({ mlship_code: "MLSHIP_ERR_RUNTIME_TIMEOUT" });
+    const res2 = await hung2;
+    expect(res2.statusCode, res2.body).toBe(504);
     const next = await http.inject({ method: "POST", url: "/v1/models/hanging/invocations", payload: { inputs: { x: [2] } } });
     expect(next.statusCode, next.body).toBe(200);
     expect((next.json() as { predictions: { y: number[] } }).predictions.y).toEqual([3]);
