@@ -7,7 +7,7 @@ import { elementCount } from "../core/index.js";
 import type { DType, Tensor } from "../core/index.js";
 import { FEEDBACK_TASKS, defaultAs } from "../package/index.js";
 import type { FeedbackTask, Manifest, PostprocessStep } from "../package/index.js";
-import { fromFloat16Bits, postprocessOutputSpecs } from "../scoring/index.js";
+import { fromFloat16Bits, jsonOutputNames, postprocessOutputSpecs } from "../scoring/index.js";
 import type { ScoringEvent } from "../scoring/index.js";
 import type { FeedbackSpec, PredictionRecord, Variant } from "./types.js";
 
@@ -369,7 +369,7 @@ interface RowTexts {
  */
 export class RowTextMemo {
   readonly #inputs = new Map<Record<string, Tensor>, { manifest: Manifest; rows: number; rowTexts: RowTexts }>();
-  readonly #outputs = new Map<Record<string, Tensor>, { rows: number; rowTexts: RowTexts }>();
+  readonly #outputs = new Map<Record<string, Tensor>, { manifest: Manifest; rows: number; rowTexts: RowTexts }>();
 
   inputs(inputs: Record<string, Tensor>, manifest: Manifest, rows: number): RowTexts | undefined {
     const known = this.#inputs.get(inputs);
@@ -379,11 +379,11 @@ export class RowTextMemo {
     return rowTexts;
   }
 
-  outputs(outputs: Record<string, Tensor>, rows: number): RowTexts | undefined {
+  outputs(outputs: Record<string, Tensor>, manifest: Manifest, rows: number): RowTexts | undefined {
     const known = this.#outputs.get(outputs);
-    if (known !== undefined) return known.rows === rows ? known.rowTexts : undefined;
-    const rowTexts = rowTextsOf(rows, (row) => rowOutputsText(outputs, row, rows));
-    this.#outputs.set(outputs, { rows, rowTexts });
+    if (known !== undefined) return known.manifest === manifest && known.rows === rows ? known.rowTexts : undefined;
+    const rowTexts = rowTextsOf(rows, (row) => rowOutputsText(outputs, manifest, row, rows));
+    this.#outputs.set(outputs, { manifest, rows, rowTexts });
     return rowTexts;
   }
 }
@@ -394,10 +394,27 @@ function rowTextsOf(rows: number, text: (row: number) => string): RowTexts {
   return { texts, hashes: new Array<string | undefined>(rows) };
 }
 
-function rowOutputsText(outputs: Record<string, Tensor>, row: number, rows: number): string {
-  const rowOutputs: Record<string, JsonValue> = {};
-  for (const [name, tensor] of Object.entries(outputs)) rowOutputs[name] = rowValue(tensor, row, rows);
+/**
+ * One row's outputs as JSON. A `content_type: json` output (custom wrappers) holds each row's JSON text: it is logged
+ * as that value, as MLflow responses, batch and stream sinks give it, not as a quoted string.
+ */
+function rowOutputsText(outputs: Record<string, Tensor>, manifest: Manifest, row: number, rows: number): string {
+  const json = jsonOutputNames(manifest);
+  const rowOutputs: Record<string, unknown> = {};
+  for (const [name, tensor] of Object.entries(outputs)) {
+    const value = rowValue(tensor, row, rows);
+    rowOutputs[name] = json?.has(name) === true && typeof value === "string" ? parseJsonText(value) : value;
+  }
   return JSON.stringify(rowOutputs);
+}
+
+/** The value of a json output's text; the text itself if it is not JSON (the runtime writes it, so it should be). */
+function parseJsonText(text: string): unknown {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return text;
+  }
 }
 
 /**
@@ -419,7 +436,7 @@ export function recordsOf(event: ScoringEvent, spec: FeedbackSpec, manifest: Man
   const predictionTensor = outputs[spec.predictionOutput];
   const probabilityTensor = spec.probabilityOutput === undefined ? undefined : outputs[spec.probabilityOutput];
   const inputTexts = logInputs ? memo?.inputs(event.inputs as Record<string, Tensor>, manifest, rows) : undefined;
-  const outputTexts = memo?.outputs(outputs, rows);
+  const outputTexts = memo?.outputs(outputs, manifest, rows);
   const records: PredictionRecord[] = new Array<PredictionRecord>(rows);
   for (let row = 0; row < rows; row++) {
     let inputs: string | null = null;
@@ -442,7 +459,7 @@ export function recordsOf(event: ScoringEvent, spec: FeedbackSpec, manifest: Man
       protocol: event.protocol ?? null,
       inputs,
       inputsHash,
-      outputs: outputTexts?.texts[row] ?? rowOutputsText(outputs, row, rows),
+      outputs: outputTexts?.texts[row] ?? rowOutputsText(outputs, manifest, row, rows),
       prediction: predictionOf(predictionTensor, spec, row, rows),
       scores: probabilityTensor === undefined ? null : rowNumbers(probabilityTensor, row, rows),
       latencyMs: event.latencyMs,
