@@ -279,19 +279,41 @@ export class MlshipClient {
     return response;
   }
 
-  async #json<T>(method: string, path: string, json?: unknown): Promise<T> {
-    const response = await this.#request(method, path, json === undefined ? {} : { json });
-    const text = await response.text();
+  /**
+   * The parsed JSON body of a successful answer. The timeout also covers the body (a server that sends its headers
+   * and then stalls), so reading it fails like the request does; a body that is not JSON (a proxy's HTML page) is
+   * MLSHIP_ERR_CLIENT_RESPONSE.
+   */
+  async #body<T>(method: string, path: string, response: Response): Promise<T> {
+    const url = `${this.url}${path}`;
+    let text: string;
     try {
-      return JSON.parse(text) as T;
+      text = await response.text();
     } catch (error) {
-      throw new MlshipClientError(`${method} ${this.url}${path} answered ${response.status} with a body that is not JSON`, {
-        status: response.status,
-        code: "MLSHIP_ERR_CLIENT_RESPONSE",
-        url: `${this.url}${path}`,
+      const timedOut = error instanceof Error && error.name === "TimeoutError";
+      const cause = error instanceof Error ? error.message : String(error);
+      throw new MlshipClientError(timedOut ? `${method} ${url} did not answer within ${this.#timeoutMs} ms` : `the answer of ${method} ${url} broke off: ${cause}`, {
+        status: 0,
+        code: NETWORK_ERROR,
+        url,
         cause: error,
       });
     }
+    try {
+      return JSON.parse(text) as T;
+    } catch (error) {
+      throw new MlshipClientError(`${method} ${url} answered ${response.status} with a body that is not JSON`, {
+        status: response.status,
+        code: "MLSHIP_ERR_CLIENT_RESPONSE",
+        url,
+        cause: error,
+      });
+    }
+  }
+
+  async #json<T>(method: string, path: string, json?: unknown): Promise<T> {
+    const response = await this.#request(method, path, json === undefined ? {} : { json });
+    return this.#body<T>(method, path, response);
   }
 
   /** Creates a deployment: applies its settings, starts its rollout and loads the model. 409 if the name is taken. */
@@ -337,7 +359,7 @@ export class MlshipClient {
       ...(options.key === undefined ? {} : { headers: { "x-mlship-key": options.key } }),
       ...(options.signal === undefined ? {} : { signal: options.signal }),
     });
-    const parsed = JSON.parse(await response.text()) as { predictions: P };
+    const parsed = await this.#body<{ predictions: P }>("POST", path, response);
     return {
       predictions: parsed.predictions,
       modelVersion: response.headers.get("mlship-model-version"),

@@ -1,6 +1,7 @@
 import { MlshipError, type Logger } from "../core/index.js";
 import { parseModelRef, type Registry, type ResolvedVersion } from "../registry/index.js";
 import { SqlAuditLog, type AuditAction, type AuditLog, type Rollout, type RolloutService } from "../rollout/index.js";
+import type { ServingSettings } from "../package/index.js";
 import type { ScoringService } from "../scoring/index.js";
 import type { SqlStore } from "../store/index.js";
 import { DeploymentStore, deploymentNotFound } from "./store.js";
@@ -12,7 +13,7 @@ import type {
   DeploymentRollout,
   UpdateDeploymentInput,
 } from "./types.js";
-import { DEPLOYMENT_NAME, invalid, mergeSettings, overlayServing, toServingSettings, validateCreate, validateDeploymentName, validateUpdate } from "./validate.js";
+import { DEPLOYMENT_NAME, invalid, mergeSettings, overlayServing, toServingSettings, validateCreate, validateDeploymentName, validateDeploymentSettings, validateUpdate } from "./validate.js";
 
 export interface CreateDeploymentServiceOptions {
   store: SqlStore;
@@ -152,15 +153,41 @@ export function createDeploymentService(options: CreateDeploymentServiceOptions)
     return resolved.version.version;
   };
 
-  /** The registry overrides of `versions`, with the deployment's settings laid over them, audited with the actor. */
-  const applySettings = async (record: DeploymentRecord, model: string, versions: readonly number[], actor: DeploymentActor): Promise<void> => {
+  /**
+   * The registry overrides of `versions`, with the deployment's settings laid over them, audited with the actor.
+   * Returns what undoes it (the overrides as they were), for a request that fails after this step.
+   */
+  const applySettings = async (record: DeploymentRecord, model: string, versions: readonly number[], actor: DeploymentActor): Promise<() => Promise<void>> => {
     const change = toServingSettings(record.settings);
-    if (Object.keys(change).length === 0) return;
-    for (const version of new Set(versions)) {
-      const current = await registry.getVersionSettings(model, version);
-      await registry.setVersionSettings(model, version, overlayServing(current, change), { by: actor.by, reason: `deployment ${record.name}` });
+    const before = new Map<number, ServingSettings>();
+    const undo = async (): Promise<void> => {
+      for (const [version, settings] of before) {
+        await registry.setVersionSettings(model, version, settings, { by: actor.by, reason: `deployment ${record.name}: request failed, undone` });
+      }
+      if (before.size > 0) await scoring.refresh();
+    };
+    if (Object.keys(change).length === 0) return undo;
+    try {
+      for (const version of new Set(versions)) {
+        const current = await registry.getVersionSettings(model, version);
+        await registry.setVersionSettings(model, version, overlayServing(current, change), { by: actor.by, reason: `deployment ${record.name}` });
+        before.set(version, current);
+      }
+      await scoring.refresh();
+    } catch (error) {
+      // A later version's override refused: the earlier ones go back too.
+      await undoQuietly(record.name, undo);
+      throw error;
     }
-    await scoring.refresh();
+    return undo;
+  };
+
+  const undoQuietly = async (name: string, undo: () => Promise<void>): Promise<void> => {
+    try {
+      await undo();
+    } catch (error) {
+      logger.error({ err: error, deployment: name }, "deployment: the version settings of a failed request could not be restored");
+    }
   };
 
   /** Starts, replaces or ends the deployment's rollout; returns the id of the rollout it leaves active (or null). */
@@ -241,6 +268,19 @@ export function createDeploymentService(options: CreateDeploymentServiceOptions)
     }
   };
 
+  // Writes to one deployment run one after another on this server: a DELETE arriving while a PATCH starts a rollout
+  // waits for it (and then ends that rollout) instead of leaving the rollout running without a deployment.
+  const queues = new Map<string, Promise<unknown>>();
+  const serial = <T>(name: string, fn: () => Promise<T>): Promise<T> => {
+    const run = (queues.get(name) ?? Promise.resolve()).then(fn);
+    const tail = run.catch(() => undefined);
+    queues.set(name, tail);
+    void tail.then(() => {
+      if (queues.get(name) === tail) queues.delete(name);
+    });
+    return run;
+  };
+
   /** Settings, rollout and warm-up for a record whose model resolves to `resolved`. */
   const apply = async (record: DeploymentRecord, resolved: ResolvedVersion, actor: DeploymentActor, rolloutGiven: boolean): Promise<DeploymentRecord> => {
     const model = resolved.version.name;
@@ -253,6 +293,13 @@ export function createDeploymentService(options: CreateDeploymentServiceOptions)
       if (candidate === resolved.version.version) {
         throw invalid("rollout.candidate", `is version ${candidate}, which ${model}@${resolved.alias} already points to: choose another version`);
       }
+      // The rollout module refuses an archived challenger, but only after the settings were written: checked here.
+      const version = await registry.getVersion(model, candidate);
+      if (version.status === "archived") {
+        throw new MlshipError("MLSHIP_ERR_ROLLOUT_CONFLICT", `rollout.candidate is version ${candidate} of ${model}, which is archived: unarchive it before rolling it out`, {
+          field: "rollout.candidate",
+        });
+      }
       const active = await options.rollouts().active(model, resolved.alias);
       if (active !== undefined && active.id !== record.rollout_id) {
         throw new MlshipError(
@@ -263,104 +310,124 @@ export function createDeploymentService(options: CreateDeploymentServiceOptions)
       }
     }
     const versions = candidate === undefined ? [resolved.version.version] : [resolved.version.version, candidate];
-    await applySettings(record, model, versions, actor);
+    const undo = await applySettings(record, model, versions, actor);
     let rolloutId = record.rollout_id;
-    if (rolloutGiven) rolloutId = await applyRollout(record, resolved, record.rollout, candidate, actor);
+    try {
+      if (rolloutGiven) rolloutId = await applyRollout(record, resolved, record.rollout, candidate, actor);
+    } catch (error) {
+      // The request is refused: the settings it wrote go back (a rollout another writer started meanwhile, ...).
+      await undoQuietly(record.name, undo);
+      throw error;
+    }
     const next = { ...record, rollout_id: rolloutId };
     await warm(record.name, model, versions);
     return next;
   };
 
+  const createOne = async (input: CreateDeploymentInput, actor: DeploymentActor): Promise<Deployment> => {
+    if ((await store.find(input.name)) !== undefined) throw new MlshipError("MLSHIP_ERR_DEPLOYMENT_EXISTS", `a deployment named '${input.name}' already exists (change it with PATCH /api/v1/deployments/${input.name})`, { field: "name" });
+    const resolved = await registry.resolve(input.model);
+    const at = now().toISOString();
+    const record: DeploymentRecord = {
+      name: input.name,
+      model: input.model,
+      settings: input.settings ?? {},
+      rollout: input.rollout ?? null,
+      rollout_id: null,
+      created_at: at,
+      created_by: actor.by,
+      updated_at: at,
+      updated_by: actor.by,
+    };
+    // Checked before anything changes, so a bad candidate leaves no settings behind.
+    if (record.rollout !== null) await versionOf(resolved.version.name, record.rollout.candidate, "rollout.candidate");
+    // The row first: the primary key settles a race between two creators before either changes anything.
+    await store.insert(record);
+    changed();
+    let applied: DeploymentRecord;
+    try {
+      applied = await apply(record, resolved, actor, record.rollout !== null);
+    } catch (error) {
+      await store.delete(record.name).catch(() => undefined);
+      changed();
+      throw error;
+    }
+    if (applied.rollout_id !== record.rollout_id) await store.update(applied);
+    await writeAudit(
+      "deployment.create",
+      actor,
+      { model: resolved.version.name, version: resolved.version.version, rolloutId: applied.rollout_id },
+      { deployment: applied.name, model: applied.model, settings: applied.settings, rollout: applied.rollout },
+    );
+    logger.info({ deployment: record.name, model: record.model, by: actor.by }, "deployment created");
+    return view(applied);
+  };
+
+  const updateOne = async (name: string, input: UpdateDeploymentInput, actor: DeploymentActor): Promise<Deployment> => {
+    const current = await store.get(name);
+    const model = input.model ?? current.model;
+    const resolved = await registry.resolve(model);
+    const record: DeploymentRecord = {
+      ...current,
+      model,
+      // Checked again once merged: a smaller max_batch_size than the stored preferred_batch_sizes is a 400 naming
+      // the request's field (not the registry's, after the first version's override was written).
+      settings: input.settings === undefined ? current.settings : validateDeploymentSettings(mergeSettings(current.settings, input.settings)),
+      rollout: input.rollout === undefined ? current.rollout : input.rollout,
+      updated_at: now().toISOString(),
+      updated_by: actor.by,
+    };
+    if (record.rollout !== null) await versionOf(resolved.version.name, record.rollout.candidate, "rollout.candidate");
+    // The rollout is (re)applied when it was given or when the model moved (its alias may have changed).
+    const applied = await apply(record, resolved, actor, input.rollout !== undefined || model !== current.model);
+    await store.update(applied);
+    changed();
+    await writeAudit(
+      "deployment.update",
+      actor,
+      // The rollout the change started, or the one it ended.
+      { model: resolved.version.name, version: resolved.version.version, rolloutId: applied.rollout_id ?? current.rollout_id },
+      { deployment: name, model, changes: changesOf(current, applied) },
+    );
+    logger.info({ deployment: name, model, by: actor.by }, "deployment updated");
+    return view(applied);
+  };
+
+  const deleteOne = async (name: string, actor: DeploymentActor): Promise<void> => {
+    const deleted = await store.delete(name);
+    changed();
+    failures.delete(name);
+    if (deleted.rollout_id !== null) {
+      const rollouts = options.rollouts();
+      const rollout = await rollouts.get(deleted.rollout_id).catch(() => undefined);
+      if (rollout?.state === "active") await rollouts.abort(rollout.id, { by: actor.by, reason: actor.reason ?? `deployment ${name} deleted` });
+    }
+    // The version it served last, when the reference still resolves (the model may be gone).
+    const resolved = await registry.resolve(deleted.model).catch(() => undefined);
+    await writeAudit(
+      "deployment.delete",
+      actor,
+      { model: resolved?.version.name ?? modelNameOf(deleted.model), version: resolved?.version.version, rolloutId: deleted.rollout_id },
+      { deployment: name, model: deleted.model, settings: deleted.settings, rollout: deleted.rollout },
+    );
+    logger.info({ deployment: name, by: actor.by }, "deployment deleted");
+  };
+
   return {
     async create(raw, actor) {
       const input = validateCreate(raw);
-      if ((await store.find(input.name)) !== undefined) throw new MlshipError("MLSHIP_ERR_DEPLOYMENT_EXISTS", `a deployment named '${input.name}' already exists (change it with PATCH /api/v1/deployments/${input.name})`, { field: "name" });
-      const resolved = await registry.resolve(input.model);
-      const at = now().toISOString();
-      const record: DeploymentRecord = {
-        name: input.name,
-        model: input.model,
-        settings: input.settings ?? {},
-        rollout: input.rollout ?? null,
-        rollout_id: null,
-        created_at: at,
-        created_by: actor.by,
-        updated_at: at,
-        updated_by: actor.by,
-      };
-      // Checked before anything changes, so a bad candidate leaves no settings behind.
-      if (record.rollout !== null) await versionOf(resolved.version.name, record.rollout.candidate, "rollout.candidate");
-      // The row first: the primary key settles a race between two creators before either changes anything.
-      await store.insert(record);
-      changed();
-      let applied: DeploymentRecord;
-      try {
-        applied = await apply(record, resolved, actor, record.rollout !== null);
-      } catch (error) {
-        await store.delete(record.name).catch(() => undefined);
-        changed();
-        throw error;
-      }
-      if (applied.rollout_id !== record.rollout_id) await store.update(applied);
-      await writeAudit(
-        "deployment.create",
-        actor,
-        { model: resolved.version.name, version: resolved.version.version, rolloutId: applied.rollout_id },
-        { deployment: applied.name, model: applied.model, settings: applied.settings, rollout: applied.rollout },
-      );
-      logger.info({ deployment: record.name, model: record.model, by: actor.by }, "deployment created");
-      return view(applied);
+      return serial(input.name, () => createOne(input, actor));
     },
 
     async update(name, raw, actor) {
       validateDeploymentName(name);
       const input = validateUpdate(raw, name);
-      const current = await store.get(name);
-      const model = input.model ?? current.model;
-      const resolved = await registry.resolve(model);
-      const record: DeploymentRecord = {
-        ...current,
-        model,
-        settings: input.settings === undefined ? current.settings : mergeSettings(current.settings, input.settings),
-        rollout: input.rollout === undefined ? current.rollout : input.rollout,
-        updated_at: now().toISOString(),
-        updated_by: actor.by,
-      };
-      if (record.rollout !== null) await versionOf(resolved.version.name, record.rollout.candidate, "rollout.candidate");
-      // The rollout is (re)applied when it was given or when the model moved (its alias may have changed).
-      const applied = await apply(record, resolved, actor, input.rollout !== undefined || model !== current.model);
-      await store.update(applied);
-      changed();
-      await writeAudit(
-        "deployment.update",
-        actor,
-        // The rollout the change started, or the one it ended.
-        { model: resolved.version.name, version: resolved.version.version, rolloutId: applied.rollout_id ?? current.rollout_id },
-        { deployment: name, model, changes: changesOf(current, applied) },
-      );
-      logger.info({ deployment: name, model, by: actor.by }, "deployment updated");
-      return view(applied);
+      return serial(name, () => updateOne(name, input, actor));
     },
 
     async delete(name, actor) {
       validateDeploymentName(name);
-      const deleted = await store.delete(name);
-      changed();
-      failures.delete(name);
-      if (deleted.rollout_id !== null) {
-        const rollouts = options.rollouts();
-        const rollout = await rollouts.get(deleted.rollout_id).catch(() => undefined);
-        if (rollout?.state === "active") await rollouts.abort(rollout.id, { by: actor.by, reason: actor.reason ?? `deployment ${name} deleted` });
-      }
-      // The version it served last, when the reference still resolves (the model may be gone).
-      const resolved = await registry.resolve(deleted.model).catch(() => undefined);
-      await writeAudit(
-        "deployment.delete",
-        actor,
-        { model: resolved?.version.name ?? modelNameOf(deleted.model), version: resolved?.version.version, rolloutId: deleted.rollout_id },
-        { deployment: name, model: deleted.model, settings: deleted.settings, rollout: deleted.rollout },
-      );
-      logger.info({ deployment: name, by: actor.by }, "deployment deleted");
+      return serial(name, () => deleteOne(name, actor));
     },
 
     async get(name) {

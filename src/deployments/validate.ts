@@ -46,6 +46,11 @@ export function validateDeploymentSettings(raw: unknown): DeploymentSettings {
   if (raw === undefined || raw === null) return {};
   if (!isRecord(raw)) throw invalid("settings", "must be an object of serving settings");
   checkKeys(raw, SETTINGS_KEYS, "settings");
+  // A null would read as "remove it", which a deployment cannot do (its overrides are merged, never removed): refused
+  // as max_queue: null already is, rather than ignored with a 200.
+  for (const key of ["workers", "batching", "cache"] as const) {
+    if (raw[key] === null) throw invalid(`settings.${key}`, "cannot be null: leave it out to keep it (a setting is reset with mlship models settings --reset)");
+  }
   const { workers, ...serving } = raw;
   const checked = checkServingSettings(serving, "settings", (what, field) => new MlshipError("MLSHIP_ERR_INPUT_INVALID", what, { field }));
   const out: DeploymentSettings = { ...checked };
@@ -106,7 +111,9 @@ export function validateUpdate(body: unknown, name: string): UpdateDeploymentInp
   if (body.name !== undefined && body.name !== name) throw invalid("name", `is ${JSON.stringify(body.name)} but the URL names '${name}' (a deployment cannot be renamed)`);
   const input: UpdateDeploymentInput = {};
   if (body.model !== undefined) input.model = validateModel(body.model);
-  if (body.settings !== undefined && body.settings !== null) input.settings = validateDeploymentSettings(body.settings);
+  // Settings are merged, so null cannot clear them: a 400 rather than a silent no-op.
+  if (body.settings === null) throw invalid("settings", "cannot be null: send only the settings to change (they are merged into the deployment's)");
+  if (body.settings !== undefined) input.settings = validateDeploymentSettings(body.settings);
   if (body.rollout !== undefined) input.rollout = validateDeploymentRollout(body.rollout);
   return input;
 }

@@ -64,5 +64,17 @@ for (const kind of ["postgres", "sqlite"] as const) {
       await expect(deployments.delete("fraud")).rejects.toMatchObject({ code: "MLSHIP_ERR_DEPLOYMENT_NOT_FOUND" });
       expect((await deployments.list()).map((d) => d.name)).toEqual(["churn"]);
     });
+
+    it("two inserts of one name at once from two connections: one succeeds, the other is DEPLOYMENT_EXISTS", async () => {
+      const results = await Promise.allSettled([new DeploymentStore(store).insert(record("twin", "a@1")), new DeploymentStore(other).insert(record("twin", "b@1"))]);
+      expect(results.map((r) => r.status).sort()).toEqual(["fulfilled", "rejected"]);
+      const refused = results.find((r) => r.status === "rejected") as PromiseRejectedResult;
+      expect(refused.reason).toMatchObject({ code: "MLSHIP_ERR_DEPLOYMENT_EXISTS", field: "name" });
+      // Settings and rollout come back as stored JSON, timestamps as the ISO text written, on both dialects.
+      const stored = await new DeploymentStore(other).get("twin");
+      expect(stored.settings).toEqual({ workers: 2, batching: { max_batch_size: 16 } });
+      expect(stored.rollout).toEqual({ strategy: "canary", candidate: 3, percent: 5 });
+      expect(stored.created_at).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+    });
   });
 }

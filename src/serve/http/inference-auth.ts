@@ -72,11 +72,21 @@ async function requestRef(
 ): Promise<string | undefined> {
   const target = (request.routeOptions.config as Partial<RouteConfig> | undefined)?.model;
   if (target === undefined) return undefined;
+  const params = request.params as { name?: string; version?: string; ref?: string };
+  if (target === "deployment") {
+    if (params.name === undefined || deploymentRef === undefined) return undefined;
+    try {
+      return await deploymentRef(params.name);
+    } catch (error) {
+      // Only an unknown deployment goes on to its handler's 404. Any other failure (the store) ends the request here:
+      // the handler looks the reference up again, and that lookup may succeed, past a check that was never made.
+      if (error instanceof MlshipError && error.code === "MLSHIP_ERR_DEPLOYMENT_NOT_FOUND") return undefined;
+      throw error;
+    }
+  }
   try {
     if (target === "default") return await defaultModelRef(scoring, defaultModel);
-    const params = request.params as { name?: string; version?: string; ref?: string };
     if (target === "ref") return params.ref;
-    if (target === "deployment") return params.name === undefined || deploymentRef === undefined ? undefined : await deploymentRef(params.name);
     if (params.name === undefined) return undefined;
     return v2Ref(params.version === undefined ? { name: params.name } : { name: params.name, version: params.version });
   } catch {
