@@ -89,8 +89,11 @@ async function requestRef(
     if (target === "ref") return params.ref;
     if (params.name === undefined) return undefined;
     return v2Ref(params.version === undefined ? { name: params.name } : { name: params.name, version: params.version });
-  } catch {
-    return undefined;
+  } catch (error) {
+    // A reference the request gets wrong (malformed, no default model) goes on to its handler's 4xx. Anything else
+    // (the store failing) ends the request here, as for deployments: the handler's own lookup might succeed.
+    if (error instanceof MlshipError && error.httpStatus < 500) return undefined;
+    throw error;
   }
 }
 
