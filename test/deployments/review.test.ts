@@ -301,4 +301,31 @@ describe("inference tokens through a deployment", () => {
       await service.delete("tokened", { by: "lib" });
     }
   });
+
+  it("does not let an /invocations request past the token check when the default model's lookup fails once", async () => {
+    const { createInferenceTokens } = await import("../../src/serve/index.js");
+    const { MlshipError } = await import("../../src/core/index.js");
+    let calls = 0;
+    // The scoring service whose model list (how /invocations finds its one model) fails its first call.
+    const scoring = new Proxy(app.scoring, {
+      get(target, prop, receiver) {
+        if (prop === "modelNames") {
+          return () => (calls++ === 0 ? Promise.reject(new MlshipError("MLSHIP_ERR_STORE_UNAVAILABLE", "metadata store went away", { field: "store" })) : target.modelNames());
+        }
+        return Reflect.get(target, prop, receiver) as unknown;
+      },
+    });
+    const guarded = buildServer({ scoring, registry: app.registry, logger: false, inferenceTokens: createInferenceTokens({ "breast-cancer": ["cancer-token-0a1b2c3d"] }) });
+    try {
+      const send = () => guarded.inject({ method: "POST", url: "/invocations", headers: { "content-type": "application/json" }, payload: JSON.stringify(example) });
+      const first = await send();
+      expect(first.statusCode).toBe(503);
+      expect(first.json()).toMatchObject({ mlship_code: "MLSHIP_ERR_STORE_UNAVAILABLE" });
+      expect((await send()).statusCode).toBe(401);
+      const withToken = await guarded.inject({ method: "POST", url: "/invocations", headers: { "content-type": "application/json", authorization: "Bearer cancer-token-0a1b2c3d" }, payload: JSON.stringify(example) });
+      expect(withToken.statusCode, withToken.body).toBe(200);
+    } finally {
+      await guarded.close();
+    }
+  });
 });
