@@ -97,7 +97,9 @@ export async function readWrapperManifest(dir: string): Promise<WrapperManifestI
   }
   const inside = (rel: string, field: string): string => {
     const abs = path.resolve(root, rel);
-    if (path.isAbsolute(rel) || path.relative(root, abs).startsWith("..")) {
+    const up = path.relative(root, abs);
+    // `..` as a path segment, not a name that starts with two dots (`..src/wrapper.ts` is inside).
+    if (path.isAbsolute(rel) || up === ".." || up.startsWith(`..${path.sep}`)) {
       throw new MlshipError("MLSHIP_ERR_PACKAGE_INVALID", `${file}: ${field} must be a path inside the package folder, got ${rel}`, { field });
     }
     return abs;
@@ -156,8 +158,9 @@ export async function typecheckWrapper(info: WrapperManifestInfo): Promise<strin
     const read = ts.readConfigFile(tsconfigFile, (f) => ts.sys.readFile(f));
     if (read.error !== undefined) problems.push(formatTsDiagnostic(ts, read.error, info.root));
     const parsed = ts.parseJsonConfigFileContent(read.config ?? {}, ts.sys, info.root, undefined, tsconfigFile);
-    // "No inputs were found" (TS18003) does not matter: the entry is the root, not the tsconfig's include.
-    problems.push(...parsed.errors.filter((d) => d.code !== 18003).map((d) => formatTsDiagnostic(ts, d, info.root)));
+    // "No inputs were found" (TS18003) and "The 'files' list is empty" (TS18002) do not matter: the entry is the
+    // root, not the tsconfig's include or files.
+    problems.push(...parsed.errors.filter((d) => d.code !== 18003 && d.code !== 18002).map((d) => formatTsDiagnostic(ts, d, info.root)));
     options = parsed.options;
   } else {
     options = {
@@ -311,7 +314,8 @@ export async function wrapperBundleStale(dir: string): Promise<boolean> {
       if (e.isDirectory()) {
         if (e.name !== "node_modules" && abs !== path.dirname(info.bundle)) max = Math.max(max, await newest(abs));
       } else if (/\.(m|c)?(t|j)sx?$|\.json$/.test(e.name) && abs !== info.bundle) {
-        max = Math.max(max, (await fs.stat(abs)).mtimeMs);
+        // A dangling link (an editor's `.#wrapper.ts` lock) is no source: skipped, not a failure.
+        max = Math.max(max, (await fs.stat(abs).catch(() => undefined))?.mtimeMs ?? 0);
       }
     }
     return max;

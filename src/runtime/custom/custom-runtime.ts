@@ -45,7 +45,8 @@ export class CustomRuntime implements ModelRuntime {
     }
     const existing = this.models.get(spec.key);
     if (existing !== undefined) return existing;
-    const loading = this.open(spec);
+    // `loading` is read only after open's first await, when it is set.
+    const loading: Promise<CustomModel> = this.open(spec, () => this.models.get(spec.key) !== loading);
     this.models.set(spec.key, loading);
     loading.catch(() => {
       if (this.models.get(spec.key) === loading) this.models.delete(spec.key);
@@ -56,6 +57,8 @@ export class CustomRuntime implements ModelRuntime {
   async unload(key: string): Promise<void> {
     const loading = this.models.get(key);
     this.models.delete(key);
+    // A version still loading is ended now (its load fails), not after its load finishes or times out (>= 30 s).
+    await Promise.all([...this.processes].filter((p) => p.key === key).map((p) => p.close()));
     const model = await loading?.catch(() => undefined);
     await model?.process.close();
   }
@@ -76,7 +79,7 @@ export class CustomRuntime implements ModelRuntime {
     return out;
   }
 
-  private async open(spec: LoadSpec): Promise<CustomModel> {
+  private async open(spec: LoadSpec, unloaded: () => boolean): Promise<CustomModel> {
     if (typeof spec.key !== "string" || spec.key === "") {
       throw new MlshipError("MLSHIP_ERR_RUNTIME_LOAD", "a model load needs a non-empty key", { field: "key" });
     }
@@ -94,6 +97,10 @@ export class CustomRuntime implements ModelRuntime {
         cause: error,
       });
     }
+    // close() or unload() may have run while the bundle was checked: they could not see this process, so none may
+    // start now.
+    if (this.closed) throw new MlshipError("MLSHIP_ERR_RUNTIME_UNAVAILABLE", `cannot load ${spec.key}: the custom runtime is closed`);
+    if (unloaded()) throw new MlshipError("MLSHIP_ERR_RUNTIME_UNAVAILABLE", `cannot load ${spec.key}: it was unloaded while loading`, { retryAfterSeconds: 1 });
     const process: WrapperProcess = new WrapperProcess({
       key: spec.key, root: pkg.root, manifest: pkg.manifest, name: pkg.name, version: pkg.version, logger: this.logger, closeGraceMs: this.closeGraceMs,
       onClose: () => this.processes.delete(process),

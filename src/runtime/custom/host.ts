@@ -34,7 +34,15 @@ function send(message: ChildMessage): void {
 
 function messageOf(error: unknown): string {
   if (error instanceof Error) return error.message || error.name;
-  return typeof error === "string" ? error : JSON.stringify(error) ?? String(error);
+  if (typeof error === "string") return error;
+  const message = (error as { message?: unknown } | null)?.message;
+  if (typeof message === "string" && message !== "") return message;
+  // A circular object or a BigInt makes JSON.stringify throw: that would reject the call's chain and end the process.
+  try {
+    return JSON.stringify(error) ?? String(error);
+  } catch {
+    return String(error);
+  }
 }
 
 /** Any thrown error with a numeric `row` (WrapperInputError or a look-alike from another copy) is an input error. */

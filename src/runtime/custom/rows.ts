@@ -200,7 +200,8 @@ export function rowsToTensors(specs: readonly WireTensorSpec[], answer: unknown,
             path,
           );
         }
-        v.forEach((item, i) => walk(item, depth + 1, `${path}[${i}]`));
+        // Not forEach: it skips holes (`new Array(n)` partly filled), which would shift the values after them.
+        for (let i = 0; i < n; i++) walk(v[i], depth + 1, `${path}[${i}]`);
       };
       walk(value, 0, field(r));
     }

@@ -150,6 +150,8 @@ export class WrapperProcess {
   private crashes = 0;
   private restartTimer: NodeJS.Timeout | undefined;
   private starting: Promise<void> | undefined;
+  /** The run folder being made (open): close waits for it, or it would remove the folder before it exists. */
+  private preparing: Promise<void> | undefined;
   private runDir: string | undefined;
   private scratchDir: string | null = null;
   private bundleCopy: string | undefined;
@@ -171,11 +173,17 @@ export class WrapperProcess {
   /** Prepares the run folder, starts the child and runs the wrapper's `load`; throws MLSHIP_ERR_RUNTIME_LOAD. */
   async open(): Promise<void> {
     try {
-      await this.prepare();
+      this.preparing = this.prepare();
+      await this.preparing;
       await this.start();
     } catch (error) {
       await this.close();
       throw error;
+    }
+    // Closed while loading (an unload or runtime close): no child was started, or it was killed.
+    if (this.state === "closing" || this.state === "closed") {
+      await this.closing;
+      throw new MlshipError("MLSHIP_ERR_RUNTIME_UNAVAILABLE", `cannot load ${this.label}: it was unloaded while loading`, { retryAfterSeconds: 1 });
     }
   }
 
@@ -238,6 +246,7 @@ export class WrapperProcess {
       clearTimeout(grace);
     }
     this.state = "closed";
+    await this.preparing?.catch(() => undefined);
     if (this.runDir !== undefined) await rm(this.runDir, { recursive: true, force: true }).catch(() => undefined);
     if (this.scratchDir !== null) await rm(this.scratchDir, { recursive: true, force: true }).catch(() => undefined);
   }
@@ -501,7 +510,9 @@ export class WrapperProcess {
 
   private answer(message: Extract<ChildMessage, { type: "result" | "failed" }>): void {
     const call = this.current;
-    if (call === undefined || call.id !== message.id) return;
+    // A child being killed (the call timed out) may still deliver its answer, read after the kill: that call has
+    // failed already, and taking the answer would send the next call to the dying child (never answered).
+    if (call === undefined || call.id !== message.id || this.killedFor !== undefined) return;
     clearTimeout(this.timer);
     this.current = undefined;
     if (message.type === "result") {

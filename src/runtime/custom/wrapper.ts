@@ -42,7 +42,7 @@ export interface WrapperContext {
   /** Opens an ONNX model from one of the package's artifacts (by `files` key), once; later calls return the same session. */
   onnx(artifact: string): Promise<WrapperOnnxSession>;
   readonly log: WrapperLogger;
-  /** Where the wrapper may write scratch files (deleted when its process stops); null when writing is not allowed. */
+  /** Where the wrapper may write scratch files (kept across restarts of its process, deleted when the version is unloaded); null when writing is not allowed. */
   readonly scratchDir: string | null;
 }
 
