@@ -1,81 +1,20 @@
 /**
  * `mlship/client`: a typed client of a running mlship server (local or remote) — deployments over the management API
  * and predictions through a deployment or a model reference. It depends on nothing but the platform's `fetch`
- * (Node 18+, browsers, edge runtimes) and imports no server code, so it stays small wherever it is bundled.
+ * (Node 18+, browsers, edge runtimes) and loads no server code (it imports only the server's types), so it stays
+ * small wherever it is bundled.
  */
 
-/** Serving settings of a deployment; the server applies them to the resolved version as registry overrides. */
-export interface DeploymentSettings {
-  /** Worker instances that load the version (the version setting `instances`). */
-  workers?: number;
-  batching?: { enabled?: boolean; max_batch_size?: number; max_delay_ms?: number; preferred_batch_sizes?: number[] };
-  cache?: { enabled?: boolean; ttl_seconds?: number };
-  /** Requests queued or running before 429. */
-  max_queue?: number;
-  /** Per-request deadline before 503. */
-  timeout_ms?: number;
-  /** Most rows one request may carry before 413. */
-  max_request_rows?: number;
-}
+// The deployment wire types are the server's own (type-only imports: nothing of the server is loaded at run time),
+// so the client cannot drift from the API it speaks.
+import type { CreateDeploymentInput, Deployment, DeploymentRollout, DeploymentSettings, DeploymentState, UpdateDeploymentInput } from "../deployments/types.js";
+import type { RolloutGuard } from "../rollout/types.js";
+import type { ModelDetail, ModelSummary } from "../ui/contract.js";
 
-/** Automatic decisions during a rollout (the server's rollout guard); see docs/rollout.md. */
-export interface RolloutGuard {
-  metric?: string;
-  window?: string;
-  minOutcomes?: number;
-  margin?: number;
-  rollbackOnRegression?: boolean;
-  maxErrorRateIncrease?: number;
-  minRequests?: number;
-  autoPromote?: boolean;
-  promoteAfter?: string;
-}
-
-/** A rollout of a candidate version against the version the deployment's alias points to. */
-export interface DeploymentRollout {
-  strategy: "canary" | "shadow" | "ab";
-  /** A version number, or a reference to a version of the same model (`name@3`, `name@staging`). */
-  candidate: string | number;
-  /** Share of traffic (canary, ab) or of requests shadowed, 0..100. Default 10. */
-  percent?: number;
-  /** Same routing key, same arm. Default true. */
-  sticky?: boolean;
-  guard?: RolloutGuard;
-}
-
-export type DeploymentState = "ready" | "loading" | "failed";
-
-export interface Deployment {
-  name: string;
-  /** The model reference it serves: `name`, `name@production`, `name@3`. */
-  model: string;
-  settings: DeploymentSettings;
-  rollout: DeploymentRollout | null;
-  /** The rollout the deployment started (it may have ended since). */
-  rollout_id: string | null;
-  created_at: string;
-  created_by: string;
-  updated_at: string;
-  updated_by: string;
-  /** The version the reference resolves to now; null when it does not resolve (see `error`). */
-  resolved: { model: string; version: number } | null;
-  state: DeploymentState;
-  error?: string;
-}
-
-export interface CreateDeploymentRequest {
-  name: string;
-  model: string;
-  settings?: DeploymentSettings;
-  rollout?: DeploymentRollout | null;
-}
-
+export type { Deployment, DeploymentRollout, DeploymentSettings, DeploymentState, ModelDetail, ModelSummary, RolloutGuard };
+export type CreateDeploymentRequest = CreateDeploymentInput;
 /** Fields left out stay as they are; `settings` is merged field by field; `rollout: null` ends the rollout. */
-export interface UpdateDeploymentRequest {
-  model?: string;
-  settings?: DeploymentSettings;
-  rollout?: DeploymentRollout | null;
-}
+export type UpdateDeploymentRequest = UpdateDeploymentInput;
 
 /** An MLflow scoring body: exactly one of these keys (plus `params`), as MLflow's `/invocations` takes it. */
 export type MlflowBody =
@@ -104,16 +43,6 @@ export interface PredictOptions {
   /** Business key (`x-mlship-key`): logged with the prediction; sticky rollouts route by it. */
   key?: string;
   signal?: AbortSignal;
-}
-
-export interface ModelSummary {
-  name: string;
-  description: string | null;
-  tags: Record<string, string>;
-  aliases: Record<string, number>;
-  latestVersion: number;
-  /** And what else the server says of it (versions, traffic, rollout). */
-  [extra: string]: unknown;
 }
 
 /** A version's serving settings: the effective values, the registry override and where each value comes from. */
@@ -369,12 +298,11 @@ export class MlshipClient {
   }
 
   async listModels(): Promise<ModelSummary[]> {
-    const answer = await this.#json<{ models: ModelSummary[] } | ModelSummary[]>("GET", "/api/v1/models");
-    return Array.isArray(answer) ? answer : answer.models;
+    return (await this.#json<{ models: ModelSummary[] }>("GET", "/api/v1/models")).models;
   }
 
   /** A model with its versions and aliases (`GET /api/v1/models/{name}`). */
-  getModel(name: string): Promise<ModelSummary> {
+  getModel(name: string): Promise<ModelDetail> {
     return this.#json("GET", `/api/v1/models/${encodeURIComponent(name)}`);
   }
 

@@ -7,7 +7,7 @@ import { elementCount } from "../core/index.js";
 import type { DType, Tensor } from "../core/index.js";
 import { FEEDBACK_TASKS, defaultAs } from "../package/index.js";
 import type { FeedbackTask, Manifest, PostprocessStep } from "../package/index.js";
-import { fromFloat16Bits, jsonOutputNames, postprocessOutputSpecs } from "../scoring/index.js";
+import { fromFloat16Bits, jsonOutputNames, jsonTextValue, postprocessOutputSpecs } from "../scoring/index.js";
 import type { ScoringEvent } from "../scoring/index.js";
 import type { FeedbackSpec, PredictionRecord, Variant } from "./types.js";
 
@@ -403,18 +403,9 @@ function rowOutputsText(outputs: Record<string, Tensor>, manifest: Manifest, row
   const rowOutputs: Record<string, unknown> = {};
   for (const [name, tensor] of Object.entries(outputs)) {
     const value = rowValue(tensor, row, rows);
-    rowOutputs[name] = json?.has(name) === true && typeof value === "string" ? parseJsonText(value) : value;
+    rowOutputs[name] = json?.has(name) === true && typeof value === "string" ? jsonTextValue(value) : value;
   }
   return JSON.stringify(rowOutputs);
-}
-
-/** The value of a json output's text; the text itself if it is not JSON (the runtime writes it, so it should be). */
-function parseJsonText(text: string): unknown {
-  try {
-    return JSON.parse(text) as unknown;
-  } catch {
-    return text;
-  }
 }
 
 /**

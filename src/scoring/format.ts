@@ -50,16 +50,18 @@ export function jsonOutputNames(manifest: Manifest): ReadonlySet<string> | undef
   return names ?? undefined;
 }
 
-/** A json output's elements parsed back into values (a text that is not JSON stays the text). */
+/** The value a json output's element encodes; a text that is not JSON stays the text (the runtime writes JSON). */
+export function jsonTextValue(text: string): unknown {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return text;
+  }
+}
+
+/** A json output's elements parsed back into values. */
 function parsedJson(values: readonly JsonScalar[]): unknown[] {
-  return values.map((v) => {
-    if (typeof v !== "string") return v;
-    try {
-      return JSON.parse(v) as unknown;
-    } catch {
-      return v;
-    }
-  });
+  return values.map((v) => (typeof v === "string" ? jsonTextValue(v) : v));
 }
 
 /** Output parameters V2 (REST and gRPC) attaches to a json output. */

@@ -1,6 +1,6 @@
 export { createScoringService, runtimeKey } from "./service.js";
 export {
-  formatMlflowResponse, formatV2Response, fromFloat16Bits, JSON_OUTPUT_PARAMETERS, jsonOutputNames, tensorValues, v2TensorMetadata,
+  formatMlflowResponse, formatV2Response, fromFloat16Bits, JSON_OUTPUT_PARAMETERS, jsonOutputNames, jsonTextValue, tensorValues, v2TensorMetadata,
 } from "./format.js";
 export type { JsonScalar, V2InferResponse, V2OutputTensor } from "./format.js";
 export { MLFLOW_FORMATS } from "./mlflow-input.js";

@@ -75,6 +75,13 @@ describe("deployments over REST through MlshipClient", () => {
     expect(await failure(wrong.updateDeployment("nope", { model: "breast-cancer@1" }))).toMatchObject({ status: 403 });
     expect(await failure(anonymous.deleteDeployment("nope"))).toMatchObject({ status: 401 });
     expect(await anonymous.listDeployments()).toEqual([]);
+    // Reading the registry through the client: the two registered versions and the production alias.
+    const models = await anonymous.listModels();
+    expect(models.map((m) => m.name)).toEqual(["breast-cancer"]);
+    expect(models[0]).toMatchObject({ latestVersion: 2, aliases: { production: 2 } });
+    const detail = await anonymous.getModel("breast-cancer");
+    expect(detail.versions.map((v) => v.version).sort()).toEqual([1, 2]);
+    expect(await failure(anonymous.getModel("no-such-model"))).toMatchObject({ status: 404 });
   });
 
   it("creates, applies the settings to the resolved version, lists, gets, and refuses duplicates and bad input", async () => {

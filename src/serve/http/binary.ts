@@ -1,6 +1,6 @@
 import type { FastifyReply } from "fastify";
 import { MlshipError, V2_DATATYPE } from "../../core/index.js";
-import { encodeRaw, tensorValues } from "../../scoring/index.js";
+import { encodeRaw, JSON_OUTPUT_PARAMETERS, tensorValues } from "../../scoring/index.js";
 import type { JsonScalar, ScoreResult } from "../../scoring/index.js";
 
 /**
@@ -85,7 +85,7 @@ export function binaryResponse(result: ScoreResult, binary: ReadonlySet<string>)
   for (const [name, t] of Object.entries(result.outputs)) {
     const base = { name, shape: t.shape.slice(), datatype: V2_DATATYPE[t.dtype] };
     // A custom wrapper's json output says so, in either form (its BYTES elements are JSON texts).
-    const json = result.jsonOutputs?.has(name) === true ? { content_type: "json" } : undefined;
+    const json = result.jsonOutputs?.has(name) === true ? { ...JSON_OUTPUT_PARAMETERS } : undefined;
     if (binary.has(name)) {
       const bytes = encodeRaw(t);
       blobs.push(bytes);
