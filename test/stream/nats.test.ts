@@ -222,6 +222,28 @@ describe("NATS source", () => {
     expect((await jsm.consumers.info(stream, "scorer")).num_ack_pending).toBe(0);
   });
 
+  it("keeps a batch that takes longer than ackWaitMs from going to another process until it commits", async () => {
+    const stream = await makeStream();
+    await publishJson(`${stream}.x`, [{ n: 1 }, { n: 2 }]);
+    const spec = sourceSpec(stream, { ackWaitMs: 600 });
+    const [slow, other] = [await openSource(spec), await openSource(spec)];
+    const taken = await slow.next({ waitMs: 0 });
+    expect(ids(taken)).toEqual([1, 2].map((seq) => `${stream}:${seq}`));
+    // Three ack waits pass while the batch is "being scored": the in-progress marks keep the messages with it.
+    const started = Date.now();
+    const meanwhile = await other.next({ waitMs: 1800 });
+    expect(Date.now() - started).toBeGreaterThanOrEqual(1700);
+    expect(meanwhile.records).toEqual([]);
+    await taken.commit();
+    expect((await jsm.consumers.info(stream, "scorer")).num_ack_pending).toBe(0);
+    // After the commit nothing comes again, and a batch left uncommitted still goes elsewhere once the source closes.
+    expect((await other.next({ waitMs: 1000 })).records).toEqual([]);
+    await publishJson(`${stream}.x`, [{ n: 3 }]);
+    await slow.next({ waitMs: 1000 });
+    await slow.close();
+    expect(ids(await other.next({ waitMs: 3000 }))).toEqual([`${stream}:3`]);
+  });
+
   it("lets two processes share one durable: each message goes to exactly one of them", async () => {
     const stream = await makeStream();
     const total = 300;

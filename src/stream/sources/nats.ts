@@ -12,9 +12,10 @@
  * `no_wait` plus `expires` waits up to `expires` for the first message, then returns what is there: exactly
  * `next({ waitMs })`. Either way the request ends with a status the source waits for, so no request outlives a call.
  *
- * A batch that takes longer than `ackWaitMs` to score and write is redelivered to another process meanwhile; the
- * sinks' idempotence keeps the output right, but the work is done twice: give `ackWaitMs` a margin over the
- * slowest micro-batch.
+ * While a batch is being scored and written, its messages are marked in progress (`+WPI`) every half `ackWaitMs`,
+ * which restarts their ack wait: a slow batch (the first one loads the model) is not handed to another process
+ * meanwhile, where a per-instance aggregate would count it a second time. The marks stop when the batch commits or
+ * the source closes, and after MAX_PROGRESS_MARKS of them: a batch stuck that long is let go as before.
  */
 import type { ConsumerConfig, ConsumerInfo, JetStreamManager } from "@nats-io/jetstream";
 import type { Msg } from "@nats-io/transport-node";
@@ -47,6 +48,10 @@ const RETRY_PAUSE_MS = 100;
 /** How long past its own expiry a pull request may go unanswered before the connection is deemed down. */
 const PULL_ANSWER_GRACE_MS = 5_000;
 const ACK = new TextEncoder().encode("+ACK");
+/** JetStream's "work in progress" ack: the message's ack wait starts again. */
+const IN_PROGRESS = new TextEncoder().encode("+WPI");
+/** At most this many in-progress marks per batch (ten ack waits' worth of extensions at two marks per wait). */
+const MAX_PROGRESS_MARKS = 20;
 /** Acks are tiny: a whole batch may be in flight at once. */
 const MAX_ACKS_IN_FLIGHT = 4096;
 
@@ -98,6 +103,8 @@ class NatsSource implements StreamSource {
   readonly #servers: string;
   #nc: NatsConnection | null = null;
   #jsm: JetStreamManager | null = null;
+  /** The in-progress timers of pulled batches not committed yet. */
+  readonly #inProgress = new Set<NodeJS.Timeout>();
 
   constructor(spec: NatsSourceSpec, options: NatsSourceOptions) {
     this.#spec = spec;
@@ -332,11 +339,13 @@ class NatsSource implements StreamSource {
     const undecodable: DeadLetter[] = [];
     for (const message of messages) decodeMessage(this.#spec.stream, message, records, undecodable);
     let committing: Promise<void> | null = null;
+    const stopMarks = this.#markInProgress(nc, messages);
     return {
       records,
       undecodable,
       description: describeBatch(messages),
       commit: () => {
+        stopMarks();
         committing ??= this.#ack(nc, messages).catch((error: unknown) => {
           // A failed commit may be retried; the messages the server did not confirm are redelivered after ackWaitMs.
           committing = null;
@@ -345,6 +354,27 @@ class NatsSource implements StreamSource {
         return committing;
       },
     };
+  }
+
+  /** Marks `messages` in progress every half ack wait until the returned function is called (see the file comment). */
+  #markInProgress(nc: NatsConnection, messages: PulledMessage[]): () => void {
+    if (messages.length === 0) return () => undefined;
+    let marks = 0;
+    const timer = setInterval(() => {
+      if (++marks > MAX_PROGRESS_MARKS || nc.isClosed()) {
+        stop();
+        return;
+      }
+      for (const m of messages) nc.publish(m.ackSubject, IN_PROGRESS);
+    }, Math.max(50, Math.floor(this.#spec.ackWaitMs / 2)));
+    // Never what keeps a process alive.
+    timer.unref();
+    this.#inProgress.add(timer);
+    const stop = (): void => {
+      clearInterval(timer);
+      this.#inProgress.delete(timer);
+    };
+    return stop;
   }
 
   /**
@@ -383,6 +413,8 @@ class NatsSource implements StreamSource {
   }
 
   async close(): Promise<void> {
+    for (const timer of this.#inProgress) clearInterval(timer);
+    this.#inProgress.clear();
     const nc = this.#nc;
     this.#nc = null;
     this.#jsm = null;
