@@ -566,8 +566,29 @@ const deployments0013: StoreMigration = {
   },
 };
 
+/**
+ * Which instance of a stream job counts a record (src/stream/claims.ts): processes sharing a NATS durable claim a
+ * batch's record ids here before their aggregations and joins see them, so a message redelivered to another process
+ * is counted once. Times are epoch milliseconds (compared and pruned as numbers).
+ */
+const streamClaims0014: StoreMigration = {
+  name: "0014_stream_claims",
+  async up(db) {
+    await db.schema
+      .createTable("stream_claims")
+      .ifNotExists()
+      .addColumn("stream", "text", (col) => col.notNull())
+      .addColumn("record_id", "text", (col) => col.notNull())
+      .addColumn("instance", "text", (col) => col.notNull())
+      .addColumn("batch_id", "bigint", (col) => col.notNull())
+      .addColumn("claimed_at", "bigint", (col) => col.notNull())
+      .addPrimaryKeyConstraint("stream_claims_pk", ["stream", "record_id"])
+      .execute();
+  },
+};
+
 /** Every migration, in order. Later areas append theirs here. */
-export const MIGRATIONS: readonly StoreMigration[] = [registry0001, versionSettings0002, monitor0003, feedback0004, rollout0005, batch0006, batchSchedules0007, streamStatus0008, registryNotify0009, predictionVersions0010, monitorReplicas0011, predictionOutcomes0012, deployments0013];
+export const MIGRATIONS: readonly StoreMigration[] = [registry0001, versionSettings0002, monitor0003, feedback0004, rollout0005, batch0006, batchSchedules0007, streamStatus0008, registryNotify0009, predictionVersions0010, monitorReplicas0011, predictionOutcomes0012, deployments0013, streamClaims0014];
 
 /** The table Kysely's Migrator records applied migrations in (and its lock table). */
 export const MIGRATION_TABLE = "mlship_migration";

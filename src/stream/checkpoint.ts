@@ -223,6 +223,34 @@ export class Checkpoint {
 // ---- metadata ----
 
 /** Creates `<base>/metadata.json` for `stream`, or checks that the one there names `stream`. */
+/**
+ * The `nextBatchId` another instance of the job has saved, read from its folder under `<dir>/instances/<instance>` (0
+ * when it saved nothing yet), or null while that instance may be running: its lock is held by a live process (or one
+ * on another host, which cannot be checked), or its folder cannot be read here (an instance with a checkpoint
+ * elsewhere). A stopped instance's state does not change until it starts again; claims.ts relies on that.
+ */
+export async function stoppedInstanceProgress(dir: string, stream: string, instance: string): Promise<number | null> {
+  if (!NAME_PATTERN.test(instance) || instance === "." || instance === "..") return null;
+  const own = path.join(path.resolve(dir), "instances", instance);
+  let names: string[];
+  try {
+    const lock = await readLock(path.join(own, "lock"));
+    if (lock !== null && (lock.holder === null || isLive(lock.holder))) return null;
+    names = await fsp.readdir(path.join(own, "state"));
+  } catch {
+    return null;
+  }
+  for (const id of stateIds(names)) {
+    try {
+      const data = parseState(await fsp.readFile(path.join(own, "state", `${id}.json`), "utf8"), stream);
+      if (typeof data !== "string") return data.nextBatchId;
+    } catch {
+      // Deleted while read (another save's cleanup) or unreadable: the one before it decides.
+    }
+  }
+  return names.some((name) => name.endsWith(".json")) ? null : 0;
+}
+
 async function claimMetadata(base: string, stream: string): Promise<void> {
   const file = path.join(base, "metadata.json");
   const metadata: Metadata = { stream, createdAt: new Date().toISOString(), version: CHECKPOINT_VERSION };

@@ -6,7 +6,9 @@
  * checkpoint (operator state, batch counter) is saved, so a crash anywhere replays the uncommitted batch and sinks,
  * idempotent on each row's id, keep one row per id. Operators must not count a replayed record twice: they keep their
  * state in the checkpoint, and the checkpoint also names the records of its last batch, whose commit a crash may have
- * cut off; operators skip those ids when they come again (predictions are still written, idempotently).
+ * cut off; operators skip those ids when they come again (predictions are still written, idempotently). Instances
+ * sharing a NATS durable can each be handed the same message (a redelivery past the ack wait): records are claimed in
+ * the metadata store before the operators see them, and only the claiming instance counts them (claims.ts).
  *
  * A batch that fails (scoring runtime, a sink or the checkpoint unavailable) is retried after a backoff with the
  * operators put back as they were before it; after the retries the stream stops with reason `failed`. Records the
@@ -19,7 +21,8 @@ import type { FeedbackService } from "../feedback/index.js";
 import { formatMlflowResponse, type ScoringService } from "../scoring/index.js";
 import type { SqlStore } from "../store/index.js";
 import { WindowAggregation } from "./aggregate.js";
-import { Checkpoint, type CheckpointData } from "./checkpoint.js";
+import { Checkpoint, stoppedInstanceProgress, type CheckpointData } from "./checkpoint.js";
+import { RecordClaims } from "./claims.js";
 import { StreamJoin } from "./join.js";
 import type { StreamMetrics } from "./metrics.js";
 import { compileSchema, effectiveFields, MAX_DEAD_LETTER_RAW_BYTES, truncateUtf8 } from "./schema.js";
@@ -393,6 +396,18 @@ async function runLoop(
     const engineState = parseEngineState(saved?.operators[ENGINE_STATE]);
     const replayIds = new Set(engineState !== null && Date.now() - engineState.replay.savedAt < REPLAY_GUARD_MS ? engineState.replay.ids : []);
     const replaySavedAt = engineState?.replay.savedAt ?? 0;
+    // Instances sharing a NATS durable may each be handed the same message (a redelivery past the ack wait): only the
+    // instance that claimed a record counts it in its operators (claims.ts).
+    let claims: RecordClaims | undefined;
+    if (options.instance !== undefined && operators.length > 0 && (config.source.kind === "nats" || config.join?.source.kind === "nats")) {
+      const created = new RecordClaims(deps.store, {
+        stream: config.name,
+        instance,
+        ownerProgress: (owner) => stoppedInstanceProgress(config.checkpoint, config.name, owner),
+      });
+      await withRetries("opening the record claims", () => created.open(nextBatchId), (error) => status?.retrying(error));
+      claims = created;
+    }
 
     log.info(
       { model: config.model, version: resolved.version.version, source: source.description, sinks: predictionSinks.map((s) => s.description), nextBatchId, instance: options.instance ?? null },
@@ -467,8 +482,16 @@ async function runLoop(
 
         // ---- operators (records a cut-off commit may have counted already are skipped) ----
         const writeStart = performance.now();
-        const fresh = replayIds.size === 0 ? outcome.scored : outcome.scored.filter((r) => !replayIds.has(r.id));
-        const freshOutcomes = replayIds.size === 0 ? outcomes : outcomes.filter((r) => !replayIds.has(`join:${r.id}`));
+        let fresh = replayIds.size === 0 ? outcome.scored : outcome.scored.filter((r) => !replayIds.has(r.id));
+        let freshOutcomes = replayIds.size === 0 ? outcomes : outcomes.filter((r) => !replayIds.has(`join:${r.id}`));
+        if (claims !== undefined) {
+          // Only records of a NATS source are claimed: a folder source is read whole by each instance that names it.
+          const claimMain = config.source.kind === "nats";
+          const claimJoin = config.join?.source.kind === "nats";
+          const mine = await claims.claim([...(claimMain ? fresh.map((r) => r.id) : []), ...(claimJoin ? freshOutcomes.map((r) => `join:${r.id}`) : [])], batchId);
+          if (claimMain) fresh = fresh.filter((r) => mine.has(r.id));
+          if (claimJoin) freshOutcomes = freshOutcomes.filter((r) => mine.has(`join:${r.id}`));
+        }
         const operatorRows: Array<{ sink: StreamSink; rows: OutputRow[] }> = [];
         const joinedRows: OutputRow[] = [];
         for (const op of operators) {

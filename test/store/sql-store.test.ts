@@ -127,7 +127,7 @@ describe("openSqlStore", () => {
     expect(Object.keys(lite).sort()).toEqual(
       ["alias_events", "audit_log", "batch_locks", "batch_predictions", "batch_rejects", "batch_runs", "batch_schedules", "business_events", "deployments", "mlship_migration",
         "mlship_migration_lock", "model_aliases", "model_versions", "models", "monitor_profiles", "outcomes", "prediction_log", "prediction_versions", "registry_state",
-        "rollout_policies", "rollouts", "stream_status", "version_settings"],
+        "rollout_policies", "rollouts", "stream_claims", "stream_status", "version_settings"],
     );
     expect(post).toEqual(lite);
   });

@@ -13,9 +13,11 @@
  * `next({ waitMs })`. Either way the request ends with a status the source waits for, so no request outlives a call.
  *
  * While a batch is being scored and written, its messages are marked in progress (`+WPI`) every half `ackWaitMs`,
- * which restarts their ack wait: a slow batch (the first one loads the model) is not handed to another process
- * meanwhile, where a per-instance aggregate would count it a second time. The marks stop when the batch commits or
- * the source closes, and after MAX_PROGRESS_MARKS of them: a batch stuck that long is let go as before.
+ * which restarts their ack wait: a slow batch (the first one loads the model) is usually not handed to another process
+ * meanwhile. The marks stop when the batch commits or the source closes, and after MAX_PROGRESS_MARKS of them: a
+ * batch stuck that long is let go as before. They are timers, so a stalled event loop (or process) still lets a batch
+ * go to another process: that is at-least-once delivery, and the operators count such a record once through the
+ * engine's claims (../claims.ts), not through these marks.
  */
 import type { ConsumerConfig, ConsumerInfo, JetStreamManager } from "@nats-io/jetstream";
 import type { Msg } from "@nats-io/transport-node";
