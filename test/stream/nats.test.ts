@@ -3,6 +3,7 @@
 // processes splitting one durable, waiting behaviour, and a sink whose replays JetStream deduplicates. Every test
 // makes its own streams (unique names) and deletes them afterwards.
 import { randomBytes } from "node:crypto";
+import { createServer, connect as connectTcp, type AddressInfo, type Socket } from "node:net";
 import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -94,6 +95,71 @@ async function expectMlshipError(promise: Promise<unknown>, code: string, messag
   expect((error as MlshipError).code).toBe(code);
   expect((error as MlshipError).message).toMatch(message);
   return error as MlshipError;
+}
+
+/**
+ * A TCP relay to the real server that holds back the status messages ending pull requests (`HMSG` frames whose
+ * headers are `NATS/1.0 404` or `408`) for `holdMs`, as a loaded server or connection can, and with
+ * `passMessages` also the stored messages (those with a `$JS.ACK.` reply) after the first `passMessages`; everything
+ * else passes at once. `held` resolves when it first holds a status: by then the request's messages have gone through.
+ */
+async function statusDelayingRelay(
+  holdMs: number,
+  passMessages = Infinity,
+): Promise<{ servers: string; held: Promise<void>; close: () => void }> {
+  const sockets = new Set<Socket>();
+  const timers = new Set<NodeJS.Timeout>();
+  let onHeld: () => void = () => undefined;
+  const held = new Promise<void>((resolve) => (onHeld = resolve));
+  const server = createServer((client) => {
+    const upstream = connectTcp(4222, "127.0.0.1");
+    sockets.add(client).add(upstream);
+    client.on("error", () => upstream.destroy());
+    upstream.on("error", () => client.destroy());
+    client.on("close", () => upstream.destroy());
+    upstream.on("close", () => client.destroy());
+    client.pipe(upstream);
+    let pending = Buffer.alloc(0);
+    let passed = 0;
+    upstream.on("data", (chunk: Buffer) => {
+      pending = Buffer.concat([pending, chunk]);
+      for (;;) {
+        const lineEnd = pending.indexOf("\r\n");
+        if (lineEnd < 0) return;
+        const line = pending.subarray(0, lineEnd).toString("latin1");
+        const isHmsg = line.startsWith("HMSG ");
+        const isMsg = isHmsg || line.startsWith("MSG ");
+        const bodyLength = isMsg ? Number(line.split(" ").at(-1)) + 2 : 0;
+        if (pending.length < lineEnd + 2 + bodyLength) return;
+        const frame = pending.subarray(0, lineEnd + 2 + bodyLength);
+        pending = pending.subarray(frame.length);
+        const headers = frame.subarray(lineEnd + 2, lineEnd + 2 + 12).toString("latin1");
+        const isStatus = isHmsg && (headers === "NATS/1.0 404" || headers === "NATS/1.0 408");
+        const isStored = isMsg && line.split(" ")[3]?.startsWith("$JS.ACK.") === true;
+        if (isStatus || (isStored && ++passed > passMessages)) {
+          if (isStatus) onHeld();
+          const timer = setTimeout(() => {
+            timers.delete(timer);
+            client.write(frame);
+          }, holdMs);
+          timers.add(timer);
+        } else {
+          client.write(frame);
+        }
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    servers: `nats://127.0.0.1:${port}`,
+    held,
+    close: () => {
+      for (const timer of timers) clearTimeout(timer);
+      for (const socket of sockets) socket.destroy();
+      server.close();
+    },
+  };
 }
 
 function ids(batch: SourceBatch): string[] {
@@ -242,6 +308,60 @@ describe("NATS source", () => {
     await slow.next({ waitMs: 1000 });
     await slow.close();
     expect(ids(await other.next({ waitMs: 3000 }))).toEqual([`${stream}:3`]);
+  });
+
+  it("keeps a pull's messages from going to another process while the pull's closing status is late", async () => {
+    const stream = await makeStream();
+    await publishJson(`${stream}.x`, [{ n: 1 }, { n: 2 }]);
+    const relay = await statusDelayingRelay(3000);
+    try {
+      const spec = sourceSpec(stream, { ackWaitMs: 600 });
+      const late = await openSource({ ...spec, servers: relay.servers });
+      const other = await openSource(spec);
+      const started = Date.now();
+      const pulling = late.next({ waitMs: 0 }).then((batch) => ({ batch, after: Date.now() - started }));
+      // The messages have reached the first process; its pull's 408 is held for 3 s, five ack waits.
+      await relay.held;
+      const meanwhile = await other.next({ waitMs: 2000 });
+      expect(meanwhile.records).toEqual([]);
+      const { batch: taken, after } = await pulling;
+      expect(ids(taken)).toEqual([1, 2].map((seq) => `${stream}:${seq}`));
+      expect(taken.description).toBe("2 messages, seq 1-2");
+      // Returned once the messages stopped coming, not when the held status arrived.
+      expect(after).toBeLessThan(1500);
+      await taken.commit();
+      expect((await jsm.consumers.info(stream, "scorer")).num_ack_pending).toBe(0);
+      expect((await other.next({ waitMs: 1000 })).records).toEqual([]);
+      await late.close();
+    } finally {
+      relay.close();
+    }
+  });
+
+  it("hands a message back at once when it comes after its pull returned on idle", async () => {
+    const stream = await makeStream();
+    await publishJson(`${stream}.x`, [{ n: 1 }, { n: 2 }]);
+    // The second message and the closing status come 1.5 s late; the ack wait is far longer.
+    const relay = await statusDelayingRelay(1500, 1);
+    try {
+      const spec = sourceSpec(stream, { ackWaitMs: 30_000 });
+      const late = await openSource({ ...spec, servers: relay.servers });
+      const other = await openSource(spec);
+      const started = Date.now();
+      const taken = await late.next({ waitMs: 0 });
+      expect(ids(taken)).toEqual([`${stream}:1`]);
+      expect(Date.now() - started).toBeLessThan(1200);
+      // The late message is refused (-NAK) as it arrives, so the other process has it long before its ack wait.
+      const handedBack = await other.next({ waitMs: 6000 });
+      expect(ids(handedBack)).toEqual([`${stream}:2`]);
+      expect(handedBack.description).toBe("1 message, seq 2 (1 redelivered)");
+      expect(Date.now() - started).toBeLessThan(5000);
+      await Promise.all([taken.commit(), handedBack.commit()]);
+      expect((await jsm.consumers.info(stream, "scorer")).num_ack_pending).toBe(0);
+      await late.close();
+    } finally {
+      relay.close();
+    }
   });
 
   it("lets two processes share one durable: each message goes to exactly one of them", async () => {

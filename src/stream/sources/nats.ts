@@ -10,14 +10,16 @@
  * for the whole expiry, and abandoning a fetch early leaves a live request on the server whose messages would then
  * wait out their ack wait. With `no_wait` the server answers at once with what is there (404 when nothing is), and
  * `no_wait` plus `expires` waits up to `expires` for the first message, then returns what is there: exactly
- * `next({ waitMs })`. Either way the request ends with a status the source waits for, so no request outlives a call.
+ * `next({ waitMs })`. Either way the request ends with a status the source waits for. A loaded server or connection
+ * may delay that status after the last message, so a request that has messages and then hears nothing for
+ * PULL_IDLE_MS returns them; a message that still comes for it afterwards is handed back at once (`-NAK`).
  *
- * While a batch is being scored and written, its messages are marked in progress (`+WPI`) every half `ackWaitMs`,
- * which restarts their ack wait: a slow batch (the first one loads the model) is usually not handed to another process
- * meanwhile. The marks stop when the batch commits or the source closes, and after MAX_PROGRESS_MARKS of them: a
- * batch stuck that long is let go as before. They are timers, so a stalled event loop (or process) still lets a batch
- * go to another process: that is at-least-once delivery, and the operators count such a record once through the
- * engine's claims (../claims.ts), not through these marks.
+ * From the moment a message arrives until its batch commits, it is marked in progress (`+WPI`) every half
+ * `ackWaitMs`, which restarts its ack wait: neither a pull waiting for its closing status nor a slow batch (the first
+ * one loads the model) lets it go to another process meanwhile. The marks stop when the batch commits or the source
+ * closes, and after MAX_PROGRESS_MARKS of them: a batch stuck that long is let go as before. They are timers, so a
+ * stalled event loop (or process) still lets a batch go to another process: that is at-least-once delivery, and the
+ * operators count such a record once through the engine's claims (../claims.ts), not through these marks.
  */
 import type { ConsumerConfig, ConsumerInfo, JetStreamManager } from "@nats-io/jetstream";
 import type { Msg } from "@nats-io/transport-node";
@@ -54,6 +56,13 @@ const ACK = new TextEncoder().encode("+ACK");
 const IN_PROGRESS = new TextEncoder().encode("+WPI");
 /** At most this many in-progress marks per batch (ten ack waits' worth of extensions at two marks per wait). */
 const MAX_PROGRESS_MARKS = 20;
+/** JetStream's negative ack: the message is redelivered at once rather than after its ack wait. */
+const NOT_TAKEN = new TextEncoder().encode("-NAK");
+/**
+ * A pull that has messages but no closing status after this long without another message returns what it has: the
+ * server sends a request's messages back to back, then its status, which a loaded server or connection may delay.
+ */
+const PULL_IDLE_MS = 250;
 /** Acks are tiny: a whole batch may be in flight at once. */
 const MAX_ACKS_IN_FLIGHT = 4096;
 
@@ -73,6 +82,12 @@ interface PulledMessage {
   deliveryCount: number;
   /** The JetStream timestamp (ms since epoch). */
   storedAt: number;
+}
+
+/** What a pull request got, with the in-progress marks already running on it (a no-op when it got nothing). */
+interface Pulled {
+  messages: PulledMessage[];
+  stopMarks: () => void;
 }
 
 /** Room for several processes each holding a full batch, so that sharing a durable never stalls on the limit. */
@@ -227,55 +242,85 @@ class NatsSource implements StreamSource {
   async next(options: { waitMs: number; signal?: AbortSignal }): Promise<SourceBatch> {
     const nc = this.#requireOpen();
     const deadline = Date.now() + Math.max(0, options.waitMs);
-    let messages: PulledMessage[] = [];
+    let pulled: Pulled = { messages: [], stopMarks: () => undefined };
     for (;;) {
       if (isAborted(options.signal)) break;
       const remaining = deadline - Date.now();
-      messages = await this.#pull(nc, Math.max(0, remaining), options.signal).catch((error: unknown) => this.#explain(error));
+      pulled = await this.#pull(nc, Math.max(0, remaining), options.signal).catch((error: unknown) => this.#explain(error));
       const left = deadline - Date.now();
-      if (messages.length > 0 || left <= 0 || isAborted(options.signal)) break;
+      if (pulled.messages.length > 0 || left <= 0 || isAborted(options.signal)) break;
       // The server ended the request early without messages (busy with other processes' requests, or too many
       // unacked): try again shortly rather than returning before the caller's wait is over.
       await sleep(Math.min(RETRY_PAUSE_MS, left), options.signal);
       if (deadline - Date.now() <= 0) break;
     }
-    return this.#toBatch(nc, messages);
+    return this.#toBatch(nc, pulled);
   }
 
   /**
    * One pull request for up to `maxMessages`: `no_wait` alone returns what is there now; with `expires` the server
    * waits that long for the first message. Resolves once the server ends the request (a status message, or the batch
-   * is full), or when `signal` aborts (messages the server sends after that wait out their ack wait).
+   * is full), once messages stop coming for PULL_IDLE_MS, or when `signal` aborts (messages the server sends after
+   * that wait out their ack wait). Messages are marked in progress from the moment they arrive, not only once the
+   * engine has them: until then the request is what holds them, and it may wait for its closing status.
    */
-  #pull(nc: NatsConnection, waitMs: number, signal: AbortSignal | undefined): Promise<PulledMessage[]> {
+  #pull(nc: NatsConnection, waitMs: number, signal: AbortSignal | undefined): Promise<Pulled> {
     if (nc.isClosed()) return Promise.reject(this.#unavailable("the connection is closed"));
     const batch = this.#spec.maxMessages;
     const request = { batch, no_wait: true, ...(waitMs > 0 ? { expires: nanos(waitMs) } : {}) };
     const subject = `$JS.API.CONSUMER.MSG.NEXT.${this.#spec.stream}.${this.#spec.durable}`;
-    return new Promise<PulledMessage[]>((resolve, reject) => {
+    return new Promise<Pulled>((resolve, reject) => {
       const messages: PulledMessage[] = [];
+      let stopMarks: () => void = () => undefined;
       let settled = false;
+      let idle: NodeJS.Timeout | undefined;
+      let lastArrival = 0;
+      // Ends the request's subscription: at once when the server ended it, else (returned on idle) on its closing
+      // status or the answer timer, whichever comes first.
+      const unsubscribe = (): void => {
+        clearTimeout(timer);
+        clearTimeout(idle);
+        sub.unsubscribe();
+      };
       const finish = (error?: MlshipError): void => {
         if (settled) return;
         settled = true;
-        clearTimeout(timer);
+        clearTimeout(idle);
         signal?.removeEventListener("abort", onAbort);
-        sub.unsubscribe();
         if (error !== undefined && messages.length === 0) reject(error);
-        else resolve(messages);
+        else resolve({ messages: messages.slice(), stopMarks });
       };
-      const onAbort = (): void => finish();
+      const onAbort = (): void => {
+        finish();
+        unsubscribe();
+      };
+      const onIdle = (): void => {
+        // Timers run before the event loop reads the socket: look again after reading what has already come in.
+        setImmediate(() => {
+          if (settled) return;
+          const quiet = Date.now() - lastArrival;
+          if (quiet >= PULL_IDLE_MS) {
+            this.#logger.debug({ messages: messages.length, quietMs: quiet }, "returned a pull's messages before its closing status");
+            finish();
+            // Still listening for the closing status (or a late message), but not what keeps a process alive.
+            timer.unref();
+          } else idle = setTimeout(onIdle, PULL_IDLE_MS - quiet);
+        });
+      };
       const inbox = natsLib().transport.createInbox();
       const sub = nc.subscribe(inbox, {
         callback: (error, msg) => {
           if (error !== null) {
             finish(this.#unavailable(describeNatsError(error)));
+            unsubscribe();
             return;
           }
           const status = statusOf(msg);
           if (status !== null) {
             const outcome = this.#onStatus(status);
-            if (outcome !== "ignore") finish(outcome === "end" ? undefined : outcome);
+            if (outcome === "ignore") return;
+            finish(outcome === "end" ? undefined : outcome);
+            unsubscribe();
             return;
           }
           const pulled = parsePulled(msg);
@@ -283,20 +328,38 @@ class NatsSource implements StreamSource {
             this.#logger.warn({ subject: msg.subject, reply: msg.reply }, "ignored a message without a JetStream ack subject");
             return;
           }
+          if (settled) {
+            // Came after the request was returned on idle: hand it back at once rather than leave it to its ack wait.
+            try {
+              nc.publish(pulled.ackSubject, NOT_TAKEN);
+            } catch {
+              // The connection is closing: the message goes to another process after its ack wait.
+            }
+            return;
+          }
+          if (messages.length === 0) {
+            stopMarks = this.#markInProgress(nc, messages);
+            idle = setTimeout(onIdle, PULL_IDLE_MS);
+          }
           messages.push(pulled);
-          if (messages.length >= batch) finish();
+          lastArrival = Date.now();
+          if (messages.length >= batch) {
+            finish();
+            unsubscribe();
+          }
         },
       });
       // The server always answers a pull (at the latest with 408 at its expiry); silence means the connection is down.
-      const timer = setTimeout(
-        () => finish(this.#unavailable(`no answer to a pull request within ${Math.round((waitMs + PULL_ANSWER_GRACE_MS) / 1000)} s`)),
-        waitMs + PULL_ANSWER_GRACE_MS,
-      );
+      const timer = setTimeout(() => {
+        finish(this.#unavailable(`no answer to a pull request within ${Math.round((waitMs + PULL_ANSWER_GRACE_MS) / 1000)} s`));
+        unsubscribe();
+      }, waitMs + PULL_ANSWER_GRACE_MS);
       signal?.addEventListener("abort", onAbort, { once: true });
       try {
         nc.publish(subject, JSON.stringify(request), { reply: inbox });
       } catch (error) {
         finish(this.#unavailable(describeNatsError(error)));
+        unsubscribe();
       }
     });
   }
@@ -336,12 +399,11 @@ class NatsSource implements StreamSource {
     return this.#unavailable(`the server ended a pull request with ${code} ${description}`);
   }
 
-  #toBatch(nc: NatsConnection, messages: PulledMessage[]): SourceBatch {
+  #toBatch(nc: NatsConnection, { messages, stopMarks }: Pulled): SourceBatch {
     const records: RawRecord[] = [];
     const undecodable: DeadLetter[] = [];
     for (const message of messages) decodeMessage(this.#spec.stream, message, records, undecodable);
     let committing: Promise<void> | null = null;
-    const stopMarks = this.#markInProgress(nc, messages);
     return {
       records,
       undecodable,
@@ -358,9 +420,11 @@ class NatsSource implements StreamSource {
     };
   }
 
-  /** Marks `messages` in progress every half ack wait until the returned function is called (see the file comment). */
-  #markInProgress(nc: NatsConnection, messages: PulledMessage[]): () => void {
-    if (messages.length === 0) return () => undefined;
+  /**
+   * Marks `messages` in progress every half ack wait until the returned function is called (see the file comment).
+   * `messages` may still grow (a pull still receiving): each mark covers what it holds by then.
+   */
+  #markInProgress(nc: NatsConnection, messages: readonly PulledMessage[]): () => void {
     let marks = 0;
     const timer = setInterval(() => {
       if (++marks > MAX_PROGRESS_MARKS || nc.isClosed()) {
