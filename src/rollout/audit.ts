@@ -139,8 +139,13 @@ export class SqlAuditLog implements AuditLog {
         own.filter((e) => e.action.startsWith("alias.") && typeof e.details.aliasEventId === "number").map((e) => `${e.action}:${String(e.details.aliasEventId)}`),
       );
       const merged = [...own, ...moves.filter((m) => !covered.has(`${m.action}:${String(m.details.aliasEventId)}`))];
-      // Newest first; on the same instant this log's entries (written after the move they describe) come first.
-      merged.sort((a, b) => (a.at === b.at ? b.id - a.id : a.at < b.at ? 1 : -1));
+      // Newest first; on the same instant this log's entries (written after the move they describe) come first, and
+      // within each source the later id first (a move's id is its alias event id, negated: compare the event ids).
+      merged.sort((a, b) => {
+        if (a.at !== b.at) return a.at < b.at ? 1 : -1;
+        if (a.id > 0 !== b.id > 0) return a.id > 0 ? -1 : 1;
+        return Math.abs(b.id) - Math.abs(a.id);
+      });
       return merged.slice(0, q.limit);
     } catch (error) {
       throw mapStoreError(this.store.location, error);
