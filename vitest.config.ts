@@ -32,7 +32,7 @@ export default defineConfig({
     projects: [
       {
         extends: true,
-        test: { name: "shared", include: ["test/**/*.test.ts"], exclude: EXCLUSIVE, maxWorkers: 2, sequence: { groupOrder: 0 } },
+        test: { name: "shared", include: ["test/**/*.test.ts"], exclude: EXCLUSIVE, maxWorkers: 2, isolate: false, sequence: { groupOrder: 0 } },
       },
       {
         extends: true,

@@ -110,7 +110,11 @@ async function measure(id: string, scenario: string, load: () => Promise<LoadRes
   const cpu1 = pid === undefined ? undefined : cpuSecondsOf(pid);
   if (cpu0 !== undefined && cpu1 !== undefined) result.serverCores = (cpu1 - cpu0) / ((performance.now() - t) / 1000);
   const cores = [
-    result.serverCores === undefined ? "" : `server ${result.serverCores.toFixed(2)} cores`,
+    // CPU per answer compares the work each server does per request, whatever share of the cores the load
+    // generator left it: on a small machine the ratios of req/s are also ratios of what was left over.
+    result.serverCores === undefined
+      ? ""
+      : `server ${result.serverCores.toFixed(2)} cores${result.rps > 0 ? ` (about ${Math.round((result.serverCores * 1e6) / result.rps)} us CPU per 2xx)` : ""}`,
     result.clientCores === undefined ? "" : `client ${result.clientCores.toFixed(2)} cores`,
   ].filter((c) => c !== "");
   return fromLoad(id, scenario, result, [note, cores.join(", ")].filter((c) => c !== "").join("; "));
