@@ -1,6 +1,7 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SqlAuditLog } from "../../src/rollout/audit.js";
 import { openSqlStore, type SqlStore } from "../../src/store/index.js";
@@ -36,7 +37,7 @@ describe("audit log order", () => {
     const audit = new SqlAuditLog(store);
     const own = await audit.record({ actor: "dave", action: "rollout.start", model: "m", version: 2 });
     await store.write(async (db) => {
-      await db.updateTable("audit_log").set({ at }).where("id", "=", own.id).execute();
+      await sql`update audit_log set at = ${at} where id = ${own.id}`.execute(db);
     });
 
     const listed = await audit.list({ model: "m" });
