@@ -11,10 +11,13 @@
  * or above it belongs to a batch a crash (or a failed batch) cut off. The owner releases those when it starts again;
  * until then another instance that gets such a record takes the claim over, but only when it can tell that the owner
  * is not running and has not saved that batch (`ownerProgress`: the owner's folder in the shared checkpoint, its lock
- * and its newest state). While the owner may be running, its claim stands: it is still working on that batch.
+ * and its newest state). While the owner may be running, its claim stands: it is still working on that batch. The
+ * owner's state is read outside the store, so both decisions are compare-and-sets on the claim as it was read: an owner
+ * that started again in between (releasing the claim, or claiming the record anew) sends the record round again.
  * Claims are forgotten after CLAIM_RETENTION_MS.
  */
 import type { Kysely } from "kysely";
+import { MlshipError } from "../core/index.js";
 import { mapStoreError, type Database, type SqlStore } from "../store/index.js";
 
 /** How long a claim is kept: far past any ack wait (plus in-progress extensions) a redelivery could follow. */
@@ -23,6 +26,8 @@ export const CLAIM_RETENTION_MS = 60 * 60_000;
 const PRUNE_EVERY_MS = 5 * 60_000;
 /** Rows per statement: five parameters each stays far below both dialects' limits. */
 const CHUNK = 500;
+/** Rounds of claiming for ids whose claims other instances keep changing meanwhile (each round needs an owner restart). */
+const MAX_ROUNDS = 5;
 
 interface ClaimsTable {
   stream: string;
@@ -33,6 +38,14 @@ interface ClaimsTable {
 }
 
 type ClaimTables = { stream_claims: ClaimsTable };
+
+/** A claim as read (numbers: PostgreSQL returns bigint as a string). */
+interface Claim {
+  record_id: string;
+  instance: string;
+  batch_id: number;
+  claimed_at: number;
+}
 
 export class RecordClaims {
   readonly #store: SqlStore;
@@ -74,17 +87,40 @@ export class RecordClaims {
    * Claims `ids` for batch `batchId` and returns those this instance is to count now: newly claimed ones, and ones it
    * claimed for this same batch id before (a retried or replayed batch). Ids another instance claimed, or this one
    * claimed in an earlier (checkpointed) batch, are left out. Safe to call again for the same batch.
-   * @throws MLSHIP_ERR_STORE_UNAVAILABLE (or another store error) when the metadata store cannot be written
+   *
+   * A foreign claim is judged on the owner's progress, read from files outside the store, so the owner may start again
+   * between that read and the decision: its restart releases the claims of batches it never saved (and may save new
+   * batches at once). A claim left to its owner must therefore still be there, unchanged, when this instance decides,
+   * or the record would be acked here and counted by nobody; ids whose claim moved meanwhile are claimed again.
+   * @throws MLSHIP_ERR_STORE_UNAVAILABLE (or another store error) when the metadata store cannot be written, or when
+   *   claims keep changing under this instance for MAX_ROUNDS rounds (the batch is retried)
    */
   async claim(ids: readonly string[], batchId: number): Promise<Set<string>> {
     const mine = new Set<string>();
     if (ids.length === 0) return mine;
     const now = Date.now();
-    const unique = [...new Set(ids)];
-    const foreign: Array<{ record_id: string; instance: string; batch_id: number | string; claimed_at: number | string }> = [];
+    // Sorted: two instances claiming overlapping ids lock their rows in the same order (no deadlock in PostgreSQL).
+    let pending = [...new Set(ids)].sort();
+    for (let round = 0; pending.length > 0; round++) {
+      if (round === MAX_ROUNDS) {
+        throw new MlshipError(
+          "MLSHIP_ERR_STORE_UNAVAILABLE",
+          `stream ${this.#stream}: the claims of ${pending.length} records kept changing while instance ${this.#instance} claimed them`,
+        );
+      }
+      const foreign = await this.#insertAndRead(pending, batchId, now, mine);
+      pending = foreign.length === 0 ? [] : await this.#settleForeign(foreign, batchId, now, mine);
+    }
+    if (now - this.#prunedAt >= PRUNE_EVERY_MS) await this.#prune(now);
+    return mine;
+  }
+
+  /** Claims the free ids among `ids`; adds this batch's own to `mine` and returns the claims other instances hold. */
+  async #insertAndRead(ids: readonly string[], batchId: number, now: number, mine: Set<string>): Promise<Claim[]> {
+    const foreign: Claim[] = [];
     await this.#write(async (db) => {
-      for (let start = 0; start < unique.length; start += CHUNK) {
-        const chunk = unique.slice(start, start + CHUNK);
+      for (let start = 0; start < ids.length; start += CHUNK) {
+        const chunk = ids.slice(start, start + CHUNK);
         await db
           .insertInto("stream_claims")
           .values(chunk.map((id) => ({ stream: this.#stream, record_id: id, instance: this.#instance, batch_id: batchId, claimed_at: now })))
@@ -98,40 +134,57 @@ export class RecordClaims {
           .execute();
         for (const owner of owners) {
           // bigint comes back as a string from PostgreSQL.
-          if (owner.instance === this.#instance) {
-            if (Number(owner.batch_id) === batchId) mine.add(owner.record_id);
+          const claim: Claim = { record_id: owner.record_id, instance: owner.instance, batch_id: Number(owner.batch_id), claimed_at: Number(owner.claimed_at) };
+          if (claim.instance === this.#instance) {
+            if (claim.batch_id === batchId) mine.add(claim.record_id);
           } else {
-            foreign.push(owner);
+            foreign.push(claim);
           }
         }
       }
     });
-    if (foreign.length > 0) await this.#takeOver(foreign, batchId, now, mine);
-    if (now - this.#prunedAt >= PRUNE_EVERY_MS) await this.#prune(now);
-    return mine;
+    return foreign;
   }
 
   /**
-   * Takes over claims of instances that are not running and never saved the claiming batch (see the file comment).
-   * Each takeover is a compare-and-set on the claim as read: an owner that started again meanwhile released it (the
-   * update finds nothing, the record is claimed afresh next time it comes) or claimed it anew (another claimed_at).
+   * Takes over claims of instances that are not running and never saved the claiming batch (see the file comment), and
+   * leaves the others to their owners. Both are compare-and-sets on the claim as read, done as UPDATEs so that in
+   * PostgreSQL they wait for an owner's uncommitted release and see its outcome (a plain SELECT would not). Returns
+   * the ids whose claim changed meanwhile (released by an owner that started again, or claimed anew): they are to be
+   * claimed again.
    */
-  async #takeOver(
-    claims: ReadonlyArray<{ record_id: string; instance: string; batch_id: number | string; claimed_at: number | string }>,
-    batchId: number,
-    now: number,
-    mine: Set<string>,
-  ): Promise<void> {
+  async #settleForeign(claims: readonly Claim[], batchId: number, now: number, mine: Set<string>): Promise<string[]> {
     const progress = new Map<string, number | null>();
     for (const claim of claims) {
       if (!progress.has(claim.instance)) progress.set(claim.instance, await this.#ownerProgress(claim.instance));
     }
-    const orphans = claims.filter((claim) => {
+    const changed: string[] = [];
+    const orphans: Claim[] = [];
+    const standing = new Map<string, Claim>();
+    for (const claim of claims) {
       const saved = progress.get(claim.instance);
-      return saved !== null && saved !== undefined && Number(claim.batch_id) >= saved;
-    });
-    if (orphans.length === 0) return;
+      if (saved !== null && saved !== undefined && claim.batch_id >= saved) orphans.push(claim);
+      else standing.set(claim.record_id, claim);
+    }
     await this.#write(async (db) => {
+      // Left to their owners: touched (claimed_at set to itself) in chunks, and kept only where still as read.
+      const keys = [...standing.keys()];
+      for (let start = 0; start < keys.length; start += CHUNK) {
+        const rows = await db
+          .updateTable("stream_claims")
+          .set((eb) => ({ claimed_at: eb.ref("claimed_at") }))
+          .where("stream", "=", this.#stream)
+          .where("record_id", "in", keys.slice(start, start + CHUNK))
+          .returning(["record_id", "instance", "batch_id", "claimed_at"])
+          .execute();
+        const current = new Map(rows.map((row) => [row.record_id, row]));
+        for (const key of keys.slice(start, start + CHUNK)) {
+          const read = standing.get(key) as Claim;
+          const row = current.get(key);
+          const same = row !== undefined && row.instance === read.instance && Number(row.batch_id) === read.batch_id && Number(row.claimed_at) === read.claimed_at;
+          if (!same) changed.push(key);
+        }
+      }
       for (const claim of orphans) {
         const result = await db
           .updateTable("stream_claims")
@@ -139,12 +192,14 @@ export class RecordClaims {
           .where("stream", "=", this.#stream)
           .where("record_id", "=", claim.record_id)
           .where("instance", "=", claim.instance)
-          .where("batch_id", "=", Number(claim.batch_id))
-          .where("claimed_at", "=", Number(claim.claimed_at))
+          .where("batch_id", "=", claim.batch_id)
+          .where("claimed_at", "=", claim.claimed_at)
           .executeTakeFirst();
-        if (result.numUpdatedRows > 0n) mine.add(claim.record_id);
+        if (BigInt(result.numUpdatedRows) > 0n) mine.add(claim.record_id);
+        else changed.push(claim.record_id);
       }
     });
+    return changed;
   }
 
   async #prune(now: number): Promise<void> {

@@ -419,12 +419,26 @@ async function runLoop(
     let previousStart: number | null = null;
     const mainSource = source;
 
+    // A main batch read when the join read then failed: the retried read uses it rather than read another. Its
+    // messages are this process's until committed (a NATS source marks them in progress), so a batch dropped here
+    // would be left to nobody for up to ten ack waits.
+    let heldMain: SourceBatch | null = null;
+    const readJoin = async (main: SourceBatch): Promise<SourceBatch | null> => {
+      if (joinSource === undefined) return null;
+      try {
+        return await joinSource.next({ waitMs: 0, signal: stopSignal });
+      } catch (error) {
+        if (!isEmpty(main)) heldMain = main;
+        throw error;
+      }
+    };
     const read = async (): Promise<ReadBatch | null> => {
       const tickStart = Date.now();
       let startedAt = tickStart;
       let startedPerf = performance.now();
-      let main = await mainSource.next({ waitMs: 0, signal: stopSignal });
-      let join = joinSource === undefined ? null : await joinSource.next({ waitMs: 0, signal: stopSignal });
+      let main = heldMain ?? (await mainSource.next({ waitMs: 0, signal: stopSignal }));
+      heldMain = null;
+      let join = await readJoin(main);
       let readMs = performance.now() - startedPerf;
       if (isEmpty(main) && isEmpty(join) && trigger.kind === "processingTime" && !stopSignal.aborted) {
         // Nothing now: wait for records until the next trigger; the wait is idle time, not reading. A source answers
@@ -433,7 +447,7 @@ async function runLoop(
         main = await mainSource.next({ waitMs: Math.max(MIN_IDLE_WAIT_MS, remaining), signal: stopSignal });
         startedAt = Date.now();
         startedPerf = performance.now();
-        if (!isEmpty(main) && joinSource !== undefined) join = await joinSource.next({ waitMs: 0, signal: stopSignal });
+        if (!isEmpty(main)) join = await readJoin(main);
         readMs = performance.now() - startedPerf;
       }
       if (isEmpty(main) && isEmpty(join)) return null;

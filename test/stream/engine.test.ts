@@ -6,7 +6,7 @@ import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import Database from "better-sqlite3";
-import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { AckPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import pg from "pg";
 import { Registry as PromRegistry } from "prom-client";
@@ -438,6 +438,63 @@ describe("stream engine", { timeout: 60_000 }, () => {
       expect(second.progress[0]?.batchId).toBe(4);
     } finally {
       await jsm.streams.delete(name).catch(() => false);
+      await nc.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("keeps a NATS main batch read while the join source fails, and scores it once the join source is back", async () => {
+    // The main batch's messages are this process's (marked in progress, up to ten ack waits) once pulled: dropping it
+    // when the join read fails would leave them to nobody for minutes, and pull other messages the same way.
+    const dir = tempDir("stream-join-down");
+    const nc = await connect({ servers: "nats://127.0.0.1:4222" });
+    const jsm = await jetstreamManager(nc);
+    const js = jetstream(nc);
+    const main = `MLM_${randomBytes(5).toString("hex")}`.toUpperCase();
+    const outcomes = `MLO_${randomBytes(5).toString("hex")}`.toUpperCase();
+    await jsm.streams.add({ name: main, subjects: [`${main}.>`] });
+    await jsm.streams.add({ name: outcomes, subjects: [`${outcomes}.>`] });
+    const ts = new Date().toISOString();
+    let stop: (() => Promise<StreamSummary>) | undefined;
+    const message = (i: number): Record<string, unknown> => ({ id: `j${i}`, ts, ...Object.fromEntries(bc.features.map((f, j) => [f, Number(prodFeatures[i]?.[j])])) });
+    try {
+      const config = job(dir, {
+        name: "joindown",
+        source: { kind: "nats", stream: main, durable: "scorer", maxMessages: 5, ackWaitMs: "30s" },
+        schema: { fields: { id: "string", ts: "timestamp" }, key: "id", eventTime: "ts", fromModel: true },
+        trigger: { processingTime: "100ms" },
+        join: {
+          source: { kind: "nats", stream: outcomes, durable: "outcomes", ackWaitMs: "30s" },
+          schema: { fields: { id: "string", ts: "timestamp", actual: "integer" }, key: "id", eventTime: "ts" },
+          withinMs: "1m",
+          watermarkMs: "1m",
+          sink: { kind: "sqlite", path: "out.sqlite", table: "joined" },
+        },
+      });
+      const stream = run(config, { retryDelaysMs: Array.from({ length: 50 }, () => 200) });
+      stop = stream.stop;
+      // Started (both consumers exist), then the join source goes away before the main messages come.
+      const consumerThere = async (): Promise<boolean> => jsm.consumers.info(outcomes, "outcomes").then(() => true, () => false);
+      const started = Date.now();
+      while (!(await consumerThere())) {
+        if (Date.now() - started > 20_000) throw new Error("timed out waiting for the join consumer");
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      await jsm.streams.delete(outcomes);
+      for (let i = 0; i < 10; i++) await js.publish(`${main}.in`, JSON.stringify(message(i)));
+      // Two failed join reads (no answer for 5 s each) while the main messages wait.
+      await new Promise((r) => setTimeout(r, 11_000));
+      expect(stream.progress.reduce((sum, p) => sum + p.numOutputRows, 0)).toBe(0);
+      await jsm.streams.add({ name: outcomes, subjects: [`${outcomes}.>`] });
+      await jsm.consumers.add(outcomes, { durable_name: "outcomes", ack_policy: AckPolicy.Explicit, ack_wait: 30_000_000_000 });
+      // Back: every main message is scored well within its ack wait (not after the in-progress marks run out).
+      await waitFor(() => stream.progress.reduce((sum, p) => sum + p.numOutputRows, 0) >= 10, "the main messages to be scored", 15_000);
+      await stream.stop();
+      expect(readTable(path.join(dir, "out.sqlite"), "predictions").map((r) => r.key).sort()).toEqual(Array.from({ length: 10 }, (_, i) => `j${i}`).sort());
+    } finally {
+      await stop?.();
+      await jsm.streams.delete(main).catch(() => false);
+      await jsm.streams.delete(outcomes).catch(() => false);
       await nc.close();
       fs.rmSync(dir, { recursive: true, force: true });
     }
