@@ -232,10 +232,28 @@ export class Checkpoint {
 export async function stoppedInstanceProgress(dir: string, stream: string, instance: string): Promise<number | null> {
   if (!NAME_PATTERN.test(instance) || instance === "." || instance === "..") return null;
   const own = path.join(path.resolve(dir), "instances", instance);
-  let names: string[];
   try {
     const lock = await readLock(path.join(own, "lock"));
     if (lock !== null && (lock.holder === null || isLive(lock.holder))) return null;
+  } catch {
+    return null;
+  }
+  return savedProgress(own, stream);
+}
+
+/**
+ * The `nextBatchId` another instance of the job has saved so far, running or not (0 when it saved nothing yet), or
+ * null when its folder under `<dir>/instances/<instance>` cannot be read here. A running instance may save more at any
+ * moment, so this is a lower bound; saves are atomic and `nextBatchId` only grows, so a batch below it stays saved.
+ */
+export async function instanceSavedProgress(dir: string, stream: string, instance: string): Promise<number | null> {
+  if (!NAME_PATTERN.test(instance) || instance === "." || instance === "..") return null;
+  return savedProgress(path.join(path.resolve(dir), "instances", instance), stream);
+}
+
+async function savedProgress(own: string, stream: string): Promise<number | null> {
+  let names: string[];
+  try {
     names = await fsp.readdir(path.join(own, "state"));
   } catch {
     return null;

@@ -14,6 +14,13 @@
  * and its newest state). While the owner may be running, its claim stands: it is still working on that batch. The
  * owner's state is read outside the store, so both decisions are compare-and-sets on the claim as it was read: an owner
  * that started again in between (releasing the claim, or claiming the record anew) sends the record round again.
+ *
+ * A claim left to an owner that may still be running is not settled yet: the owner may still stop without saving that
+ * batch (a crash, a batch that fails its retries), and its restart then releases the claim. If the other instance
+ * acked the record meanwhile, nobody would count it. So such a claim is reported as pending unless the owner's saved
+ * progress (`ownerSaved`, read even while it runs) already holds the claiming batch: the engine hands pending records
+ * back to the source unacked, and when they come again the claim is final (the owner saved it), taken over (the
+ * owner stopped without saving it) or still pending (handed back again, a bounded number of times).
  * Claims are forgotten after CLAIM_RETENTION_MS.
  */
 import type { Kysely } from "kysely";
@@ -54,16 +61,28 @@ export class RecordClaims {
   #prunedAt = 0;
 
   readonly #ownerProgress: (instance: string) => Promise<number | null>;
+  readonly #ownerSaved: ((instance: string) => Promise<number | null>) | undefined;
 
   /**
    * `ownerProgress(instance)`: the `nextBatchId` another instance has saved, once it is known not to be running;
-   * null while it may be running or cannot be told.
+   * null while it may be running or cannot be told. `ownerSaved(instance)`: the `nextBatchId` it has saved so far,
+   * running or not (null when it cannot be read); without it no claim is reported pending (a claim left to a running
+   * owner is taken as settled, as before).
    */
-  constructor(store: SqlStore, options: { stream: string; instance: string; ownerProgress: (instance: string) => Promise<number | null> }) {
+  constructor(
+    store: SqlStore,
+    options: {
+      stream: string;
+      instance: string;
+      ownerProgress: (instance: string) => Promise<number | null>;
+      ownerSaved?: (instance: string) => Promise<number | null>;
+    },
+  ) {
     this.#store = store;
     this.#stream = options.stream;
     this.#instance = options.instance;
     this.#ownerProgress = options.ownerProgress;
+    this.#ownerSaved = options.ownerSaved;
   }
 
   /**
@@ -96,8 +115,18 @@ export class RecordClaims {
    *   claims keep changing under this instance for MAX_ROUNDS rounds (the batch is retried)
    */
   async claim(ids: readonly string[], batchId: number): Promise<Set<string>> {
+    return (await this.claimBatch(ids, batchId)).mine;
+  }
+
+  /**
+   * As `claim`, and also returns the ids left to an owner that may still be running and has not saved the claiming
+   * batch yet (`pending`, see the file comment): neither counted here nor settled, so they must not be acked here.
+   * @throws as `claim`
+   */
+  async claimBatch(ids: readonly string[], batchId: number): Promise<{ mine: Set<string>; pending: Set<string> }> {
     const mine = new Set<string>();
-    if (ids.length === 0) return mine;
+    const unsettled = new Set<string>();
+    if (ids.length === 0) return { mine, pending: unsettled };
     const now = Date.now();
     // Sorted: two instances claiming overlapping ids lock their rows in the same order (no deadlock in PostgreSQL).
     let pending = [...new Set(ids)].sort();
@@ -109,10 +138,12 @@ export class RecordClaims {
         );
       }
       const foreign = await this.#insertAndRead(pending, batchId, now, mine);
-      pending = foreign.length === 0 ? [] : await this.#settleForeign(foreign, batchId, now, mine);
+      // An id claimed again this round is judged afresh.
+      for (const id of pending) unsettled.delete(id);
+      pending = foreign.length === 0 ? [] : await this.#settleForeign(foreign, batchId, now, mine, unsettled);
     }
     if (now - this.#prunedAt >= PRUNE_EVERY_MS) await this.#prune(now);
-    return mine;
+    return { mine, pending: unsettled };
   }
 
   /** Claims the free ids among `ids`; adds this batch's own to `mine` and returns the claims other instances hold. */
@@ -153,10 +184,15 @@ export class RecordClaims {
    * the ids whose claim changed meanwhile (released by an owner that started again, or claimed anew): they are to be
    * claimed again.
    */
-  async #settleForeign(claims: readonly Claim[], batchId: number, now: number, mine: Set<string>): Promise<string[]> {
+  async #settleForeign(claims: readonly Claim[], batchId: number, now: number, mine: Set<string>, unsettled: Set<string>): Promise<string[]> {
     const progress = new Map<string, number | null>();
     for (const claim of claims) {
       if (!progress.has(claim.instance)) progress.set(claim.instance, await this.#ownerProgress(claim.instance));
+    }
+    // Owners that may be running: what they saved so far, read after the claims (a claim below it is final).
+    const savedSoFar = new Map<string, number | null>();
+    if (this.#ownerSaved !== undefined) {
+      for (const [owner, stopped] of progress) if (stopped === null) savedSoFar.set(owner, await this.#ownerSaved(owner));
     }
     const changed: string[] = [];
     const orphans: Claim[] = [];
@@ -182,7 +218,14 @@ export class RecordClaims {
           const read = standing.get(key) as Claim;
           const row = current.get(key);
           const same = row !== undefined && row.instance === read.instance && Number(row.batch_id) === read.batch_id && Number(row.claimed_at) === read.claimed_at;
-          if (!same) changed.push(key);
+          if (!same) {
+            changed.push(key);
+          } else if (this.#ownerSaved !== undefined && progress.get(read.instance) === null) {
+            // Left to an owner that may be running: settled only once its saved progress holds the claiming batch. An
+            // unreadable progress (null) cannot say so either.
+            const ownerSaved = savedSoFar.get(read.instance);
+            if (ownerSaved === null || ownerSaved === undefined || read.batch_id >= ownerSaved) unsettled.add(key);
+          }
         }
       }
       for (const claim of orphans) {

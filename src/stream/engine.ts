@@ -21,7 +21,7 @@ import type { FeedbackService } from "../feedback/index.js";
 import { formatMlflowResponse, type ScoringService } from "../scoring/index.js";
 import type { SqlStore } from "../store/index.js";
 import { WindowAggregation } from "./aggregate.js";
-import { Checkpoint, stoppedInstanceProgress, type CheckpointData } from "./checkpoint.js";
+import { Checkpoint, instanceSavedProgress, stoppedInstanceProgress, type CheckpointData } from "./checkpoint.js";
 import { RecordClaims } from "./claims.js";
 import { StreamJoin } from "./join.js";
 import type { StreamMetrics } from "./metrics.js";
@@ -106,6 +106,13 @@ const MIN_IDLE_WAIT_MS = 100;
 const ENGINE_STATE = "_engine";
 /** Ids of a batch whose commit a crash may have cut off are skipped by operators for this long at most. */
 const REPLAY_GUARD_MS = 15 * 60_000;
+/**
+ * A record whose claim another, possibly running, instance holds unsaved is handed back to the source (not acked) until
+ * it has been delivered this many times; then it is acked and left to its owner (counted by nobody if the owner never
+ * saves it: logged and counted in `mlship_stream_unresolved_claims_total`). Hand-backs come about one ack wait apart,
+ * and the owner's in-progress marks give up after ten ack waits, so twenty leaves the owner ample time to save or stop.
+ */
+const MAX_PENDING_DELIVERIES = 20;
 const ROW_FIELDS_RESERVED = new Set(["key", "event_time", "model", "version", "scored_at"]);
 
 interface EngineState {
@@ -404,6 +411,7 @@ async function runLoop(
         stream: config.name,
         instance,
         ownerProgress: (owner) => stoppedInstanceProgress(config.checkpoint, config.name, owner),
+        ownerSaved: (owner) => instanceSavedProgress(config.checkpoint, config.name, owner),
       });
       await withRetries("opening the record claims", () => created.open(nextBatchId), (error) => status?.retrying(error));
       claims = created;
@@ -487,6 +495,9 @@ async function runLoop(
       let scoreMs = 0;
       let writeMs = 0;
       let outcome: ScoreOutcome = { scored: [], refused: [], model: null, version: null };
+      // Records left to an owner that may still fail to count them (claims.ts): handed back at commit, not acked.
+      let handBack = { main: new Set<string>(), join: new Set<string>() };
+      let unresolved = 0;
       const attempt = async (): Promise<void> => {
         // ---- score: one call for the batch; an alias moved since the last batch is followed now ----
         const scoreStart = performance.now();
@@ -502,9 +513,34 @@ async function runLoop(
           // Only records of a NATS source are claimed: a folder source is read whole by each instance that names it.
           const claimMain = config.source.kind === "nats";
           const claimJoin = config.join?.source.kind === "nats";
-          const mine = await claims.claim([...(claimMain ? fresh.map((r) => r.id) : []), ...(claimJoin ? freshOutcomes.map((r) => `join:${r.id}`) : [])], batchId);
+          const { mine, pending } = await claims.claimBatch(
+            [...(claimMain ? fresh.map((r) => r.id) : []), ...(claimJoin ? freshOutcomes.map((r) => `join:${r.id}`) : [])],
+            batchId,
+          );
           if (claimMain) fresh = fresh.filter((r) => mine.has(r.id));
           if (claimJoin) freshOutcomes = freshOutcomes.filter((r) => mine.has(`join:${r.id}`));
+          handBack = { main: new Set(), join: new Set() };
+          unresolved = 0;
+          if (pending.size > 0) {
+            const deliveries = new Map<string, number | undefined>();
+            // A message delivered twice into one batch: its latest delivery counts.
+            const note = (id: string, n: number | undefined): void => {
+              if (n !== undefined) deliveries.set(id, Math.max(n, deliveries.get(id) ?? 0));
+            };
+            for (const r of batch.main.records) note(r.id, r.deliveries);
+            for (const r of batch.join?.records ?? []) note(`join:${r.id}`, r.deliveries);
+            for (const id of pending) {
+              if ((deliveries.get(id) ?? 1) >= MAX_PENDING_DELIVERIES) unresolved++;
+              else if (id.startsWith("join:")) handBack.join.add(id.slice("join:".length));
+              else handBack.main.add(id);
+            }
+            if (unresolved > 0) {
+              log.warn(
+                { unresolved, batchId },
+                `stream: ${unresolved} records stayed claimed by another running instance that has not saved them after ${MAX_PENDING_DELIVERIES} deliveries; acked and left to it (uncounted if it never saves them)`,
+              );
+            }
+          }
         }
         const operatorRows: Array<{ sink: StreamSink; rows: OutputRow[] }> = [];
         const joinedRows: OutputRow[] = [];
@@ -535,7 +571,8 @@ async function runLoop(
         // ---- checkpoint: operator state, the batch counter, and this batch's ids (in case the commit is cut off) ----
         const snapshots: Record<string, unknown> = {};
         for (const op of operators) snapshots[op.name] = op.snapshot();
-        const ids = [...records.map((r) => r.id), ...outcomes.map((r) => `join:${r.id}`)];
+        // Records handed back were not counted here: a restart must not skip them when they come again.
+        const ids = [...records.filter((r) => !handBack.main.has(r.id)).map((r) => r.id), ...outcomes.filter((r) => !handBack.join.has(r.id)).map((r) => `join:${r.id}`)];
         const engine: EngineState = { replay: { ids, savedAt: Date.now() } };
         await (checkpoint as Checkpoint).save({ stream: config.name, nextBatchId: batchId + 1, operators: { ...snapshots, [ENGINE_STATE]: engine }, updatedAt: new Date().toISOString() });
       };
@@ -565,8 +602,8 @@ async function runLoop(
         await withRetries(
           `committing micro-batch ${batchId}`,
           async () => {
-            await batch.main.commit();
-            await batch.join?.commit();
+            await batch.main.commit(handBack.main.size === 0 ? undefined : { redeliver: handBack.main });
+            await batch.join?.commit(handBack.join.size === 0 ? undefined : { redeliver: handBack.join });
           },
           (error) => status?.retrying(error),
         );
@@ -575,6 +612,13 @@ async function runLoop(
         throw error;
       }
       const commitMs = performance.now() - commitStart;
+      if (handBack.main.size + handBack.join.size > 0) {
+        log.info(
+          { handedBack: handBack.main.size + handBack.join.size, batchId },
+          `stream batch ${batchId}: handed back ${handBack.main.size + handBack.join.size} records another running instance claimed and has not saved yet`,
+        );
+      }
+      if (unresolved > 0) options.metrics?.unresolvedClaims?.(config.name, unresolved);
 
       // ---- progress ----
       const totalMs = batch.readMs + (performance.now() - processStart);

@@ -22,6 +22,11 @@ export interface StreamMetrics {
   batch(observation: BatchObservation): void;
   /** A micro-batch that failed (it is retried, or the stream stops). */
   failedBatch(stream: string): void;
+  /**
+   * Records acked while another instance that may still be running held their claim unsaved, after being handed back
+   * as often as allowed: counted only if that instance saves them (docs/streaming.md, Known limits).
+   */
+  unresolvedClaims?(stream: string, records: number): void;
 }
 
 function counter<T extends string>(registry: PromRegistry, name: string, help: string, labelNames: readonly T[]): Counter<T> {
@@ -61,6 +66,12 @@ export function createStreamMetrics(registry: PromRegistry): StreamMetrics {
   const lag = gauge(registry, "mlship_stream_consumer_lag", "Records (NATS: pending and unacked) or files (folder: not yet processed) waiting in a source.", ["stream", "source"]);
   const stateRecords = gauge(registry, "mlship_stream_state_records", "Rows of state an operator holds (open windows' groups, buffered join records).", ["stream", "operator"]);
   const watermark = gauge(registry, "mlship_stream_watermark_seconds", "An operator's event-time watermark (seconds since the epoch).", ["stream", "operator"]);
+  const unresolved = counter(
+    registry,
+    "mlship_stream_unresolved_claims_total",
+    "Records acked while another running instance held their claim unsaved (after the allowed hand-backs): uncounted if it never saves them.",
+    ["stream"],
+  );
   const lastBatch = gauge(registry, "mlship_stream_last_batch_timestamp_seconds", "When the last micro-batch was committed (seconds since the epoch).", ["stream"]);
 
   return {
@@ -85,6 +96,9 @@ export function createStreamMetrics(registry: PromRegistry): StreamMetrics {
     },
     failedBatch(stream) {
       batches.inc({ stream, status: "failed" });
+    },
+    unresolvedClaims(stream, records) {
+      unresolved.inc({ stream }, records);
     },
   };
 }

@@ -55,6 +55,8 @@ export interface RawRecord {
   origin: string;
   /** Arrival time (ms since epoch): the file's mtime, or the message's JetStream timestamp. */
   arrivedAt: number;
+  /** How many times the source has handed this record out, this time included (NATS: the message's delivery count); unset when unknown (folder). */
+  deliveries?: number;
 }
 
 /** A record that fits the schema. */
@@ -103,8 +105,13 @@ export interface SourceBatch {
   /**
    * Called by the engine once every sink has durably written this batch's outputs and the checkpoint is saved:
    * acks the messages (NATS) or records the files as processed (folder). Until then a crash replays them.
+   *
+   * `redeliver`: record ids the engine could not settle in this batch (a record another instance claimed and may still
+   * fail to count, see claims.ts): the source hands them back to be delivered again after about `delayMs` (default:
+   * the source's ack wait) instead of committing them. A NATS source negatively acks (`-NAK` with a delay) every
+   * message holding one of them and acks the rest; the folder source ignores it (its records are never claimed).
    */
-  commit(): Promise<void>;
+  commit(options?: { redeliver?: ReadonlySet<string>; delayMs?: number }): Promise<void>;
   /** For progress and logs: `2 files (a.csv, b.csv)` or `120 messages, seq 1001-1120`. */
   description: string;
 }

@@ -4,7 +4,7 @@
 // saved) at the moment the other instance reads the owner's progress, which is where the two can interleave.
 import fs from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Checkpoint, stoppedInstanceProgress } from "../../src/stream/checkpoint.js";
+import { Checkpoint, instanceSavedProgress, stoppedInstanceProgress } from "../../src/stream/checkpoint.js";
 import { RecordClaims } from "../../src/stream/claims.js";
 import type { SqlStore } from "../../src/store/index.js";
 import { tempDir } from "../cli/helpers.js";
@@ -92,6 +92,40 @@ for (const kind of ["sqlite", "postgres"] as const) {
       // x's own saved batch-3 claims stay x's.
       const later = new RecordClaims(store, { stream, instance: "b", ownerProgress: (o) => stoppedInstanceProgress(dir, stream, o) });
       expect(await later.claim(ids(3, 100), 1)).toEqual(new Set());
+    });
+
+    it("a running owner's claim of a batch it has not saved is pending until it saves it (final) or stops without it (taken over)", async () => {
+      const stream = `pending_${kind}`;
+      const dir = tempDir("claims");
+      dirs.push(dir);
+      const options = { ownerProgress: (o: string) => stoppedInstanceProgress(dir, stream, o), ownerSaved: (o: string) => instanceSavedProgress(dir, stream, o) };
+      const x = await Checkpoint.open(dir, stream, { instance: "x" });
+      let xOpen = true;
+      try {
+        await x.save({ stream, nextBatchId: 3, operators: {}, updatedAt: new Date().toISOString() });
+        const xClaims = new RecordClaims(store, { stream, instance: "x", ...options });
+        await xClaims.open(3);
+        expect(await xClaims.claim(ids(2), 2)).toEqual(new Set(ids(2)));
+        expect(await xClaims.claim(ids(4, 2), 3)).toEqual(new Set(ids(4, 2)));
+        const b = new RecordClaims(store, { stream, instance: "b", ...options });
+        await b.open(0);
+        // x runs: its saved batch 2 is final (left to it, settled); its unsaved batch 3 is pending.
+        expect(await b.claimBatch([...ids(6), "S:9"], 0)).toEqual({ mine: new Set(["S:9"]), pending: new Set(ids(4, 2)) });
+        // Without `ownerSaved` nothing is reported pending (the earlier behaviour).
+        const blind = new RecordClaims(store, { stream, instance: "b", ownerProgress: options.ownerProgress });
+        expect(await blind.claimBatch(ids(6), 0)).toEqual({ mine: new Set(), pending: new Set() });
+        // x saves batch 3 while running: final, nothing pending, still nothing for b.
+        await x.save({ stream, nextBatchId: 4, operators: {}, updatedAt: new Date().toISOString() });
+        expect(await b.claimBatch(ids(6), 1)).toEqual({ mine: new Set(), pending: new Set() });
+        // x claims more in batch 4 and stops without saving it: b takes those over.
+        expect(await xClaims.claim(ids(2, 20), 4)).toEqual(new Set(ids(2, 20)));
+        expect(await b.claimBatch(ids(2, 20), 1)).toEqual({ mine: new Set(), pending: new Set(ids(2, 20)) });
+        await x.close();
+        xOpen = false;
+        expect(await b.claimBatch(ids(2, 20), 1)).toEqual({ mine: new Set(ids(2, 20)), pending: new Set() });
+      } finally {
+        if (xOpen) await x.close();
+      }
     });
 
     it("a running owner's claims stand, and a stopped owner's saved ones too (bigint read back whole)", async () => {

@@ -264,6 +264,33 @@ describe("NATS source", () => {
     expect(await again.lag()).toBe(0);
   });
 
+  it("hands back the messages holding the records a commit names (after the delay, delivery count up) and acks the rest", async () => {
+    const stream = await makeStream();
+    await publishJson(`${stream}.x`, [{ n: 1 }, [{ n: 2 }, { n: 3 }], { n: 4 }]);
+    const source = await openSource(sourceSpec(stream));
+    const batch = await source.next({ waitMs: 0 });
+    expect(batch.records.map((r) => [r.id, r.deliveries])).toEqual([
+      [`${stream}:1`, 1],
+      [`${stream}:2#0`, 1],
+      [`${stream}:2#1`, 1],
+      [`${stream}:3`, 1],
+    ]);
+    await batch.commit({ redeliver: new Set([`${stream}:2#1`]), delayMs: 300 });
+    // Only message 2 is left, and not before its delay (the ack wait is 30 s: the hand-back is what brings it back).
+    expect((await jsm.consumers.info(stream, "scorer")).num_ack_pending).toBe(1);
+    expect((await source.next({ waitMs: 0 })).records).toEqual([]);
+    const started = Date.now();
+    const back = await source.next({ waitMs: 5000 });
+    expect(Date.now() - started).toBeLessThan(3000);
+    expect(back.records.map((r) => [r.id, r.deliveries])).toEqual([
+      [`${stream}:2#0`, 2],
+      [`${stream}:2#1`, 2],
+    ]);
+    await back.commit();
+    const info = await jsm.consumers.info(stream, "scorer");
+    expect(info.num_ack_pending + info.num_pending).toBe(0);
+  });
+
   it("redelivers what was not committed, with the same ids, after ackWaitMs; a commit after close fails", async () => {
     const stream = await makeStream();
     await publishJson(`${stream}.x`, [{ n: 1 }, { n: 2 }, { n: 3 }]);

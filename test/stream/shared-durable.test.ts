@@ -8,6 +8,7 @@ import path from "node:path";
 import { jetstream, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import pg from "pg";
+import { Registry as PromRegistry } from "prom-client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createMlship, registerModel, type Mlship } from "../../src/app.js";
 import { defaultConfig } from "../../src/config/index.js";
@@ -15,6 +16,7 @@ import { Checkpoint, stoppedInstanceProgress } from "../../src/stream/checkpoint
 import { RecordClaims } from "../../src/stream/claims.js";
 import { parseStreamConfig } from "../../src/stream/config.js";
 import { startStream, type StreamDeps, type StreamHandle } from "../../src/stream/engine.js";
+import { createStreamMetrics } from "../../src/stream/metrics.js";
 import type { StreamJobConfig, StreamProgress } from "../../src/stream/types.js";
 import { fixture, REPO, tempDir } from "../cli/helpers.js";
 import { POSTGRES_SERVER, postgresAdmin } from "../helpers/sql-stores.js";
@@ -67,7 +69,7 @@ afterAll(async () => {
   fs.rmSync(home, { recursive: true, force: true });
 });
 
-function job(dir: string, stream: string, predictions: string): StreamJobConfig {
+function job(dir: string, stream: string, predictions: string, aggregates = "by_label"): StreamJobConfig {
   return parseStreamConfig(
     {
       name: "shared",
@@ -79,7 +81,7 @@ function job(dir: string, stream: string, predictions: string): StreamJobConfig 
       sinks: [{ kind: "postgres", url: dbUrl, table: predictions }],
       deadLetter: { kind: "jsonl", path: "dead" },
       aggregations: [
-        { name: "by_label", window: { kind: "batch" }, groupBy: ["label"], metrics: [{ fn: "count" }], sink: { kind: "postgres", url: dbUrl, table: "by_label" } },
+        { name: "by_label", window: { kind: "batch" }, groupBy: ["label"], metrics: [{ fn: "count" }], sink: { kind: "postgres", url: dbUrl, table: aggregates } },
       ],
       checkpoint: "checkpoint",
     },
@@ -157,6 +159,145 @@ describe("instances sharing a NATS durable", { timeout: 90_000 }, () => {
     expect(await count("select sum(count) as n from by_label")).toBe(N);
     expect(await count("select coalesce(sum(count), 0) as n from by_label where instance = 'b'")).toBe(0);
     expect(await count("select count(distinct _id) as n from pred_b")).toBe(N);
+  });
+
+  it("a record redelivered while its owner runs with the claiming batch unsaved is handed back, then counted by the other instance once the owner stops without saving it", async () => {
+    const stream = `MLS_PENDING_${randomBytes(4).toString("hex")}`.toUpperCase();
+    streams.push(stream);
+    await jsm.streams.add({ name: stream, subjects: [`${stream}.>`] });
+    const dir = tempDir("stream-pending-job");
+    const config = job(dir, stream, "pred_pending", "by_label_pending");
+    const ownerOf = (instance: string): RecordClaims =>
+      new RecordClaims(app.store, { stream: config.name, instance, ownerProgress: (o) => stoppedInstanceProgress(config.checkpoint, config.name, o) });
+
+    // Instance a runs (this process holds its lock), has saved batches 0-2 and claimed the record in batch 3, which
+    // it has not saved: the redelivery that reaches b finds a's claim unsettled.
+    const a = await Checkpoint.open(config.checkpoint, config.name, { instance: "a" });
+    await a.save({ stream: config.name, nextBatchId: 3, operators: {}, updatedAt: new Date().toISOString() });
+    await ownerOf("a").open(3);
+    const id = `${stream}:1`;
+    expect(await ownerOf("a").claim([id], 3)).toEqual(new Set([id]));
+
+    const row = prodFeatures[0] as number[];
+    const record: Record<string, unknown> = { id: "p0" };
+    bc.features.forEach((f, j) => (record[f] = row[j]));
+    await jetstream(nc).publish(`${stream}.in`, JSON.stringify(record));
+
+    const progressB: StreamProgress[] = [];
+    const b = startStream(deps, config, { instance: "b", onProgress: (p) => progressB.push(p) });
+    handles.push(b);
+    let aOpen = true;
+    try {
+      // b scores the record and writes its prediction, but neither counts it (a's claim) nor acks it (a may still fail).
+      await until(() => progressB.some((p) => p.numOutputRows > 0), "b to score the record");
+      expect(await count("select count(*) as n from pred_pending")).toBe(1);
+      expect(await count("select coalesce(sum(count), 0) as n from by_label_pending")).toBe(0);
+      // Handed back, not acked: the message is still the consumer's to deliver, and comes back to b (still a's).
+      await until(() => progressB.filter((p) => p.numOutputRows > 0).length >= 2, "the record to come back to b");
+      const info = await jsm.consumers.info(stream, "scorer");
+      expect(info.num_ack_pending + info.num_pending).toBe(1);
+      expect(await count("select coalesce(sum(count), 0) as n from by_label_pending")).toBe(0);
+
+      // a stops without saving batch 3 (a crash, or a batch that failed its retries): b takes the claim over.
+      await a.close();
+      aOpen = false;
+      await until(async () => (await count("select coalesce(sum(count), 0) as n from by_label_pending where instance = 'b'")) === 1, "b to count the record");
+      await until(async () => {
+        const after = await jsm.consumers.info(stream, "scorer");
+        return after.num_ack_pending + after.num_pending === 0;
+      }, "b to ack the record");
+      // Counted once: nothing comes again, and a starting again finds no claim of its own to count.
+      const batches = progressB.length;
+      await new Promise((r) => setTimeout(r, 500));
+      expect(progressB.slice(batches).filter((p) => p.numInputRows > 0)).toEqual([]);
+      expect(await count("select sum(count) as n from by_label_pending")).toBe(1);
+      expect(await count("select count(distinct _id) as n from pred_pending")).toBe(1);
+    } finally {
+      await b.stop();
+      if (aOpen) await a.close();
+    }
+    const aAgain = await Checkpoint.open(config.checkpoint, config.name, { instance: "a" });
+    try {
+      await ownerOf("a").open(3);
+      expect(await ownerOf("a").claim([id], 3)).toEqual(new Set());
+    } finally {
+      await aAgain.close();
+    }
+  });
+
+  it("a handed-back record whose owner saves the claiming batch meanwhile is acked and left to the owner", async () => {
+    const stream = `MLS_SAVED_${randomBytes(4).toString("hex")}`.toUpperCase();
+    streams.push(stream);
+    await jsm.streams.add({ name: stream, subjects: [`${stream}.>`] });
+    const dir = tempDir("stream-pending-saved");
+    const config = job(dir, stream, "pred_saved", "by_label_saved");
+    const a = await Checkpoint.open(config.checkpoint, config.name, { instance: "a" });
+    const aClaims = new RecordClaims(app.store, { stream: config.name, instance: "a", ownerProgress: async () => null });
+    await aClaims.open(0);
+    const id = `${stream}:1`;
+    expect(await aClaims.claim([id], 0)).toEqual(new Set([id]));
+
+    const row = prodFeatures[1] as number[];
+    const record: Record<string, unknown> = { id: "s0" };
+    bc.features.forEach((f, j) => (record[f] = row[j]));
+    await jetstream(nc).publish(`${stream}.in`, JSON.stringify(record));
+    const progressB: StreamProgress[] = [];
+    const b = startStream(deps, config, { instance: "b", onProgress: (p) => progressB.push(p) });
+    handles.push(b);
+    try {
+      await until(() => progressB.some((p) => p.numOutputRows > 0), "b to score the record");
+      // a saves batch 0 (it counted the record) while still running: the claim is final, b acks and counts nothing.
+      await a.save({ stream: config.name, nextBatchId: 1, operators: {}, updatedAt: new Date().toISOString() });
+      await until(async () => {
+        const info = await jsm.consumers.info(stream, "scorer");
+        return info.num_ack_pending + info.num_pending === 0;
+      }, "b to ack the record");
+      expect(await count("select coalesce(sum(count), 0) as n from by_label_saved where instance = 'b'")).toBe(0);
+    } finally {
+      await b.stop();
+      await a.close();
+    }
+  });
+
+  it("a record whose running owner never saves it is handed back a bounded number of times, then acked and reported", async () => {
+    const stream = `MLS_STUCK_${randomBytes(4).toString("hex")}`.toUpperCase();
+    streams.push(stream);
+    await jsm.streams.add({ name: stream, subjects: [`${stream}.>`] });
+    const dir = tempDir("stream-pending-stuck");
+    const config = job(dir, stream, "pred_stuck", "by_label_stuck");
+    const a = await Checkpoint.open(config.checkpoint, config.name, { instance: "a" });
+    const aClaims = new RecordClaims(app.store, { stream: config.name, instance: "a", ownerProgress: async () => null });
+    await aClaims.open(0);
+    const id = `${stream}:1`;
+    expect(await aClaims.claim([id], 0)).toEqual(new Set([id]));
+
+    const row = prodFeatures[2] as number[];
+    const record: Record<string, unknown> = { id: "k0" };
+    bc.features.forEach((f, j) => (record[f] = row[j]));
+    await jetstream(nc).publish(`${stream}.in`, JSON.stringify(record));
+    const registry = new PromRegistry();
+    const progressB: StreamProgress[] = [];
+    const b = startStream(deps, config, { instance: "b", metrics: createStreamMetrics(registry), onProgress: (p) => progressB.push(p) });
+    handles.push(b);
+    try {
+      await until(() => progressB.length > 0, "b to start");
+      await until(async () => {
+        const info = await jsm.consumers.info(stream, "scorer");
+        return info.num_ack_pending + info.num_pending === 0;
+      }, "b to ack the record at last");
+      // Handed back again and again, then (at its twentieth delivery: some deliveries, e.g. to a pull request that had
+      // already returned, never reach a batch) acked and left to a: reported, not counted.
+      const rounds = progressB.filter((p) => p.numOutputRows > 0).length;
+      expect(rounds).toBeGreaterThan(2);
+      expect(rounds).toBeLessThanOrEqual(20);
+      // The metric follows the ack: read it once b has stopped.
+      await b.stop();
+      expect(await registry.metrics()).toMatch(/mlship_stream_unresolved_claims_total\{stream="shared"\} 1\b/);
+      expect(await count("select coalesce(sum(count), 0) as n from by_label_stuck")).toBe(0);
+    } finally {
+      await b.stop();
+      await a.close();
+    }
   });
 
   it("claims: an instance that stopped without saving a batch has its claims taken over; a running or saved one keeps them", async () => {

@@ -20,6 +20,10 @@
  * closes, and after MAX_PROGRESS_MARKS of them: a batch stuck that long is let go as before. They are timers, so a
  * stalled event loop (or process) still lets a batch go to another process: that is at-least-once delivery, and the
  * operators count such a record once through the engine's claims (../claims.ts), not through these marks.
+ *
+ * A commit may hand some records back (`redeliver`): their messages get `-NAK` with a delay (one ack wait unless told)
+ * instead of `+ACK`, so the server delivers them again later, to whichever process pulls then; the delivery count
+ * each record carries (`deliveries`) is what bounds how often the engine does that.
  */
 import type { ConsumerConfig, ConsumerInfo, JetStreamManager } from "@nats-io/jetstream";
 import type { Msg } from "@nats-io/transport-node";
@@ -402,15 +406,21 @@ class NatsSource implements StreamSource {
   #toBatch(nc: NatsConnection, { messages, stopMarks }: Pulled): SourceBatch {
     const records: RawRecord[] = [];
     const undecodable: DeadLetter[] = [];
-    for (const message of messages) decodeMessage(this.#spec.stream, message, records, undecodable);
+    // Which message each record came from: a record handed back at commit takes its whole message with it.
+    const seqOf = new Map<string, number>();
+    for (const message of messages) {
+      const before = records.length;
+      decodeMessage(this.#spec.stream, message, records, undecodable);
+      for (const record of records.slice(before)) seqOf.set(record.id, message.streamSeq);
+    }
     let committing: Promise<void> | null = null;
     return {
       records,
       undecodable,
       description: describeBatch(messages),
-      commit: () => {
+      commit: (options) => {
         stopMarks();
-        committing ??= this.#ack(nc, messages).catch((error: unknown) => {
+        committing ??= this.#commit(nc, messages, seqOf, options).catch((error: unknown) => {
           // A failed commit may be retried; the messages the server did not confirm are redelivered after ackWaitMs.
           committing = null;
           throw error;
@@ -418,6 +428,31 @@ class NatsSource implements StreamSource {
         return committing;
       },
     };
+  }
+
+  /**
+   * Hands back (`-NAK` with a delay) the messages holding a record of `options.redeliver`, then acks the rest. A
+   * message the server delivered twice into one batch (a redelivery while the pull was still receiving) is handed back
+   * under both deliveries: an ack of either would settle it. The hand-backs are not confirmed: one the server never got
+   * has the same effect after the ack wait.
+   */
+  async #commit(
+    nc: NatsConnection,
+    messages: PulledMessage[],
+    seqOf: ReadonlyMap<string, number>,
+    options: { redeliver?: ReadonlySet<string>; delayMs?: number } | undefined,
+  ): Promise<void> {
+    const backSeqs = new Set<number>();
+    for (const id of options?.redeliver ?? []) {
+      const seq = seqOf.get(id);
+      if (seq !== undefined) backSeqs.add(seq);
+    }
+    if (backSeqs.size === 0) return this.#ack(nc, messages);
+    const back = messages.filter((m) => backSeqs.has(m.streamSeq));
+    if (nc.isClosed()) throw this.#unavailable(`cannot hand back ${back.length} messages: the connection is closed`);
+    const delay = new TextEncoder().encode(`-NAK ${JSON.stringify({ delay: nanos(Math.max(0, options?.delayMs ?? this.#spec.ackWaitMs)) })}`);
+    for (const message of back) nc.publish(message.ackSubject, delay);
+    await this.#ack(nc, messages.filter((m) => !backSeqs.has(m.streamSeq)));
   }
 
   /**
@@ -571,13 +606,13 @@ function decodeMessage(stream: string, message: PulledMessage, records: RawRecor
     return;
   }
   if (isPlainObject(value)) {
-    records.push({ id, fields: value, origin, arrivedAt: message.storedAt });
+    records.push({ id, fields: value, origin, arrivedAt: message.storedAt, deliveries: message.deliveryCount });
     return;
   }
   if (Array.isArray(value)) {
     value.forEach((element: unknown, index) => {
       const elementId = `${id}#${index}`;
-      if (isPlainObject(element)) records.push({ id: elementId, fields: element, origin, arrivedAt: message.storedAt });
+      if (isPlainObject(element)) records.push({ id: elementId, fields: element, origin, arrivedAt: message.storedAt, deliveries: message.deliveryCount });
       else deadLetter(elementId, `element ${index} of the JSON array is ${jsonKind(element)}, not an object`, truncate(JSON.stringify(element)));
     });
     return;
