@@ -17,6 +17,16 @@ export interface Expected {
   tolerance: Record<string, number | string>;
 }
 
+/** The feature cells of each row of a fixture's CSV (`prod.csv` by default) as numbers: the label column dropped. */
+export function featureRows(f: { dir: string; features: string[] }, file = "prod.csv"): number[][] {
+  return fs
+    .readFileSync(path.join(f.dir, file), "utf8")
+    .trim()
+    .split(/\r?\n/)
+    .slice(1)
+    .map((line) => line.split(",").slice(0, f.features.length).map(Number));
+}
+
 export function fixture(name: string): { dir: string; onnx: string; expected: Expected; features: string[]; label: string } {
   const dir = path.join(FIXTURES, name);
   const meta = JSON.parse(fs.readFileSync(path.join(dir, "meta.json"), "utf8")) as {

@@ -11,18 +11,13 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createMlship, registerModel } from "../../src/app.js";
 import { defaultConfig } from "../../src/config/index.js";
-import { fixture, REPO, runCli, startCli, tempDir, type LongRunning } from "../cli/helpers.js";
+import { featureRows, fixture, REPO, runCli, startCli, tempDir, type LongRunning } from "../cli/helpers.js";
 import { POSTGRES_SERVER, postgresAdmin } from "../helpers/sql-stores.js";
 
 const MODEL = "breast-cancer";
 const EXAMPLE = path.join(REPO, "examples", "models", "breast-cancer");
 const bc = fixture("breast_cancer_mlp");
-const prodFeatures = fs
-  .readFileSync(path.join(bc.dir, "prod.csv"), "utf8")
-  .trim()
-  .split(/\r?\n/)
-  .slice(1)
-  .map((line) => line.split(",").slice(0, bc.features.length).map(Number));
+const prodFeatures = featureRows(bc);
 
 let home: string;
 let admin: pg.Client;

@@ -18,18 +18,13 @@ import { parseStreamConfig } from "../../src/stream/config.js";
 import { startStream, type StreamDeps, type StreamHandle } from "../../src/stream/engine.js";
 import { createStreamMetrics } from "../../src/stream/metrics.js";
 import type { StreamJobConfig, StreamProgress } from "../../src/stream/types.js";
-import { fixture, REPO, tempDir } from "../cli/helpers.js";
+import { featureRows, fixture, REPO, tempDir } from "../cli/helpers.js";
 import { POSTGRES_SERVER, postgresAdmin } from "../helpers/sql-stores.js";
 
 const MODEL = "breast-cancer";
 const EXAMPLE = path.join(REPO, "examples", "models", "breast-cancer");
 const bc = fixture("breast_cancer_mlp");
-const prodFeatures = fs
-  .readFileSync(path.join(bc.dir, "prod.csv"), "utf8")
-  .trim()
-  .split(/\r?\n/)
-  .slice(1)
-  .map((line) => line.split(",").slice(0, bc.features.length).map(Number));
+const prodFeatures = featureRows(bc);
 
 let home: string;
 let app: Mlship;
