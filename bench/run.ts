@@ -18,6 +18,7 @@ import type { BatchBaselineJob, BatchBaselineResult } from "./children/batch-bas
 import type { BatchGenJob, BatchGenResult } from "./children/batch-gen.js";
 import type { StreamPublishJob, StreamPublishResult } from "./children/stream-publish.js";
 import type { ForestJob, ForestResult } from "./children/forest.js";
+import type { EvictJob, EvictResult } from "./children/evict.js";
 import { grpcFrame, inferRequest, modelInferMethod, PROTO_FILE, verifyInfer } from "./lib/grpc.js";
 import { h2load, h2loadDataBytes } from "./lib/h2load.js";
 import { closedLoop, nextRun, type LoadResult } from "./lib/load.js";
@@ -1103,6 +1104,36 @@ try {
     }
   }
 
+  // The in-process prediction cache when full: inserts that each evict, against the same inserts with room.
+  if (want("evict")) {
+    const evictJob: EvictJob = { entries: 100_000, inserts: 50_000, rounds: cfg.quick ? 3 : 7 };
+    const scenario = `memory cache insert, full (${evictJob.entries.toLocaleString("en-US")} entries, each insert evicts)`;
+    try {
+      const r = await runChild<EvictResult>("evict", evictJob, 120_000);
+      row({
+        id: "evict-roomy",
+        scenario: "memory cache insert, with room (eviction baseline)",
+        concurrency: "1 thread",
+        rps: r.roomyPerSecond,
+        unit: "inserts/s",
+        note: `best of ${evictJob.rounds} rounds of ${evictJob.inserts.toLocaleString("en-US")}`,
+        raw: r,
+      });
+      row({
+        id: "evict-full",
+        scenario,
+        concurrency: "1 thread",
+        rps: r.evictingPerSecond,
+        unit: "inserts/s",
+        note: `best of ${evictJob.rounds} rounds of ${evictJob.inserts.toLocaleString("en-US")}; ${r.evictions.toLocaleString("en-US")} evictions in all`,
+        raw: r,
+      });
+      say(`bench: ${scenario}: ${fmtRate(r.evictingPerSecond)} inserts/s; with room ${fmtRate(r.roomyPerSecond)} inserts/s`);
+    } catch (e) {
+      failed("evict-full", scenario, "1 thread", e);
+    }
+  }
+
   // Native Spark ML scoring (issue 8 item 7): a generated 100-tree random forest scored by mlship's sparkml tree
   // scorer and, in the same process, by onnxruntime as the equivalent ONNX TreeEnsembleClassifier.
   if (want("sparkml")) {
@@ -1351,6 +1382,23 @@ const targets: Target[] = [];
   else {
     const second = two === undefined || two.rps === null || one.rps === null ? "" : `; 2 consumers ${fmt(two.rps)} rows/s (${ratioText(two.ratio ?? 0)}x, ${(two.rps / one.rps).toFixed(2)}x one consumer)`;
     targets.push({ name, verdict: "INFO", detail: `1 consumer ${fmt(one.rps)} rows/s (${ratioText(one.ratio)}x of ${fmt(b.rps)} rows/s)${second}` });
+  }
+}
+
+{
+  // Eviction must not grow with the evictions before it: a full cache's inserts keep at least half the rate.
+  const name = "prediction cache: inserts into a full memory cache (each evicting) >= 0.5x inserts with room";
+  const full = byId("evict-full");
+  const roomy = byId("evict-roomy");
+  if (full === undefined || roomy === undefined || full.rps === null || roomy.rps === null) targets.push({ name, verdict: "N/A", detail: "not measured in this run" });
+  else {
+    full.ratio = full.rps / roomy.rps;
+    full.baseline = "inserts with room";
+    targets.push({
+      name,
+      verdict: full.ratio >= 0.5 ? "PASS" : "FAIL",
+      detail: `${ratioText(full.ratio)}x (${fmt(full.rps)} vs ${fmt(roomy.rps)} inserts/s)`,
+    });
   }
 }
 

@@ -24,7 +24,7 @@ function num(name: string, fallback: number, opts: { integer?: boolean; min?: nu
 export type LoadgenKind = "wrk" | "autocannon";
 
 /** Scenario groups BENCH_ONLY can pick (comma separated). */
-export const GROUPS = ["bare", "compute", "mlp", "digits", "cache", "grpc", "overload", "feedback", "monitor", "batch", "stream", "sparkml", "scale", "serverless"] as const;
+export const GROUPS = ["bare", "compute", "mlp", "digits", "cache", "evict", "grpc", "overload", "feedback", "monitor", "batch", "stream", "sparkml", "scale", "serverless"] as const;
 export type Group = (typeof GROUPS)[number];
 
 export interface BenchConfig {

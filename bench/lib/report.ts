@@ -9,7 +9,7 @@ export interface Row {
   concurrency: string;
   /** Requests (or session.run calls) per second; null when the scenario did not run. */
   rps: number | null;
-  unit: "req/s" | "runs/s" | "rows/s";
+  unit: "req/s" | "runs/s" | "rows/s" | "inserts/s";
   p50: number | null;
   p99: number | null;
   errors: number | null;
@@ -61,7 +61,7 @@ function cells(row: Row): string[] {
   return [
     row.scenario,
     row.concurrency,
-    row.rps === null ? "n/a" : `${fmtNum(row.rps, 0)}${row.unit === "runs/s" ? " runs" : row.unit === "rows/s" ? " rows" : ""}`,
+    row.rps === null ? "n/a" : `${fmtNum(row.rps, 0)}${row.unit === "runs/s" ? " runs" : row.unit === "rows/s" ? " rows" : row.unit === "inserts/s" ? " inserts" : ""}`,
     ms(row.p50),
     ms(row.p99),
     row.errors === null ? "-" : String(row.errors),

@@ -1,6 +1,6 @@
 // OldestFirst, the eviction order of the in-process caches: at every step it names the entry a fresh iteration of
 // the map would name first, through evictions, entries moved to the back, deletions in the middle, table rebuilds
-// (many deletions) and clear(); and a full memory cache keeps evicting in LRU order at a steady cost.
+// (many deletions) and clear(); and a full memory cache keeps evicting in LRU order.
 import { describe, expect, it } from "vitest";
 import { MemoryPredictionCache } from "../../src/scoring/cache/memory.js";
 import { OldestFirst } from "../../src/scoring/cache/oldest.js";
@@ -50,14 +50,13 @@ describe("OldestFirst", () => {
 });
 
 describe("a full memory cache", () => {
-  it("evicts the least recently used entry on every insert, at a cost that does not grow with the evictions", async () => {
+  // The cost of an eviction (it must not grow with the evictions before it) is a speed figure: the bench's `evict`
+  // group measures it (inserts into a full cache against inserts with room). Here: the order and the bound.
+  it("evicts the least recently used entry on every insert and keeps its bound", async () => {
     const cache = new MemoryPredictionCache({ maxEntries: 50_000, maxBytes: 1024 ** 3 });
     const outputs: Record<string, Tensor> = { y: { dtype: "float32", shape: [1], data: new Float32Array([1]) } };
-    const fill = (from: number, count: number): number => {
-      const started = process.cpuUsage();
+    const fill = (from: number, count: number): void => {
       for (let i = from; i < from + count; i++) void cache.set(`k${i}`, { outputs }, 300);
-      const used = process.cpuUsage(started);
-      return used.user + used.system;
     };
     fill(0, 50_000);
     // k0 used again: it survives the next eviction, k1 goes.
@@ -66,15 +65,9 @@ describe("a full memory cache", () => {
     expect(await cache.get("k1")).toBeUndefined();
     expect(await cache.get("k0")).toBeDefined();
     expect(cache.size).toBe(50_000);
-    fill(50_001, 50_000);
-    const evicting = fill(100_001, 50_000);
-    // The same inserts into a cache with room: before, each eviction walked over the slots of every eviction since
-    // the table was last rebuilt, and inserting into a full cache took about ten times as long.
-    const roomy = new MemoryPredictionCache({ maxEntries: 1_000_000, maxBytes: 1024 ** 3 });
-    const started = process.cpuUsage();
-    for (let i = 0; i < 50_000; i++) void roomy.set(`k${i}`, { outputs }, 300);
-    const used = process.cpuUsage(started);
-    expect(evicting).toBeLessThan((used.user + used.system) * 2 + 20_000);
+    fill(50_001, 100_000);
+    // k0 was used last before those 100,000 inserts, so it went too; the last 50,000 stay.
+    expect(await cache.get("k0")).toBeUndefined();
     expect(await cache.get("k100000")).toBeUndefined();
     expect(await cache.get("k100001")).toBeDefined();
     expect(await cache.get("k150000")).toBeDefined();
