@@ -59,6 +59,20 @@ function checkHeavy(res: InferResponse): void {
   expect(maxAbsDiff(y, expected)).toBeLessThan(1e-4);
 }
 
+/**
+ * One row for the same model: small enough to arrive in one frame. A call that is to be cancelled or to pass its
+ * deadline while queued must reach the server first; a 2 MiB body on a busy machine could still be arriving when
+ * the client gave up, and then the server never sees the call at all.
+ */
+function lightRequest(model: string, id: string): object {
+  return { model_name: model, id, inputs: [{ name: "x", datatype: "FP32", shape: [1, WIDTH] }], raw_input_contents: [HEAVY_RAW.subarray(0, WIDTH * 4)] };
+}
+
+/** Requests of this model queued or running in the scoring service now. */
+function queuedOf(w: World, model: string): number {
+  return w.scoring.loadedModels().find((m) => m.model === model)?.queued ?? 0;
+}
+
 function inferMethod(): { path: string; requestSerialize: (v: object) => Buffer; responseDeserialize: (b: Buffer) => unknown } {
   const service = definition["inference.GRPCInferenceService"] as unknown as Record<string, ReturnType<typeof inferMethod>>;
   return service.ModelInfer as ReturnType<typeof inferMethod>;
@@ -199,7 +213,7 @@ describe("gRPC client deadlines and models still loading", { timeout: 120_000 },
       const second = rpc<InferResponse>(client, "ModelInfer", heavyRequest("slow", "second"));
       await bothRunning;
       const outcome = scoredEvent(w, "hurried");
-      const hurried = await rpcError(client, "ModelInfer", heavyRequest("slow", "hurried"), new Metadata(), { deadline: Date.now() + 150 });
+      const hurried = await rpcError(client, "ModelInfer", lightRequest("slow", "hurried"), new Metadata(), { deadline: Date.now() + 150 });
       expect(hurried.code, hurried.details).toBe(status.DEADLINE_EXCEEDED);
       // The server learnt of it through the call's cancellation and let go of the request while it was queued.
       const event = await outcome;
@@ -226,11 +240,12 @@ describe("gRPC client deadlines and models still loading", { timeout: 120_000 },
       await bothRunning;
       const outcome = scoredEvent(w, "abandoned");
       const { path: method, requestSerialize, responseDeserialize } = inferMethod();
-      const code = new Promise<number>((resolve) => {
-        const call = client.makeUnaryRequest(method, requestSerialize, responseDeserialize, heavyRequest("slow", "abandoned"), (err) => resolve(err?.code ?? status.OK));
-        // Cancelled once the server has queued it (its scoring starts within a few milliseconds of arrival).
-        setTimeout(() => call.cancel(), 150);
-      });
+      let resolveCode: (code: number) => void = () => undefined;
+      const code = new Promise<number>((resolve) => (resolveCode = resolve));
+      const call = client.makeUnaryRequest(method, requestSerialize, responseDeserialize, lightRequest("slow", "abandoned"), (err) => resolveCode(err?.code ?? status.OK));
+      // Cancelled once the server has queued it behind the two running calls.
+      await waitFor(async () => queuedOf(w, "slow") === 3, 10_000, 5);
+      call.cancel();
       expect(await code).toBe(status.CANCELLED);
       const event = await outcome;
       expect(event.ok).toBe(false);
