@@ -57,11 +57,14 @@ function ms(n: number | null): string {
 
 const HEADER = ["scenario", "conc", "req/s", "p50 ms", "p99 ms", "errors", "ratio", "vs", "note"];
 
+/** What a rate counts, after the number in the "req/s" column (requests: nothing). */
+const UNIT_SUFFIX: Record<Row["unit"], string> = { "req/s": "", "runs/s": " runs", "rows/s": " rows", "inserts/s": " inserts" };
+
 function cells(row: Row): string[] {
   return [
     row.scenario,
     row.concurrency,
-    row.rps === null ? "n/a" : `${fmtNum(row.rps, 0)}${row.unit === "runs/s" ? " runs" : row.unit === "rows/s" ? " rows" : row.unit === "inserts/s" ? " inserts" : ""}`,
+    row.rps === null ? "n/a" : `${fmtNum(row.rps, 0)}${UNIT_SUFFIX[row.unit]}`,
     ms(row.p50),
     ms(row.p99),
     row.errors === null ? "-" : String(row.errors),

@@ -36,10 +36,16 @@ export async function freshSqlite(prefix: string): Promise<FreshDatabase> {
   return tracked(home, undefined, async () => undefined);
 }
 
-/** A new database on the local server; `admin` is a connected client on its `postgres` database. */
-export async function freshPostgres(admin: pg.Client, prefix: string): Promise<FreshDatabase> {
+/** Creates an empty database on the local server with a name no other test uses; returns its name. */
+async function createDatabase(admin: pg.Client): Promise<string> {
   const name = `mlship_test_${randomBytes(6).toString("hex")}`;
   await admin.query(`create database ${name}`);
+  return name;
+}
+
+/** A new database on the local server; `admin` is a connected client on its `postgres` database. */
+export async function freshPostgres(admin: pg.Client, prefix: string): Promise<FreshDatabase> {
+  const name = await createDatabase(admin);
   const home = await fs.mkdtemp(path.join(os.tmpdir(), `${prefix}-`));
   return tracked(home, `${POSTGRES_SERVER}/${name}`, async () => {
     await admin.query(`drop database if exists ${name} with (force)`);
@@ -64,6 +70,32 @@ export async function freshPostgresAlone(prefix: string): Promise<FreshDatabase>
       } finally {
         await admin.end();
       }
+    },
+  };
+}
+
+/** A new empty database on the local server for tests that write to it directly (not through a store). */
+export interface ScratchDatabase {
+  url: string;
+  /** A connected client on the database. */
+  client: pg.Client;
+  /** Ends the client and drops the database. */
+  drop(): Promise<void>;
+}
+
+export async function scratchPostgres(): Promise<ScratchDatabase> {
+  const admin = await postgresAdmin();
+  const name = await createDatabase(admin);
+  const url = `${POSTGRES_SERVER}/${name}`;
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  return {
+    url,
+    client,
+    async drop() {
+      await client.end().catch(() => undefined);
+      await admin.query(`drop database if exists ${name} with (force)`);
+      await admin.end();
     },
   };
 }

@@ -7,12 +7,12 @@ import fs from "node:fs";
 import path from "node:path";
 import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import pg from "pg";
+import type pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createMlship, registerModel } from "../../src/app.js";
 import { defaultConfig } from "../../src/config/index.js";
 import { featureRows, fixture, REPO, runCli, startCli, tempDir, type LongRunning } from "../cli/helpers.js";
-import { POSTGRES_SERVER, postgresAdmin } from "../helpers/sql-stores.js";
+import { scratchPostgres, type ScratchDatabase } from "../helpers/sql-stores.js";
 
 const MODEL = "breast-cancer";
 const EXAMPLE = path.join(REPO, "examples", "models", "breast-cancer");
@@ -20,8 +20,7 @@ const bc = fixture("breast_cancer_mlp");
 const prodFeatures = featureRows(bc);
 
 let home: string;
-let admin: pg.Client;
-let database: string;
+let scratch: ScratchDatabase;
 let dbUrl: string;
 let db: pg.Client;
 let nc: NatsConnection;
@@ -38,12 +37,9 @@ beforeAll(async () => {
   } finally {
     await app.close();
   }
-  admin = await postgresAdmin();
-  database = `mlship_test_${randomBytes(6).toString("hex")}`;
-  await admin.query(`create database ${database}`);
-  dbUrl = `${POSTGRES_SERVER}/${database}`;
-  db = new pg.Client({ connectionString: dbUrl });
-  await db.connect();
+  scratch = await scratchPostgres();
+  dbUrl = scratch.url;
+  db = scratch.client;
   nc = await connect({ servers: "nats://127.0.0.1:4222" });
   jsm = await jetstreamManager(nc);
   js = jetstream(nc);
@@ -53,9 +49,7 @@ afterAll(async () => {
   for (const child of children) if (child.child.exitCode === null) child.child.kill("SIGKILL");
   for (const name of streams) await jsm.streams.delete(name).catch(() => false);
   await nc?.close();
-  await db?.end();
-  await admin?.query(`drop database if exists ${database} with (force)`);
-  await admin?.end();
+  await scratch?.drop();
   fs.rmSync(home, { recursive: true, force: true });
 });
 

@@ -19,7 +19,7 @@ import { startStream, type StreamDeps, type StreamHandle } from "../../src/strea
 import { createStreamMetrics } from "../../src/stream/metrics.js";
 import type { StreamJobConfig, StreamProgress } from "../../src/stream/types.js";
 import { featureRows, fixture, REPO, tempDir } from "../cli/helpers.js";
-import { POSTGRES_SERVER, postgresAdmin } from "../helpers/sql-stores.js";
+import { scratchPostgres, type ScratchDatabase } from "../helpers/sql-stores.js";
 
 const MODEL = "breast-cancer";
 const EXAMPLE = path.join(REPO, "examples", "models", "breast-cancer");
@@ -29,8 +29,7 @@ const prodFeatures = featureRows(bc);
 let home: string;
 let app: Mlship;
 let deps: StreamDeps;
-let admin: pg.Client;
-let database: string;
+let scratch: ScratchDatabase;
 let dbUrl: string;
 let db: pg.Client;
 let nc: NatsConnection;
@@ -43,12 +42,9 @@ beforeAll(async () => {
   app = await createMlship(defaultConfig({ home, user: "tester", "runtime.workers": 1, "log.level": "warn" }));
   await registerModel(app, EXAMPLE, { name: MODEL, alias: "production" });
   deps = { scoring: app.scoring, store: app.store, logger: app.logger };
-  admin = await postgresAdmin();
-  database = `mlship_test_${randomBytes(6).toString("hex")}`;
-  await admin.query(`create database ${database}`);
-  dbUrl = `${POSTGRES_SERVER}/${database}`;
-  db = new pg.Client({ connectionString: dbUrl });
-  await db.connect();
+  scratch = await scratchPostgres();
+  dbUrl = scratch.url;
+  db = scratch.client;
   nc = await connect({ servers: "nats://127.0.0.1:4222" });
   jsm = await jetstreamManager(nc);
 }, 60_000);
@@ -57,9 +53,7 @@ afterAll(async () => {
   await Promise.all(handles.map((h) => h.stop()));
   for (const name of streams) await jsm.streams.delete(name).catch(() => false);
   await nc?.close();
-  await db?.end();
-  await admin?.query(`drop database if exists ${database} with (force)`);
-  await admin?.end();
+  await scratch?.drop();
   await app?.close();
   fs.rmSync(home, { recursive: true, force: true });
 });
@@ -103,12 +97,26 @@ async function until(check: () => Promise<boolean> | boolean, what: string, time
   }
 }
 
+/** A new JetStream stream for one test (deleted after all tests). */
+async function newStream(tag: string): Promise<string> {
+  const stream = `MLS_${tag}_${randomBytes(4).toString("hex")}`.toUpperCase();
+  streams.push(stream);
+  await jsm.streams.add({ name: stream, subjects: [`${stream}.>`] });
+  return stream;
+}
+
+/** Production row `index` of the breast-cancer fixture as a JSON record with its features and an `id`. */
+function featureRecord(index: number, id: string): Record<string, unknown> {
+  const row = prodFeatures[index % prodFeatures.length] as number[];
+  const record: Record<string, unknown> = { id };
+  bc.features.forEach((f, j) => (record[f] = row[j]));
+  return record;
+}
+
 describe("instances sharing a NATS durable", { timeout: 90_000 }, () => {
   it("count a message redelivered from a stalled instance to the other exactly once in their aggregations", async () => {
     const N = 40;
-    const stream = `MLS_SHARED_${randomBytes(4).toString("hex")}`.toUpperCase();
-    streams.push(stream);
-    await jsm.streams.add({ name: stream, subjects: [`${stream}.>`] });
+    const stream = await newStream("SHARED");
     const dir = tempDir("stream-shared-job");
 
     const progressA: StreamProgress[] = [];
@@ -124,12 +132,7 @@ describe("instances sharing a NATS durable", { timeout: 90_000 }, () => {
       await locker.query("lock table pred_a in share mode");
 
       // One message holding N records (a JSON array): one batch for a, whatever the timing.
-      const records = Array.from({ length: N }, (_, i) => {
-        const row = prodFeatures[i % prodFeatures.length] as number[];
-        const record: Record<string, unknown> = { id: `m${i}` };
-        bc.features.forEach((f, j) => (record[f] = row[j]));
-        return record;
-      });
+      const records = Array.from({ length: N }, (_, i) => featureRecord(i, `m${i}`));
       await jetstream(nc).publish(`${stream}.in`, JSON.stringify(records));
       // a has scored everything and written its aggregation rows; its predictions wait on the lock.
       await until(async () => (await count("select sum(count) as n from by_label where instance = 'a'")) === N, "a's aggregation rows");
@@ -157,9 +160,7 @@ describe("instances sharing a NATS durable", { timeout: 90_000 }, () => {
   });
 
   it("a record redelivered while its owner runs with the claiming batch unsaved is handed back, then counted by the other instance once the owner stops without saving it", async () => {
-    const stream = `MLS_PENDING_${randomBytes(4).toString("hex")}`.toUpperCase();
-    streams.push(stream);
-    await jsm.streams.add({ name: stream, subjects: [`${stream}.>`] });
+    const stream = await newStream("PENDING");
     const dir = tempDir("stream-pending-job");
     const config = job(dir, stream, "pred_pending", "by_label_pending");
     const ownerOf = (instance: string): RecordClaims =>
@@ -173,10 +174,7 @@ describe("instances sharing a NATS durable", { timeout: 90_000 }, () => {
     const id = `${stream}:1`;
     expect(await ownerOf("a").claim([id], 3)).toEqual(new Set([id]));
 
-    const row = prodFeatures[0] as number[];
-    const record: Record<string, unknown> = { id: "p0" };
-    bc.features.forEach((f, j) => (record[f] = row[j]));
-    await jetstream(nc).publish(`${stream}.in`, JSON.stringify(record));
+    await jetstream(nc).publish(`${stream}.in`, JSON.stringify(featureRecord(0, "p0")));
 
     const progressB: StreamProgress[] = [];
     const b = startStream(deps, config, { instance: "b", onProgress: (p) => progressB.push(p) });
@@ -221,9 +219,7 @@ describe("instances sharing a NATS durable", { timeout: 90_000 }, () => {
   });
 
   it("a handed-back record whose owner saves the claiming batch meanwhile is acked and left to the owner", async () => {
-    const stream = `MLS_SAVED_${randomBytes(4).toString("hex")}`.toUpperCase();
-    streams.push(stream);
-    await jsm.streams.add({ name: stream, subjects: [`${stream}.>`] });
+    const stream = await newStream("SAVED");
     const dir = tempDir("stream-pending-saved");
     const config = job(dir, stream, "pred_saved", "by_label_saved");
     const a = await Checkpoint.open(config.checkpoint, config.name, { instance: "a" });
@@ -232,10 +228,7 @@ describe("instances sharing a NATS durable", { timeout: 90_000 }, () => {
     const id = `${stream}:1`;
     expect(await aClaims.claim([id], 0)).toEqual(new Set([id]));
 
-    const row = prodFeatures[1] as number[];
-    const record: Record<string, unknown> = { id: "s0" };
-    bc.features.forEach((f, j) => (record[f] = row[j]));
-    await jetstream(nc).publish(`${stream}.in`, JSON.stringify(record));
+    await jetstream(nc).publish(`${stream}.in`, JSON.stringify(featureRecord(1, "s0")));
     const progressB: StreamProgress[] = [];
     const b = startStream(deps, config, { instance: "b", onProgress: (p) => progressB.push(p) });
     handles.push(b);
@@ -255,9 +248,7 @@ describe("instances sharing a NATS durable", { timeout: 90_000 }, () => {
   });
 
   it("a record whose running owner never saves it is handed back a bounded number of times, then acked and reported", async () => {
-    const stream = `MLS_STUCK_${randomBytes(4).toString("hex")}`.toUpperCase();
-    streams.push(stream);
-    await jsm.streams.add({ name: stream, subjects: [`${stream}.>`] });
+    const stream = await newStream("STUCK");
     const dir = tempDir("stream-pending-stuck");
     const config = job(dir, stream, "pred_stuck", "by_label_stuck");
     const a = await Checkpoint.open(config.checkpoint, config.name, { instance: "a" });
@@ -266,10 +257,7 @@ describe("instances sharing a NATS durable", { timeout: 90_000 }, () => {
     const id = `${stream}:1`;
     expect(await aClaims.claim([id], 0)).toEqual(new Set([id]));
 
-    const row = prodFeatures[2] as number[];
-    const record: Record<string, unknown> = { id: "k0" };
-    bc.features.forEach((f, j) => (record[f] = row[j]));
-    await jetstream(nc).publish(`${stream}.in`, JSON.stringify(record));
+    await jetstream(nc).publish(`${stream}.in`, JSON.stringify(featureRecord(2, "k0")));
     const registry = new PromRegistry();
     const progressB: StreamProgress[] = [];
     const b = startStream(deps, config, { instance: "b", metrics: createStreamMetrics(registry), onProgress: (p) => progressB.push(p) });
